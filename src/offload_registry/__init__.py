@@ -1,0 +1,18 @@
+"""offload-registry: one shared, fast, durable view of each agent session's offload state.
+
+The asyncio API is here; ``offload_registry.sync`` holds blocking twins of the same names.
+"""
+
+from offload_registry._async.manager import OffloadStateManager
+from offload_registry._async.registry import SessionCtx, SessionRegistry
+from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
+
+__all__ = [
+    "OffloadStateManager",
+    "SessionCtx",
+    "SessionKey",
+    "SessionRegistry",
+    "is_internal_memory_session",
+    "parse_session_key",
+]
+__version__ = "0.1.0"

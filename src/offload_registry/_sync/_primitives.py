@@ -1,0 +1,67 @@
+"""Blocking flavours of the primitives in ``offload_registry._async._primitives``.
+
+Hand-written, same names, thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, ParamSpec, TypeAlias, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+P = ParamSpec("P")
+
+Lock = threading.Lock
+Thunk: TypeAlias = Callable[[], V]
+
+
+def run_blocking(fn: Callable[P, V], *args: P.args, **kwargs: P.kwargs) -> V:
+    """Run blocking I/O on the calling thread (the sync API blocks by design)."""
+    return fn(*args, **kwargs)
+
+
+class _Flight(Generic[V]):
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: V | None = None
+        self.error: BaseException | None = None
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent calls for one key, from any threads, share a single execution of the work.
+
+    A failure reaches the threads waiting on that flight but is not remembered.
+    """
+
+    def __init__(self) -> None:
+        self._flights: dict[K, _Flight[V]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, key: K, work: Thunk[V]) -> V:
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.result  # type: ignore[return-value]
+        try:
+            flight.result = work()
+            return flight.result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+    def __len__(self) -> int:
+        return len(self._flights)

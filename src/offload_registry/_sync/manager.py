@@ -1,0 +1,276 @@
+# GENERATED from src/offload_registry/_async/manager.py by scripts/unasync.py. Do not edit.
+"""OffloadStateManager: one session's offload state and every operation the seed offers on it.
+
+Reads are answered from memory. Every write goes journal first (locked, fsynced per policy),
+then the shared tier, then this object's sets, so the journal is always at least as new as
+anything a reader can see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from offload_registry import agent_files
+from offload_registry._sync._primitives import Lock, run_blocking
+from offload_registry._sync.tier import SharedTier, TierSnapshot
+from offload_registry.agent_files import AgentState
+from offload_registry.journal import Watermark
+from offload_registry.keys import SessionIdentity
+from offload_registry.session_files import CatchUp, OffloadStatus, Rebuilt, SessionFiles
+from offload_registry.session_state import SessionState, SetView, id_forms
+
+log = logging.getLogger(__name__)
+
+_STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
+
+
+class OffloadStateManager:
+    """The per-session state of the seed's ``OffloadStateManager``, shared through the journal.
+
+    The three id sets are read-only live views; each holds ids and their normalized forms.
+    """
+
+    def __init__(self, identity: SessionIdentity, files: SessionFiles, tier: SharedTier) -> None:
+        self.identity = identity
+        self._files = files
+        self._tier = tier
+        self._lock = Lock()
+        self._state = SessionState()
+        self._watermark: Watermark | None = None
+        self._claimed: set[str] = set()
+        self._claims_watermark: Watermark | None = None
+        self._runtime_processed: set[str] = set()
+        self._pending: dict[str, Any] = {}
+        self._l1_lock = threading.Lock()
+        self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+        self.source = "new"
+        self.corrupt_lines = 0
+        self.invalid_lines = 0
+
+    # -- identity and state ---------------------------------------------------------------
+    @property
+    def agent_name(self) -> str:
+        return self.identity.agent_name
+
+    @property
+    def session_id(self) -> str:
+        return self.identity.session_id
+
+    @property
+    def session_key(self) -> str:
+        return self.identity.session_key
+
+    @property
+    def agent_dir(self) -> Path:
+        return self._files.paths.agent_dir
+
+    @property
+    def journal_path(self) -> Path:
+        return self._files.paths.journal
+
+    @property
+    def entry_count(self) -> int:
+        """Valid entries in the journal (the seed's entry counter)."""
+        return self._state.entry_count
+
+    @property
+    def confirmed_offload_ids(self) -> SetView:
+        """Ids whose ``offloaded`` is truthy by JavaScript rules, with normalized forms."""
+        return SetView(self._state.confirmed)
+
+    @property
+    def deleted_offload_ids(self) -> SetView:
+        """Ids whose ``offloaded`` is exactly ``"deleted"``, with normalized forms."""
+        return SetView(self._state.deleted)
+
+    @property
+    def processed_tool_call_ids(self) -> SetView:
+        """Ids in the journal, claimed by any worker, or taken from the pending buffer here."""
+        return SetView(self._state.processed, self._claimed, self._runtime_processed)
+
+    def is_processed(self, tool_call_id: str) -> bool:
+        """True when the id or its normalized form is processed (journal, claims or runtime)."""
+        return any(
+            form in s
+            for form in id_forms(tool_call_id)
+            for s in (self._state.processed, self._claimed, self._runtime_processed)
+        )
+
+    # -- loading --------------------------------------------------------------------------
+    def load(self) -> None:
+        """Fill the state from the shared tier, or rebuild it from the journal and publish it."""
+        snapshot = self._tier.load(self.identity)
+        if snapshot is not None:
+            self._state, self._claimed = snapshot.state, snapshot.claimed
+            self._watermark = snapshot.watermark
+            self.source = self._tier.name
+            return
+        rebuilt = run_blocking(self._files.rebuild)
+        self._install(rebuilt)
+        self.source = "journal"
+        self._publish()
+
+    def refresh(self) -> None:
+        """Catch up with what other processes wrote to the journal since this copy was made
+        (reads only the new tail; re-reads the file when it was replaced)."""
+        with self._lock:
+            catch_up = run_blocking(self._files.catch_up, self._watermark)
+            self._apply_catch_up(catch_up)
+
+    def _install(self, rebuilt: Rebuilt) -> None:
+        self._state = rebuilt.state
+        self._watermark = rebuilt.watermark
+        self._claimed = rebuilt.claimed
+        self._claims_watermark = rebuilt.claims_watermark
+        self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
+
+    def _apply_catch_up(self, catch_up: CatchUp) -> None:
+        self._state = catch_up.apply_to(self._state)
+        self._watermark = catch_up.watermark
+
+    def _publish(self) -> None:
+        snapshot = TierSnapshot(self._state, self._claimed, self._watermark)
+        self._tier.store(self.identity, snapshot)
+
+    # -- writes ---------------------------------------------------------------------------
+    def append_entries(self, entries: Sequence[Mapping[str, Any]]) -> int:
+        """Append entries whose id (or normalized id) is new; returns how many were written.
+
+        Durability and concurrency: when this returns, the written lines are in the journal,
+        fsynced per the registry's policy, appended under the journal's inter-process lock
+        after catching up with other writers; a crash before that leaves none of the batch.
+        """
+        with self._lock:
+            result = run_blocking(self._files.append, self._state, self._watermark, entries)
+            self._apply_catch_up(result.catch_up)
+            self._state.apply_entries(result.written)
+            self._watermark = result.watermark
+            if result.written or result.catch_up.new_entries or result.catch_up.replaced_state:
+                self._publish()
+            return len(result.written)
+
+    def mark_offload_status(self, statuses: Mapping[str, OffloadStatus]) -> int:
+        """Set ``offloaded`` for the named ids (``True``, ``"deleted"``, ...); returns how many
+        journal entries changed.
+
+        Durability and concurrency: the journal is rewritten atomically (temp file, fsync,
+        rename, directory fsync per policy) under its inter-process lock; a crash leaves the
+        old or the new file, and appends racing the rewrite wait for the lock.
+        """
+        with self._lock:
+            rebuilt, changed = run_blocking(self._files.mark, statuses)
+            self._install(rebuilt)
+            self._publish()
+            return changed
+
+    def claim(self, ids: Iterable[str]) -> list[str]:
+        """The ids this caller won: across every process sharing the data root each id (with
+        its normalized form) is won once, and an id already in the journal is never won.
+
+        Durability and concurrency: won ids are appended to the session's claims record and
+        fsynced (per policy) under the journal's inter-process lock before this returns.
+        """
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        with self._lock:
+            result = run_blocking(
+                self._files.claim,
+                self._state,
+                self._claimed,
+                since=self._watermark,
+                claims_since=self._claims_watermark,
+                ids=wanted,
+                owner=self._owner,
+            )
+            self._apply_catch_up(result.catch_up)
+            self._claimed |= result.claimed_since
+            self._claims_watermark = result.claims_watermark
+            if result.won:
+                self._publish()
+            return result.won
+
+    # -- runtime-only state (per process, as in the seed) ----------------------------------
+    def add_pending_tool_pair(self, tool_call_id: str, pair: Any) -> bool:
+        """Buffer a tool call/result pair; refused (``False``) when the id is processed."""
+        if self.is_processed(tool_call_id) or tool_call_id in self._pending:
+            return False
+        self._pending[tool_call_id] = pair
+        return True
+
+    @property
+    def pending_tool_pairs(self) -> list[Any]:
+        return list(self._pending.values())
+
+    def take_pending_tool_pairs(self) -> list[Any]:
+        """Return the buffered pairs and mark their ids processed (never buffered again)."""
+        taken, self._pending = self._pending, {}
+        for tool_call_id in taken:
+            self._runtime_processed.update(id_forms(tool_call_id))
+        return list(taken.values())
+
+    def try_acquire_l1_lock(self) -> bool:
+        """Take the seed's in-process L1 lock without waiting; ``False`` when already held."""
+        return self._l1_lock.acquire(blocking=False)
+
+    def release_l1_lock(self) -> None:
+        if self._l1_lock.locked():
+            self._l1_lock.release()
+
+    @property
+    def is_l1_locked(self) -> bool:
+        return self._l1_lock.locked()
+
+    # -- agent-level state (state.json, shared by the agent's sessions) -----------------------
+    def get_agent_state(self) -> AgentState:
+        """The agent's ``state.json`` fields (defaults when missing or unreadable)."""
+        return run_blocking(agent_files.read_agent_state, self.agent_dir)
+
+    def update_agent_state(self, **changes: Any) -> AgentState:
+        """Set ``state.json`` fields by their snake_case names.
+
+        Durability and concurrency: locked read-modify-write with an atomic replace (fsynced
+        per policy), so concurrent updates of other fields are never lost.
+        """
+        unknown = set(changes) - _STATE_FIELDS
+        if unknown:
+            raise TypeError(f"unknown agent state fields: {sorted(unknown)}")
+        self._files.require_writable()
+        return run_blocking(
+            agent_files.update_agent_state,
+            self.agent_dir,
+            lambda state: dataclasses.replace(state, **changes),
+            self._files.fsync,
+        )
+
+    def next_mmd_number(self) -> int:
+        """The number the next Mermaid map would get (read only; see ``allocate_mmd_number``)."""
+        state = self.get_agent_state()
+        return run_blocking(agent_files.next_mmd_number, self.agent_dir, state)
+
+    def allocate_mmd_number(self) -> int:
+        """Reserve the next MMD number: no two callers sharing the data root get the same one.
+
+        Durability and concurrency: ``mmdCounter`` is raised under the ``state.json`` lock and
+        replaced atomically (fsynced per policy) before the number is returned.
+        """
+        self._files.require_writable()
+        return run_blocking(
+            agent_files.allocate_mmd_number, self.agent_dir, self._files.fsync
+        )
+
+    def set_active_mmd(self, mmd_file: str | None, mmd_id: str | None) -> AgentState:
+        """Record the active Mermaid map (same durability as ``update_agent_state``)."""
+        return self.update_agent_state(active_mmd_file=mmd_file, active_mmd_id=mmd_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"OffloadStateManager(agent_name={self.agent_name!r}, session_id={self.session_id!r},"
+            f" entry_count={self.entry_count}, source={self.source!r})"
+        )

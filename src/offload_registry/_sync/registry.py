@@ -1,0 +1,196 @@
+# GENERATED from src/offload_registry/_async/registry.py by scripts/unasync.py. Do not edit.
+"""SessionRegistry: session key -> OffloadStateManager, through near cache, shared tier, journal.
+
+A resolve answers from the in-process LRU when it can (no I/O at all); otherwise one flight
+per key loads the session from the shared tier or rebuilds it from its journal, so concurrent
+resolves of one key in this process do the work once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from offload_registry._sync._primitives import SingleFlight, run_blocking
+from offload_registry._sync.manager import OffloadStateManager
+from offload_registry._sync.tier import NoSharedTier, SharedTier
+from offload_registry.errors import ConfigurationError, RegistryClosedError
+from offload_registry.fsutil import FsyncPolicy
+from offload_registry.keys import is_internal_memory_session, resolve_identity
+from offload_registry.near_cache import LruCache
+from offload_registry.session_files import SessionFiles, SessionPaths
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CACHED = 20
+DATA_ROOT_ENV = "OFFLOAD_REGISTRY_DATA_ROOT"
+
+
+def default_data_root() -> Path:
+    """``$OFFLOAD_REGISTRY_DATA_ROOT``, else the seed's ``~/.openclaw/context-offload``."""
+    configured = os.environ.get(DATA_ROOT_ENV)
+    return Path(configured) if configured else Path.home() / ".openclaw" / "context-offload"
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class SessionCtx:
+    """A resolved session: its key, its manager, and when it was last resolved."""
+
+    session_key: str
+    manager: OffloadStateManager
+    last_access_ms: int
+
+
+class SessionRegistry:
+    """Routes session keys to per-session managers, with an O(1) LRU of ``max_cached`` entries.
+
+    Without ``redis_url`` (or ``tier``) the registry works on the journals alone, for one
+    process at a time. ``read_only=True`` never writes to the data root (no directories, lock
+    files, ``state.json`` or ``sessions-registry.json``); writes then raise ``JournalError``.
+    """
+
+    def __init__(
+        self,
+        data_root: str | os.PathLike[str] | None = None,
+        *,
+        redis_url: str | None = None,
+        max_cached: int = DEFAULT_MAX_CACHED,
+        fsync: FsyncPolicy | str = FsyncPolicy.ALWAYS,
+        read_only: bool = False,
+        tier: SharedTier | None = None,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        if redis_url is not None and tier is not None:
+            raise ConfigurationError("pass either redis_url or tier, not both")
+        if redis_url is not None:
+            raise ConfigurationError(
+                "this build has no shared tier yet; leave redis_url unset to use the journals"
+            )
+        self._data_root = Path(data_root) if data_root is not None else default_data_root()
+        self._fsync = FsyncPolicy.parse(fsync)
+        self._read_only = read_only
+        self._tier: SharedTier = tier if tier is not None else NoSharedTier()
+        self._cache: LruCache[str, SessionCtx] = LruCache(max_cached)
+        self._cache_lock = threading.Lock()  # uncontended in asyncio; guards threads in sync
+        self._flights: SingleFlight[str, SessionCtx] = SingleFlight()
+        self._clock_ms = clock_ms
+        self._closed = False
+
+    @property
+    def data_root(self) -> Path:
+        return self._data_root
+
+    @property
+    def max_cached(self) -> int:
+        return self._cache.max_entries
+
+    # -- resolving ------------------------------------------------------------------------
+    def resolve(self, session_key: str, real_session_id: str | None = None) -> SessionCtx:
+        """The session's context, loading it on first use.
+
+        A cached session is returned without I/O. Otherwise the shared tier or the journal
+        provides the state, and (unless read-only) ``state.json`` records the key as the
+        agent's last session, and ``sessions-registry.json`` maps it to ``real_session_id``
+        when one is given. Raises ``InvalidSessionKeyError`` for a key that cannot name a safe
+        path. As in the seed, a cached key keeps the session it was first resolved to.
+        """
+        with self._cache_lock:
+            ctx = self._cache.get(session_key)
+        if ctx is not None:
+            ctx.last_access_ms = self._clock_ms()
+            return ctx
+        if self._closed:
+            raise RegistryClosedError("the registry is closed")
+        return self._flights.run(
+            session_key, lambda: self._load(session_key, real_session_id)
+        )
+
+    def resolve_if_allowed(
+        self, session_key: str, real_session_id: str | None = None
+    ) -> SessionCtx | None:
+        """``None`` for internal memory-pipeline sessions (nothing created); else ``resolve``."""
+        if is_internal_memory_session(session_key):
+            return None
+        return self.resolve(session_key, real_session_id)
+
+    def _load(self, session_key: str, real_session_id: str | None) -> SessionCtx:
+        identity = resolve_identity(session_key, real_session_id)
+        paths = SessionPaths.for_identity(self._data_root, identity)
+        files = SessionFiles(paths, self._fsync, self._read_only)
+        manager = OffloadStateManager(identity, files, self._tier)
+        manager.load()
+        if not identity.fallback:
+            run_blocking(files.record_session, session_key, real_session_id)
+        ctx = SessionCtx(session_key, manager, self._clock_ms())
+        with self._cache_lock:
+            evicted = self._cache.put(session_key, ctx)
+        for key, _ in evicted:
+            log.debug("evicted session from the near cache", extra={"session_key": key})
+        return ctx
+
+    # -- the seed's Map-like surface ---------------------------------------------------------
+    def get(self, session_key: str) -> SessionCtx | None:
+        """The cached context (no load); refreshes its recency and ``last_access_ms``."""
+        with self._cache_lock:
+            ctx = self._cache.get(session_key)
+        if ctx is not None:
+            ctx.last_access_ms = self._clock_ms()
+        return ctx
+
+    def evict(self, session_key: str) -> bool:
+        """Drop a session from this process's cache (its files are untouched)."""
+        with self._cache_lock:
+            return self._cache.pop(session_key) is not None
+
+    @property
+    def size(self) -> int:
+        return len(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def keys(self) -> Iterator[str]:
+        """Cached keys, least recently used first."""
+        with self._cache_lock:
+            return self._cache.keys()
+
+    def values(self) -> Iterator[SessionCtx]:
+        with self._cache_lock:
+            return self._cache.values()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Forget cached sessions and release the shared tier's connections (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._cache_lock:
+            self._cache.clear()
+        self._tier.close()
+
+    def __enter__(self) -> SessionRegistry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionRegistry(data_root={str(self._data_root)!r}, tier={self._tier.name!r},"
+            f" cached={len(self._cache)}/{self._cache.max_entries})"
+        )

@@ -1,0 +1,1 @@
+"""The ``offload-registry`` command line: one module per command, thin over the library."""

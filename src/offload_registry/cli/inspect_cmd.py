@@ -1,0 +1,53 @@
+"""``offload-registry inspect``: show what a session's state is, without writing anything."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from offload_registry.sync import SessionCtx, SessionRegistry
+
+HELP = "show the offload state of sessions (never writes to the data root)"
+EXAMPLE = "Example: offload-registry inspect --json agent:main:s1 agent:review:pr-42"
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("inspect", help=HELP, description=HELP, epilog=EXAMPLE)
+    parser.add_argument("keys", nargs="+", metavar="KEY", help="session keys (agent:NAME:ID)")
+    parser.add_argument("--real-session-id", help="the real session id the caller would pass")
+    parser.add_argument("--json", action="store_true", help="one JSON object per key and line")
+    parser.set_defaults(run=run)
+
+
+def describe(ctx: SessionCtx) -> dict[str, Any]:
+    """The CONTRACT's JSON object for one resolved session."""
+    manager = ctx.manager
+    return {
+        "session_key": ctx.session_key,
+        "agent_name": manager.agent_name,
+        "session_id": manager.session_id,
+        "confirmed": sorted(manager.confirmed_offload_ids),
+        "deleted": sorted(manager.deleted_offload_ids),
+        "processed": sorted(manager.processed_tool_call_ids),
+        "entry_count": manager.entry_count,
+        "source": manager.source,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    with SessionRegistry(
+        args.data_root, redis_url=args.redis_url, read_only=True, max_cached=len(args.keys)
+    ) as registry:
+        for key in args.keys:
+            info = describe(registry.resolve(key, args.real_session_id))
+            if args.json:
+                print(json.dumps(info, ensure_ascii=False))
+            else:
+                print(
+                    f"{info['session_key']}: agent={info['agent_name']} "
+                    f"session={info['session_id']} entries={info['entry_count']} "
+                    f"confirmed={len(info['confirmed'])} deleted={len(info['deleted'])} "
+                    f"processed={len(info['processed'])} source={info['source']}"
+                )
+    return 0

@@ -1,0 +1,203 @@
+"""``offload-registry simulate``: several worker processes sharing sessions, then a check.
+
+Each worker process opens its own registry on one shared data root and runs agent-like
+traffic (resolve, append, mark, claim, refresh) over a few shared sessions. Afterwards the
+parent checks the invariants from the journals alone: no id won twice, no acknowledged write
+lost, no duplicate journal line, and a fresh registry sees every written id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from offload_registry.journal import read_journal
+from offload_registry.session_state import normalize_id
+from offload_registry.sync import SessionRegistry
+
+HELP = "run worker processes over shared sessions and check the invariants"
+EXAMPLE = "Example: offload-registry simulate --workers 4 --sessions 3 --seconds 5"
+OPERATIONS = ("resolve", "append", "mark", "claim", "refresh")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("simulate", help=HELP, description=HELP, epilog=EXAMPLE)
+    parser.add_argument("--workers", type=_positive, default=4, help="worker processes (4)")
+    parser.add_argument("--sessions", type=_positive, default=3, help="shared sessions (3)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="traffic duration (4)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed, for replays (1)")
+    parser.add_argument("--ids", type=_positive, default=400, help="tool call ids per session")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+@dataclass
+class WorkerPlan:
+    index: int
+    data_root: str
+    session_keys: list[str]
+    seconds: float
+    seed: int
+    ids_per_session: int
+
+
+@dataclass
+class WorkerReport:
+    index: int
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    written: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    won: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    claims_tried: int = 0
+
+
+def _entry(tool_call_id: str, worker: int) -> dict[str, Any]:
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "node_id": None,
+        "tool_call": f"bash -lc 'cat {tool_call_id}'",
+        "summary": f"result of {tool_call_id} (worker {worker})",
+        "result_ref": f"refs/{tool_call_id}.md",
+        "tool_call_id": tool_call_id,
+        "score": 5,
+    }
+
+
+def run_worker(plan: WorkerPlan) -> WorkerReport:
+    """One worker process: random agent-like traffic until the deadline."""
+    rng = random.Random(plan.seed * 1_000 + plan.index)
+    report = WorkerReport(plan.index)
+    deadline = time.monotonic() + plan.seconds
+    with SessionRegistry(plan.data_root, max_cached=max(2, len(plan.session_keys) // 2)) as reg:
+        while time.monotonic() < deadline:
+            key = rng.choice(plan.session_keys)
+            op = rng.choices(OPERATIONS, weights=(5, 3, 1, 3, 1))[0]
+            ids = [f"call_{rng.randrange(plan.ids_per_session)}" for _ in range(rng.randint(1, 5))]
+            started = time.perf_counter()
+            manager = reg.resolve(key).manager
+            if op == "append":
+                before = set(manager.processed_tool_call_ids)
+                manager.append_entries([_entry(i, plan.index) for i in ids])
+                report.written[key].extend(
+                    i
+                    for i in dict.fromkeys(ids)
+                    if i in manager.processed_tool_call_ids and i not in before
+                )
+            elif op == "mark":
+                manager.mark_offload_status({i: rng.choice([True, "deleted"]) for i in ids})
+            elif op == "claim":
+                report.claims_tried += len(ids)
+                report.won[key].extend(manager.claim(ids))
+            elif op == "refresh":
+                manager.refresh()
+            if rng.random() < 0.05:
+                reg.evict(key)
+            report.latencies[op].append(time.perf_counter() - started)
+    return report
+
+
+def check_invariants(data_root: Path, keys: list[str], reports: list[WorkerReport]) -> list[str]:
+    """Every violation found, as a sentence (empty when all invariants hold)."""
+    violations: list[str] = []
+    won = Counter(
+        (key, normalize_id(i)) for r in reports for key, ids in r.won.items() for i in ids
+    )
+    violations += [f"{key}: id {i!r} won {n} times" for (key, i), n in won.items() if n > 1]
+    with SessionRegistry(data_root, read_only=True, max_cached=len(keys)) as fresh:
+        for key in keys:
+            manager = fresh.resolve(key).manager
+            lines = read_journal(manager.journal_path).entries
+            counts = Counter(normalize_id(e["tool_call_id"]) for e in lines)
+            violations += [f"{key}: {i!r} on {n} lines" for i, n in counts.items() if n > 1]
+            for report in reports:
+                for i in report.written.get(key, []) + report.won.get(key, []):
+                    if i not in manager.processed_tool_call_ids:
+                        violations.append(f"{key}: acknowledged {i!r} missing after restart")
+    return violations
+
+
+def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="offload-simulate-") as tmp:
+        data_root = Path(args.data_root) if args.data_root else Path(tmp)
+        keys = [f"agent:sim:session-{n}" for n in range(args.sessions)]
+        plans = [
+            WorkerPlan(i, str(data_root), keys, args.seconds, args.seed, args.ids)
+            for i in range(args.workers)
+        ]
+        started = time.perf_counter()
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            reports = list(pool.map(run_worker, plans))
+        elapsed = time.perf_counter() - started
+        violations = check_invariants(data_root, keys, reports)
+        summary = _summarize(args, reports, elapsed, violations)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_report(summary)
+    return 1 if violations else 0
+
+
+def _summarize(
+    args: argparse.Namespace, reports: list[WorkerReport], elapsed: float, violations: list[str]
+) -> dict[str, Any]:
+    operations: dict[str, Any] = {}
+    for op in OPERATIONS:
+        samples = [s for r in reports for s in r.latencies.get(op, [])]
+        if samples:
+            cuts = statistics.quantiles(samples, n=100) if len(samples) > 1 else samples * 99
+            operations[op] = {
+                "count": len(samples),
+                "per_second": round(len(samples) / args.seconds, 1),
+                "p50_ms": round(cuts[49] * 1e3, 3),
+                "p99_ms": round(cuts[98] * 1e3, 3),
+            }
+    won = sum(len(ids) for r in reports for ids in r.won.values())
+    return {
+        "workers": args.workers,
+        "sessions": args.sessions,
+        "seconds": round(elapsed, 2),
+        "shared_tier": "none (journals and file locks)",
+        "operations": operations,
+        "claims": {"tried": sum(r.claims_tried for r in reports), "won": won},
+        "written": sum(len(ids) for r in reports for ids in r.written.values()),
+        "violations": violations,
+        "ok": not violations,
+    }
+
+
+def _print_report(summary: dict[str, Any]) -> None:
+    print(
+        f"simulate: {summary['workers']} worker processes, {summary['sessions']} shared "
+        f"sessions, {summary['seconds']} s, shared tier: {summary['shared_tier']}"
+    )
+    print(f"  {'operation':<10} {'count':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for op, row in summary["operations"].items():
+        print(
+            f"  {op:<10} {row['count']:>7} {row['per_second']:>9} "
+            f"{row['p50_ms']:>8} {row['p99_ms']:>8}"
+        )
+    claims = summary["claims"]
+    print(f"  claims: {claims['tried']} attempted, {claims['won']} won")
+    print(f"  entries written: {summary['written']}, all found by a fresh registry")
+    if summary["violations"]:
+        print(f"  VIOLATIONS ({len(summary['violations'])}):")
+        for line in summary["violations"][:20]:
+            print(f"    {line}")
+    else:
+        print("  invariants: OK (no id won twice, no lost write, no duplicate line)")

@@ -1,0 +1,387 @@
+"""The session journal (``offload-<session-id>.jsonl``): tolerant reads, locked crash-safe writes.
+
+Reading agrees with the seed line for line. The bytes are decoded as UTF-8 with invalid
+sequences replaced by U+FFFD (as Node's ``readFileSync(path, "utf-8")``), split on ``\\n``
+only, each piece trimmed with JavaScript's ``trim`` and blank pieces skipped. A piece that
+``JSON.parse`` refuses is retried once with the unsafe characters stripped; if it still
+fails it is *corrupt*. A parsed value that is not an object with a non-empty string
+``tool_call_id`` is *invalid*. Both are counted and logged, never raised.
+
+Writing is ours, not the seed's: appends and rewrites run under the journal's exclusive
+``flock`` (taken by the caller with :func:`offload_registry.fsutil.file_lock`), an append is
+one ``write`` of whole lines, and a rewrite replaces the file atomically, so a reader or a
+crash sees the old journal or the new one, never a torn one.
+
+Incremental reads: a :class:`Watermark` records which file (device and inode) was read, how
+many bytes of it, and the last bytes before that offset. Reading ``since`` a watermark reads
+only what was appended after it; a file that was replaced (new inode, or the same inode
+reused after two atomic replaces, caught by the tail bytes), truncated or rewritten in place
+is read in full and flagged ``replaced``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from offload_registry.errors import InvalidSessionKeyError, JournalError
+from offload_registry.fsutil import FsyncPolicy, atomic_write_bytes, file_lock, fsync_dir
+from offload_registry.jsjson import encode_entry, js_trim, parse_json_line, strip_unsafe
+
+__all__ = [
+    "TAIL_BYTES",
+    "FileIdentity",
+    "JournalRead",
+    "Watermark",
+    "append_entries_to_file",
+    "journal_path",
+    "parse_journal_bytes",
+    "read_journal",
+    "rewrite_journal",
+]
+
+log = logging.getLogger(__name__)
+
+#: How many bytes before a watermark's offset it remembers, to recognize the same file.
+TAIL_BYTES: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """Which file a journal path named when it was read: ``st_dev`` and ``st_ino``."""
+
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino)
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """How far a journal has been consumed: ``offset`` bytes of the file ``identity``.
+
+    ``tail`` holds the (up to :data:`TAIL_BYTES`) bytes just before ``offset``. Inode numbers
+    are reused (two atomic replaces in a row often give the file its old inode back), so the
+    identity alone cannot tell "the same file, grown" from "a new file"; a read ``since`` this
+    watermark continues only when the bytes before ``offset`` are still ``tail``. An empty
+    ``tail`` (a watermark built by hand or by an older version) skips that check.
+
+    This is a strong heuristic, not a proof: a foreign in-place rewrite (the seed truncates
+    and rewrites) that keeps the length of everything up to ``offset`` and the last
+    ``TAIL_BYTES`` of it unchanged goes unnoticed. Our own writers only append or replace.
+    """
+
+    identity: FileIdentity
+    offset: int
+    tail: bytes = b""
+
+
+@dataclass(slots=True)
+class JournalRead:
+    """The result of :func:`read_journal`."""
+
+    entries: list[dict[str, Any]]
+    """Valid entries (objects with a non-empty string ``tool_call_id``), in file order."""
+    corrupt: int
+    """Pieces that are not JSON even after the unsafe-character retry."""
+    invalid: int
+    """JSON values that are not valid entries."""
+    watermark: Watermark | None
+    """Where the next incremental read starts; ``None`` when the file does not exist."""
+    replaced: bool
+    """``since`` was given but could not be continued, so this is a full read."""
+
+
+def journal_path(agent_dir: Path, session_id: str) -> Path:
+    """The journal of ``session_id``: ``agent_dir / "offload-<session_id>.jsonl"``.
+
+    ``session_id`` must already be sanitized (``keys`` does it); one that could name a path
+    outside ``agent_dir`` raises :class:`InvalidSessionKeyError`.
+    """
+    if not session_id or "/" in session_id or "\x00" in session_id:
+        raise InvalidSessionKeyError(session_id, "not a single safe file-name component")
+    return agent_dir / f"offload-{session_id}.jsonl"
+
+
+# --- parsing (pure) -----------------------------------------------------------------------
+
+_BLANK: Final = 0
+_CORRUPT: Final = 1
+_VALUE: Final = 2
+
+
+def _parse_piece(raw: bytes) -> tuple[int, Any]:
+    """The seed's rule for one piece (between two ``\\n``), on the slow, exact path."""
+    text = js_trim(raw.decode("utf-8", "replace"))
+    if not text:
+        return _BLANK, None
+    try:
+        return _VALUE, parse_json_line(text)
+    except ValueError:
+        pass
+    try:
+        # Strip, then parse (no second trim), as the seed does; an empty result fails.
+        return _VALUE, parse_json_line(strip_unsafe(text))
+    except ValueError:
+        return _CORRUPT, None
+
+
+def _classify(raw: bytes) -> tuple[int, Any]:
+    try:
+        return _VALUE, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _parse_piece(raw)
+
+
+def _is_entry(value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    tool_call_id = value.get("tool_call_id")
+    return type(tool_call_id) is str and tool_call_id != ""
+
+
+def parse_journal_bytes(data: bytes) -> tuple[list[dict[str, Any]], int, int]:
+    """Parse journal bytes as the seed does: ``(valid entries in order, corrupt, invalid)``.
+
+    Pure and total: never raises for content. Each line's bytes go to ``orjson.loads`` first.
+    That is exact: it accepts only valid UTF-8 JSON with space, tab or carriage return at the
+    ends, where decoding with replacement and trimming change nothing, and it shares the
+    number rule of :mod:`offload_registry.jsjson`; everything it refuses (blank lines, a
+    byte-order mark, other whitespace, bad UTF-8, lone surrogates, deep nesting, junk) takes
+    the seed's exact path. Decoding per line equals decoding the whole file and splitting,
+    because ``\\n`` never occurs inside, nor ends, a UTF-8 sequence.
+    """
+    entries: list[dict[str, Any]] = []
+    append = entries.append
+    corrupt = invalid = 0
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    for raw in data.split(b"\n"):
+        try:
+            value = loads(raw)
+        except decode_error:
+            kind, value = _parse_piece(raw)
+            if kind == _BLANK:
+                continue
+            if kind == _CORRUPT:
+                corrupt += 1
+                continue
+        if type(value) is dict:
+            tool_call_id = value.get("tool_call_id")
+            if type(tool_call_id) is str and tool_call_id:
+                append(value)
+                continue
+        invalid += 1
+    return entries, corrupt, invalid
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _log_damage(path: Path, corrupt: int, invalid: int) -> None:
+    if corrupt or invalid:
+        log.warning(
+            "journal %s: skipped %d corrupt and %d invalid lines",
+            path,
+            corrupt,
+            invalid,
+            extra={"path": str(path), "corrupt": corrupt, "invalid": invalid},
+        )
+
+
+def _tail_before(fd: int, end: int, known: bytes) -> bytes:
+    """The ``TAIL_BYTES`` bytes before ``end``, of which ``known`` are the last ones read."""
+    if len(known) >= TAIL_BYTES or len(known) == end:
+        return known[-TAIL_BYTES:]
+    size = min(end, TAIL_BYTES)
+    return os.pread(fd, size, end - size)
+
+
+def _continues(fd: int, st: os.stat_result, since: Watermark) -> bool:
+    if FileIdentity.of(st) != since.identity or st.st_size < since.offset:
+        return False
+    if not since.tail:
+        return True
+    if len(since.tail) > since.offset:
+        return False
+    at = since.offset - len(since.tail)
+    return os.pread(fd, len(since.tail), at) == since.tail
+
+
+def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, bool] | None:
+    """``(new bytes, watermark after them, continued)``, or ``None`` for a missing file."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        fd = f.fileno()
+        st = os.fstat(fd)
+        continued = since is not None and _continues(fd, st, since)
+        start = since.offset if since is not None and continued else 0
+        f.seek(start)
+        data = f.read()
+        end = start + len(data)
+        watermark = Watermark(FileIdentity.of(st), end, _tail_before(fd, end, data))
+    return data, watermark, continued
+
+
+def read_journal(path: Path, since: Watermark | None = None, *, lock: bool = True) -> JournalRead:
+    """Read the journal's valid entries, all of them or those appended after ``since``.
+
+    With ``since`` from an earlier read or write of the same path: if the file is the same
+    one and has not shrunk, only the bytes after ``since.offset`` are read
+    (``replaced=False``); otherwise the whole file is read and ``replaced=True``. A missing
+    file reads as empty, with ``watermark=None`` (and ``replaced=True`` if ``since`` was
+    given). The watermark covers the whole file as read, a last piece without ``\\n``
+    included: our writers only add whole lines, and an append first ends a torn last line,
+    so such a piece is final (counted corrupt once, never re-read).
+
+    Locking: with ``lock=True`` the bytes are read under the journal's shared ``flock``
+    (``create=False``: a missing lock file is not created and the read goes unlocked), so a
+    write of ours is never seen half done; parsing happens after the lock is released. A
+    caller that already holds the exclusive :func:`~offload_registry.fsutil.file_lock` of
+    ``path`` must pass ``lock=False``: ``flock`` locks belong to open file descriptions, so
+    a second, shared lock taken by the same process would wait for the first forever.
+
+    Never raises for content (damage is counted and logged as a warning with ``path``,
+    ``corrupt`` and ``invalid`` fields); an ``OSError`` other than a missing file raises
+    :class:`JournalError` from it. Never writes anything.
+    """
+    lock_cm: contextlib.AbstractContextManager[object] = (
+        file_lock(path, shared=True, create=False) if lock else contextlib.nullcontext()
+    )
+    try:
+        with lock_cm:
+            read = _read_from(path, since)
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
+    if read is None:
+        return JournalRead([], 0, 0, None, replaced=since is not None)
+    data, watermark, continued = read
+    entries, corrupt, invalid = parse_journal_bytes(data)
+    _log_damage(path, corrupt, invalid)
+    return JournalRead(
+        entries, corrupt, invalid, watermark, replaced=since is not None and not continued
+    )
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _open_for_append(path: Path) -> tuple[int, bool]:
+    """An append descriptor (readable, to check the last byte) and whether we created it."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        return os.open(path, flags), False
+
+
+def append_entries_to_file(
+    path: Path, entries: Sequence[Mapping[str, Any]], fsync: FsyncPolicy
+) -> Watermark:
+    """Append ``entries`` as lines (:func:`~offload_registry.jsjson.encode_entry`), creating
+    the file if needed, and return the watermark just after them.
+
+    Locking: the caller must hold the exclusive ``file_lock(path)`` around its read-dedup-
+    append sequence; this function takes no lock. Deduplication is the caller's job too:
+    every entry given is written.
+
+    Crash safety: all lines go out in one ``write`` (a loop only if the kernel writes part);
+    if the file's last byte is not ``\\n`` (a torn write), a ``\\n`` is written first so the
+    torn piece stays a corrupt line of its own and the new entries parse. A crash leaves the
+    batch absent, whole, or torn at its end, and the next append isolates the torn part.
+
+    Durability: with ``FsyncPolicy.ALWAYS`` the file is fsynced before returning, and its
+    directory too when the file was just created. An entry that cannot be encoded raises
+    (``TypeError``) before anything is written; an ``OSError`` raises :class:`JournalError`.
+    With no entries nothing is written (the file is still created if missing).
+    """
+    blob = b"".join([encode_entry(entry) for entry in entries])
+    try:
+        fd, created = _open_for_append(path)
+        try:
+            size = os.fstat(fd).st_size
+            if blob and size and os.pread(fd, 1, size - 1) != b"\n":
+                blob = b"\n" + blob
+            _write_all(fd, blob)
+            if fsync is FsyncPolicy.ALWAYS and (blob or created):
+                os.fsync(fd)
+            st = os.fstat(fd)
+            watermark = Watermark(
+                FileIdentity.of(st), st.st_size, _tail_before(fd, st.st_size, blob)
+            )
+        finally:
+            os.close(fd)
+        if created and fsync is FsyncPolicy.ALWAYS:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot append to journal: {_reason(exc)}") from exc
+    return watermark
+
+
+def rewrite_journal(
+    path: Path,
+    transform: Callable[[dict[str, Any]], dict[str, Any] | None],
+    fsync: FsyncPolicy,
+) -> Watermark:
+    """Rewrite the journal with ``transform`` applied to each valid entry, atomically.
+
+    ``transform`` gets each valid entry in file order and returns the entry to write: a new
+    dict or the same one (possibly changed in place) is re-encoded with
+    :func:`~offload_registry.jsjson.encode_entry`; ``None`` keeps the original line byte for
+    byte. Nothing is lost: corrupt and invalid lines are kept verbatim (a torn last line
+    gains its ``\\n``); only blank lines are dropped. If ``transform`` raises, nothing is
+    written and the exception propagates.
+
+    Locking: the caller must hold the exclusive ``file_lock(path)``; this function takes no
+    lock. Crash safety and durability: the new content is written to a temp file, fsynced
+    (``FsyncPolicy.ALWAYS``), renamed over the journal and the directory fsynced, so readers
+    and crashes see the old or the new journal, never a mix. A missing journal raises
+    :class:`JournalError` (there is nothing to rewrite), as does any ``OSError``.
+    Returns the watermark at the end of the new file (a new identity: readers holding an
+    older watermark re-read it in full).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot read journal to rewrite it: {_reason(exc)}") from exc
+    lines: list[bytes] = []
+    for raw in data.split(b"\n"):
+        kind, value = _classify(raw)
+        if kind == _BLANK:
+            continue
+        if kind == _VALUE and _is_entry(value):
+            new = transform(value)
+            if new is not None:
+                lines.append(encode_entry(new))
+                continue
+        lines.append(raw + b"\n")
+    blob = b"".join(lines)
+    try:
+        atomic_write_bytes(path, blob, fsync)
+        st = path.stat()
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot rewrite journal: {_reason(exc)}") from exc
+    return Watermark(FileIdentity.of(st), len(blob), blob[-TAIL_BYTES:])

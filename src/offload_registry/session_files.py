@@ -1,0 +1,307 @@
+"""One session's files on disk and the locked, blocking operations on them.
+
+This is the journal tier: the durable truth. It knows nothing of Redis or caches; the async
+and sync managers call it (the async one from a worker thread) and apply what it returns to
+their in-memory state on their own thread, so live set views are never mutated behind a
+reader's back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from offload_registry import agent_files
+from offload_registry.errors import InvalidSessionKeyError, JournalError
+from offload_registry.fsutil import FsyncPolicy, file_lock
+from offload_registry.journal import (
+    JournalRead,
+    Watermark,
+    append_entries_to_file,
+    journal_path,
+    read_journal,
+    rewrite_journal,
+)
+from offload_registry.keys import SessionIdentity
+from offload_registry.session_state import SessionState, id_forms, normalize_id
+
+log = logging.getLogger(__name__)
+
+JsonValue = Any
+OffloadStatus = JsonValue  # True, "deleted", or any JSON value the caller chooses
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPaths:
+    """Where one session lives under the data root (every component already made safe)."""
+
+    data_root: Path
+    agent_dir: Path
+    journal: Path
+    claims: Path
+
+    @classmethod
+    def for_identity(cls, data_root: Path, identity: SessionIdentity) -> SessionPaths:
+        agent_dir = data_root / identity.agent_name
+        journal = journal_path(agent_dir, identity.session_id)
+        # Not named offload-*.jsonl, so the seed and our own journal scans never mistake it
+        # for a session journal.
+        claims = agent_dir / f"offload-{identity.session_id}.claims"
+        paths = cls(data_root, agent_dir, journal, claims)
+        paths._check_inside_root()
+        return paths
+
+    def _check_inside_root(self) -> None:
+        # Defence in depth: the keys module already guarantees single safe components.
+        # Lexical, not resolve(): an operator may legitimately symlink an agent directory.
+        root = os.path.normpath(self.data_root)
+        agent_dir = os.path.normpath(self.agent_dir)
+        if (
+            os.path.dirname(agent_dir) != root
+            or os.path.dirname(os.path.normpath(self.journal)) != agent_dir
+        ):
+            raise InvalidSessionKeyError(str(self.journal), "resolves outside the data root")
+
+
+@dataclass(slots=True)
+class Rebuilt:
+    """A session rebuilt from disk."""
+
+    state: SessionState
+    watermark: Watermark | None
+    claimed: set[str]
+    claims_watermark: Watermark | None
+    corrupt: int
+    invalid: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class CatchUp:
+    """What other writers added since our watermark (a full state when the file was replaced)."""
+
+    new_entries: list[dict[str, Any]] = field(default_factory=list)
+    replaced_state: SessionState | None = None
+    watermark: Watermark | None = None
+
+    @classmethod
+    def from_read(cls, read: JournalRead) -> CatchUp:
+        if read.replaced:
+            return cls([], SessionState.from_entries(read.entries), read.watermark)
+        return cls(read.entries, None, read.watermark)
+
+    def apply_to(self, state: SessionState) -> SessionState:
+        if self.replaced_state is not None:
+            return self.replaced_state
+        state.apply_entries(self.new_entries)
+        return state
+
+    def contains_id(self, state: SessionState, tool_call_id: str) -> bool:
+        if self.replaced_state is not None:
+            return self.replaced_state.contains_id(tool_call_id)
+        return state.contains_id(tool_call_id) or any(
+            _same_id(e["tool_call_id"], tool_call_id) for e in self.new_entries
+        )
+
+
+@dataclass(slots=True)
+class AppendResult:
+    catch_up: CatchUp
+    written: list[dict[str, Any]]
+    watermark: Watermark | None
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    catch_up: CatchUp
+    won: list[str]
+    claimed_since: set[str]  # every id (with forms) newly found in or added to the record
+    claims_watermark: Watermark | None
+
+
+def _same_id(a: str, b: str) -> bool:
+    return a == b or normalize_id(a) == normalize_id(b)
+
+
+class SessionFiles:
+    """Blocking, locked operations on one session's journal and claims record.
+
+    Not thread-safe by itself: the manager serializes calls with its own lock, and the
+    journal's ``flock`` serializes processes.
+    """
+
+    def __init__(self, paths: SessionPaths, fsync: FsyncPolicy, read_only: bool) -> None:
+        self.paths = paths
+        self.fsync = fsync
+        self.read_only = read_only
+
+    # -- reads --------------------------------------------------------------------------
+    def rebuild(self) -> Rebuilt:
+        """Read the whole journal and claims record (shared lock; never creates a file)."""
+        started = time.perf_counter()
+        # One shared lock over both files: claims are written under the journal's lock.
+        with file_lock(self.paths.journal, shared=True, create=False):
+            read = read_journal(self.paths.journal, lock=False)
+            claims = read_journal(self.paths.claims, lock=False)
+        state = SessionState.from_entries(read.entries)
+        claimed = {form for e in claims.entries for form in id_forms(e["tool_call_id"])}
+        return Rebuilt(
+            state,
+            read.watermark,
+            claimed,
+            claims.watermark,
+            read.corrupt,
+            read.invalid,
+            time.perf_counter() - started,
+        )
+
+    def catch_up(self, since: Watermark | None, *, locked: bool = False) -> CatchUp:
+        """What the journal gained since ``since`` (reads only the new tail when it grew).
+
+        ``locked=True`` when the caller already holds the journal's exclusive lock (a shared
+        ``flock`` on a second descriptor would wait for it forever).
+        """
+        return CatchUp.from_read(read_journal(self.paths.journal, since, lock=not locked))
+
+    # -- writes -------------------------------------------------------------------------
+    def require_writable(self) -> None:
+        if self.read_only:
+            raise JournalError(str(self.paths.journal), "registry opened read-only")
+
+    def append(
+        self, state: SessionState, since: Watermark | None, entries: Sequence[Mapping[str, Any]]
+    ) -> AppendResult:
+        """Append the entries whose id (or normalized id) the journal does not hold yet.
+
+        Durability and concurrency: runs under the journal's exclusive ``flock``; first
+        catches up with lines other processes appended, then writes all new lines in one
+        ``write`` call, fsynced per the policy; a crash leaves the file without the batch or
+        with it whole (a torn last line is isolated on its own line by the next append).
+        """
+        self.require_writable()
+        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.paths.journal):
+            catch_up = self.catch_up(since, locked=True)
+            batch_forms: set[str] = set()
+            fresh: list[dict[str, Any]] = []
+            for entry in entries:
+                tool_call_id = entry.get("tool_call_id")
+                if not isinstance(tool_call_id, str) or not tool_call_id:
+                    raise ValueError(f"entry without a non-empty string tool_call_id: {entry!r}")
+                if catch_up.contains_id(state, tool_call_id):
+                    continue
+                forms = id_forms(tool_call_id)
+                if tool_call_id in batch_forms or normalize_id(tool_call_id) in batch_forms:
+                    continue
+                batch_forms.update(forms)
+                fresh.append(dict(entry))
+            watermark = catch_up.watermark
+            if fresh:
+                watermark = append_entries_to_file(self.paths.journal, fresh, self.fsync)
+            return AppendResult(catch_up, fresh, watermark)
+
+    def mark(self, statuses: Mapping[str, OffloadStatus]) -> tuple[Rebuilt, int]:
+        """Set ``offloaded`` on the entries named in ``statuses`` (matched by normalized id).
+
+        Durability and concurrency: under the journal's exclusive ``flock`` the file is
+        rewritten to a temp file, fsynced, renamed over the journal and the directory fsynced
+        (per the policy); a crash leaves the old or the new journal, and an append racing the
+        rewrite waits for the lock, so it is never lost.
+        """
+        self.require_writable()
+        by_normalized = {normalize_id(k): v for k, v in statuses.items()}
+        if not self.paths.journal.exists():
+            rebuilt = self.rebuild()
+            return rebuilt, 0
+        with file_lock(self.paths.journal):
+            entries: list[dict[str, Any]] = []
+            changed = 0
+
+            def transform(entry: dict[str, Any]) -> dict[str, Any]:
+                nonlocal changed
+                key = normalize_id(entry["tool_call_id"])
+                if key in by_normalized and entry.get("offloaded") != by_normalized[key]:
+                    entry = {**entry, "offloaded": by_normalized[key]}
+                    changed += 1
+                entries.append(entry)
+                return entry
+
+            started = time.perf_counter()
+            watermark = rewrite_journal(self.paths.journal, transform, self.fsync)
+            claims = read_journal(self.paths.claims, lock=False)
+            claimed = {form for e in claims.entries for form in id_forms(e["tool_call_id"])}
+            rebuilt = Rebuilt(
+                SessionState.from_entries(entries),
+                watermark,
+                claimed,
+                claims.watermark,
+                0,
+                0,
+                time.perf_counter() - started,
+            )
+            return rebuilt, changed
+
+    def claim(
+        self,
+        state: SessionState,
+        claimed: AbstractSet[str],
+        *,
+        since: Watermark | None,
+        claims_since: Watermark | None,
+        ids: Iterable[str],
+        owner: str,
+    ) -> ClaimResult:
+        """Win each id that neither the journal nor the claims record holds yet.
+
+        Durability and concurrency: under the journal's exclusive ``flock`` the won ids are
+        appended to the claims record and fsynced (per the policy) before this returns, so a
+        won claim survives any crash and no two callers sharing the data root win one id.
+        """
+        self.require_writable()
+        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.paths.journal):
+            catch_up = self.catch_up(since, locked=True)
+            claims_read = read_journal(self.paths.claims, claims_since, lock=False)
+            taken = {form for e in claims_read.entries for form in id_forms(e["tool_call_id"])}
+            won: list[str] = []
+            for tool_call_id in ids:
+                forms = id_forms(tool_call_id)
+                if catch_up.contains_id(state, tool_call_id) or any(
+                    f in taken or f in claimed for f in forms
+                ):
+                    continue
+                taken.update(forms)
+                won.append(tool_call_id)
+            claims_watermark = claims_read.watermark
+            if won:
+                stamp = time.time()
+                records = [{"tool_call_id": i, "owner": owner, "claimed_at": stamp} for i in won]
+                claims_watermark = append_entries_to_file(self.paths.claims, records, self.fsync)
+            return ClaimResult(catch_up, won, taken, claims_watermark)
+
+    def record_session(self, session_key: str, real_session_id: str | None) -> None:
+        """Remember the last session key in ``state.json`` and, when the caller passed a real
+        session id, the key's mapping in ``sessions-registry.json`` (both locked and atomic,
+        written only when they change)."""
+        if self.read_only:
+            return
+        agent_dir = self.paths.agent_dir
+        agent_dir.mkdir(parents=True, exist_ok=True)
+        agent_files.update_agent_state(
+            agent_dir,
+            lambda s: s if s.last_session_key == session_key else _with_last_key(s, session_key),
+            self.fsync,
+        )
+        if real_session_id:
+            session_id = self.paths.journal.name.removeprefix("offload-").removesuffix(".jsonl")
+            agent_files.register_session(agent_dir, session_key, session_id, self.fsync)
+
+
+def _with_last_key(state: agent_files.AgentState, key: str) -> agent_files.AgentState:
+    return replace(state, last_session_key=key)

@@ -1,0 +1,1 @@
+"""Shared tiers behind the registry: key names, URL schemes, and (later) the Redis backends."""

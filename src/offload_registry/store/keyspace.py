@@ -1,0 +1,282 @@
+"""Every Redis key name the registry uses, built in one place (pure: no I/O).
+
+Layout
+======
+
+All keys of one deployment share one base, ``<prefix>:v<schema>:<deployment>``::
+
+    offload-registry:v1:3f2a9c0d1e4b:marker                    string: the epoch (see below)
+    offload-registry:v1:3f2a9c0d1e4b:deployment                string: which data root this is
+    offload-registry:v1:3f2a9c0d1e4b:invalidate                pub/sub channel (not a key)
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:state   hash: the session's anchor
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:claims  set: claimed ids
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:deltas  list: packed changes since the
+                                                                snapshot in ``state``
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:lock    string: single-flight rebuild
+                                                                lock (token, with an expiry)
+
+``prefix``
+    ``--key-prefix``, default ``offload-registry``. It must be non-empty and free of ``{``,
+    ``}`` (they would move the Cluster hash tag), whitespace, control characters and the glob
+    metacharacters ``* ? [ ] \\`` (so :meth:`Keyspace.pattern` matches exactly our keys, in
+    ``SCAN MATCH`` and in ACL ``~pattern`` rules alike); :class:`ConfigurationError` otherwise.
+``v<schema>``
+    The *key layout* version. Bump it when the layout changes: old keys are then ignored and
+    expire by their idle TTL. (Values carry their own schema version, see ``codec``.)
+``deployment``
+    Twelve hex digits of the SHA-256 of the resolved data root path
+    (:meth:`Keyspace.for_data_root`), so two deployments with different data roots on one
+    Redis never share a key.
+``{<tag>}``
+    The Cluster hash tag of one session: 32 hex digits (128 bits) of the SHA-256 of its agent
+    name and session id, length-prefixed so the pair is encoded unambiguously. Every key of a
+    session carries the same tag, so all of them hash to one slot and one Lua script may touch
+    them all. Agent names and session ids never appear raw in a key: any string is allowed in
+    them (``{``, ``}``, ``*``, ``:``, newlines, lone surrogates, 10,000 characters) and
+    cannot break the tag, a glob pattern or the key length; every key is short, ASCII apart
+    from the prefix, and of a fixed shape. The tier stores the agent name and session id as
+    fields of the ``state`` hash, for people reading Redis and as a check against a (2^-128)
+    tag collision: an anchor whose names differ from the caller's is a miss.
+
+Pass the identity's *on-disk* names (``SessionIdentity.agent_name`` / ``.session_id``): Redis
+caches a journal, and the journal is named by them, so two session keys that name one journal
+(a real session id, a sanitized name) share one set of Redis keys.
+
+Losing data: the epoch and the anchor
+=====================================
+
+Redis may lose everything (restart without persistence, ``FLUSHALL``), lose some keys
+(eviction under ``maxmemory``, expiry) or go back in time (failover to a replica that missed
+writes, restart from an older RDB/AOF). An empty or missing answer is therefore never taken to
+mean "empty session"; the journal is the truth and Redis only saves work. Three layers:
+
+1. **The anchor.** A session's ``state`` hash is its anchor: snapshot, watermark, version,
+   epoch, and the expected size of each side key (``claims``, ``deltas``). Side keys are
+   trusted only inside a script that first checks the anchor (present, current epoch, and
+   ``SCARD``/``LLEN`` equal to the recorded counts), so a side key evicted, expired or lost on
+   its own is detected and the whole session is reseeded. The only write that creates an
+   anchor is a full seed rebuilt from the journal; every other write is a delta that a script
+   refuses when the anchor is missing, from another epoch or at another version (compare and
+   set), so a delta can never land on an empty or partial session.
+2. **The epoch.** :meth:`Keyspace.marker` holds the deployment's epoch, a random token with
+   no TTL (so ``volatile-*`` eviction policies never pick it). Each anchor stores the epoch
+   it was seeded in. A script cannot read the marker itself (on Cluster it lives in another
+   slot, and a script may only touch the keys of one slot), so the client passes the epoch it
+   believes current as an ``ARGV`` and the script treats an anchor of any other epoch as
+   absent. The client reads the marker at connect and reconnect (a new connection may be a
+   restarted server or a promoted replica), when a script reports an epoch mismatch, and at
+   most every few seconds piggybacked on a pipeline it sends anyway. A missing marker means
+   the server lost our data (or never had it): the client creates one with ``SET NX``,
+   adopts whichever value won (``GET``), logs the loss once, and sessions are reseeded from
+   their journals as they are resolved. Rotating the marker is also the O(1) "forget
+   everything" an operator runs after restoring an old backup. A marker copy per session
+   tag was rejected: it would live and die with the session's own keys, so it would detect
+   nothing the anchor does not, and it could not be rotated in one step.
+3. **The watermark.** A server that went back in time keeps its marker, so the epoch cannot
+   see that. The anchor carries the journal watermark its snapshot reflects, and a cold
+   resolve compares it with the journal (one ``fstat`` and a 64-byte ``pread``): a journal
+   that grew is caught up from its tail, a replaced one is read again. Claims are recorded
+   durably in the claims file (or must be acknowledged with ``WAIT``), because a replica that
+   missed a won claim would otherwise let it be won twice.
+
+Two deployments, one Redis
+==========================
+
+Different data roots get different deployment ids, hence disjoint keys. The
+:meth:`Keyspace.deployment_key` guards against what the path hash cannot see: the tier
+writes there, with ``SET NX`` at start-up, the resolved data root path and a random data-root
+id kept in a file inside the data root (created once by a writable registry), and compares
+both on every start. A mismatch is a :class:`ConfigurationError` naming both paths, rather
+than mixed data. It catches a 48-bit deployment-id collision and, above all, two hosts whose
+*different* disks are mounted at the *same* path while sharing one Redis and one prefix:
+their paths hash alike, but their data-root ids differ. (A read-only ``inspect`` on a data
+root without an id file can compare the path only.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from offload_registry.errors import ConfigurationError
+from offload_registry.keys import SessionIdentity
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "KEY_SCHEMA",
+    "Keyspace",
+    "SessionKeys",
+    "deployment_id",
+    "session_tag",
+    "validate_prefix",
+]
+
+DEFAULT_PREFIX: Final = "offload-registry"
+"""The key prefix when ``--key-prefix`` is not given."""
+KEY_SCHEMA: Final = 1
+"""The current key layout version (the ``v1`` in every key)."""
+DEPLOYMENT_HEX_CHARS: Final = 12
+"""Hex digits of SHA-256 of the data root path used as the deployment id (48 bits)."""
+TAG_HEX_CHARS: Final = 32
+"""Hex digits of SHA-256 of (agent, session) inside a session's hash tag (128 bits)."""
+MAX_PREFIX_CHARS: Final = 128
+
+# Whitespace and control characters (C0, DEL, C1, and Unicode separators), braces (they move
+# the Cluster hash tag) and the glob metacharacters of SCAN MATCH and ACL key patterns.
+_BAD_PREFIX_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f{}*?\[\]\\]")
+_DEPLOYMENT = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can start every key name, else raise :class:`ConfigurationError`.
+
+    Refused: empty, longer than :data:`MAX_PREFIX_CHARS`, or containing whitespace, a control
+    character, ``{``, ``}``, ``*``, ``?``, ``[``, ``]`` or ``\\``.
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigurationError("the Redis key prefix must be a non-empty string")
+    if len(prefix) > MAX_PREFIX_CHARS:
+        raise ConfigurationError(
+            f"the Redis key prefix is {len(prefix)} characters long; at most "
+            f"{MAX_PREFIX_CHARS} are allowed"
+        )
+    bad = _BAD_PREFIX_CHARS.search(prefix)
+    if bad is not None:
+        raise ConfigurationError(
+            f"the Redis key prefix {prefix!r} contains {bad.group()!r}: whitespace, control "
+            "characters, braces and the glob characters * ? [ ] \\ are not allowed"
+        )
+    return prefix
+
+
+def deployment_id(data_root: str | os.PathLike[str]) -> str:
+    """The deployment id of a data root: 12 hex digits of SHA-256 of its resolved path.
+
+    The path is made absolute and its symbolic links resolved (it need not exist yet), then
+    hashed as the file system's bytes, so any spelling of one directory gives one id.
+    """
+    resolved = Path(data_root).expanduser().resolve()
+    return hashlib.sha256(os.fsencode(resolved)).hexdigest()[:DEPLOYMENT_HEX_CHARS]
+
+
+def session_tag(agent_name: str, session_id: str) -> str:
+    """The hash tag shared by every key of one session: ``{`` + 32 hex digits + ``}``.
+
+    The digest covers ``len(agent) ":" agent session`` as UTF-8 (lone surrogates passed
+    through), which encodes the pair unambiguously: distinct pairs get distinct tags up to a
+    128-bit hash collision.
+    """
+    agent = agent_name.encode("utf-8", "surrogatepass")
+    session = session_id.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(b"%d:%b%b" % (len(agent), agent, session)).hexdigest()
+    return "{" + digest[:TAG_HEX_CHARS] + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """The keys of one session; all carry :attr:`tag`, so they share one Cluster slot."""
+
+    tag: str
+    """The hash tag, braces included: ``{<32 hex digits>}``."""
+    state: str
+    """Hash, the session's anchor: packed snapshot, watermark, version, epoch, names, and the
+    expected sizes of the side keys (see the module docstring)."""
+    claims: str
+    """Set of claimed tool call ids, for atomic membership (``SADD`` in a script)."""
+    deltas: str
+    """List of packed changes applied after the snapshot in :attr:`state`, folded into it
+    from time to time."""
+    lock: str
+    """String holding the single-flight rebuild lock's token, set with ``NX`` and an expiry."""
+
+    @property
+    def data(self) -> tuple[str, str, str]:
+        """The keys that must live and die together (one TTL, deleted together)."""
+        return (self.state, self.claims, self.deltas)
+
+    @property
+    def all(self) -> tuple[str, str, str, str]:
+        """Every key of the session, the lock included."""
+        return (self.state, self.claims, self.deltas, self.lock)
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """The key names of one deployment: ``<prefix>:v<schema>:<deployment>:...``.
+
+    ``deployment`` is normally :func:`deployment_id` of the data root; build it with
+    :meth:`for_data_root`. A bad prefix, schema or deployment raises
+    :class:`ConfigurationError`.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+    schema: int = KEY_SCHEMA
+    deployment: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
+        if type(self.schema) is not int or self.schema < 1:
+            raise ConfigurationError(f"the key schema must be a positive int, not {self.schema!r}")
+        if not isinstance(self.deployment, str) or not _DEPLOYMENT.fullmatch(self.deployment):
+            raise ConfigurationError(
+                f"the deployment id must be 1 to 64 characters of [0-9A-Za-z_-], "
+                f"not {self.deployment!r}"
+            )
+
+    @classmethod
+    def for_data_root(
+        cls,
+        prefix: str,
+        data_root: str | os.PathLike[str],
+        *,
+        schema: int = KEY_SCHEMA,
+    ) -> Keyspace:
+        """The keyspace of the deployment whose journals live under ``data_root``
+        (its deployment id is :func:`deployment_id` of that path)."""
+        return cls(prefix, schema, deployment=deployment_id(data_root))
+
+    @property
+    def base(self) -> str:
+        """``<prefix>:v<schema>:<deployment>``: the start of every key of this deployment."""
+        return f"{self.prefix}:v{self.schema}:{self.deployment}"
+
+    def session(self, identity_agent: str, session_id: str) -> SessionKeys:
+        """The keys of one session, named by its journal's on-disk names: the journal is
+        ``<data root>/<identity_agent>/offload-<session_id>.jsonl``."""
+        tag = session_tag(identity_agent, session_id)
+        stem = f"{self.base}:{tag}:"
+        return SessionKeys(
+            tag=tag,
+            state=stem + "state",
+            claims=stem + "claims",
+            deltas=stem + "deltas",
+            lock=stem + "lock",
+        )
+
+    def session_for(self, identity: SessionIdentity) -> SessionKeys:
+        """:meth:`session` of a resolved identity's on-disk names."""
+        return self.session(identity.agent_name, identity.session_id)
+
+    def marker(self) -> str:
+        """The string key holding this deployment's epoch token (no TTL, never per session)."""
+        return f"{self.base}:marker"
+
+    def deployment_key(self) -> str:
+        """The string key identifying the data root this deployment's keys belong to."""
+        return f"{self.base}:deployment"
+
+    def pattern(self) -> str:
+        """The glob covering every key of this deployment (``SCAN MATCH``, ACL ``~pattern``)."""
+        return f"{self.base}:*"
+
+    def state_pattern(self) -> str:
+        """The glob covering the ``state`` (anchor) key of every session of this deployment."""
+        return f"{self.base}:{{*}}:state"
+
+    def channel(self) -> str:
+        """The pub/sub channel for invalidation messages (ACL ``&<channel>``)."""
+        return f"{self.base}:invalidate"

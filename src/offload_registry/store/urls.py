@@ -1,0 +1,359 @@
+"""Redis URLs: parsing, redaction, and the scheme registry that picks a shared-tier backend.
+
+Pure: no I/O, no imports of any backend. A backend module registers itself on import::
+
+    register_scheme("redis", open_redis_tier)    # factory(target, options) -> tier
+
+and the registry opens whatever the URL names without branching on the backend::
+
+    target, factory = open_tier_factory(redis_url)
+    tier = factory(target, TierOptions(key_prefix=prefix))
+
+Supported URLs (user name and password optional everywhere, percent-encoded when they hold
+``@ : / ? #``; a password may also come as ``?password=``)::
+
+    redis://[user:password@]host[:port][/db]                    port 6379, db 0
+    rediss://[user:password@]host[:port][/db]                   the same over TLS
+    unix://[user:password@]/path/to/redis.sock[?db=N]
+    redis+cluster://[user:password@]host:port[,host:port...]    db 0 only
+    redis+sentinel://[user:password@]host:port[,host:port...]/service-name[/db]
+    memory://                                                   in-process, one process only
+
+Credentials never leave this module in clear: :class:`RedisTarget` keeps the password out of
+its ``repr`` and ``str``, and every error message quotes the URL through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
+from urllib.parse import parse_qsl, unquote
+
+from offload_registry.errors import ConfigurationError
+from offload_registry.store.keyspace import DEFAULT_PREFIX, validate_prefix
+
+__all__ = [
+    "SCHEMES",
+    "HostPort",
+    "RedisTarget",
+    "TierFactory",
+    "TierOptions",
+    "open_tier_factory",
+    "parse_redis_url",
+    "redact",
+    "register_scheme",
+    "registered_schemes",
+    "unregister_scheme",
+]
+
+REDACTED: Final = "***"
+DEFAULT_PORT: Final = 6379
+DEFAULT_SENTINEL_PORT: Final = 26379
+SCHEMES: Final = ("memory", "redis", "redis+cluster", "redis+sentinel", "rediss", "unix")
+"""Every scheme :func:`parse_redis_url` understands."""
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
+_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&;#]*(?:password|passwd|secret|token)[^=&;#]*=)[^&;#]*")
+
+
+class HostPort(NamedTuple):
+    """One server address of a URL."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """A parsed Redis URL. ``str()`` and ``repr()`` show the redacted URL, never the password.
+
+    ``hosts`` is empty for ``unix://`` (see ``socket_path``) and ``memory://``;
+    ``service_name`` is set for ``redis+sentinel://`` only. ``query`` keeps the URL's other
+    query parameters, in order, for the backend to interpret (``password``, ``username``
+    and ``db`` are taken out into their own fields).
+    """
+
+    scheme: str
+    hosts: tuple[HostPort, ...] = ()
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    socket_path: str | None = None
+    service_name: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
+    redacted: str = ""
+    """The URL as given, with any credentials replaced by ``***``: safe to log."""
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"RedisTarget({self.redacted!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class TierOptions:
+    """Connection and key settings every backend factory receives.
+
+    Timeouts are in seconds and must be finite and positive; the idle TTL (refreshed at most
+    once per interval by the tier) must be a positive whole number of seconds.
+    """
+
+    connect_timeout: float = 1.0
+    socket_timeout: float = 1.0
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    idle_ttl_seconds: int = 7 * 24 * 3600
+    key_prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "socket_timeout"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ConfigurationError(f"{name} must be a finite number > 0, not {value!r}")
+        ttl = self.idle_ttl_seconds
+        if type(ttl) is not int or ttl <= 0:
+            raise ConfigurationError(f"idle_ttl_seconds must be an int > 0, not {ttl!r}")
+        validate_prefix(self.key_prefix)
+
+
+TierFactory = Callable[[RedisTarget, TierOptions], Any]
+"""Builds a shared tier for a parsed URL (the registry only needs the ``SharedTier``
+protocol; ``Any`` keeps this module free of the async layer)."""
+
+_factories: dict[str, TierFactory] = {}
+
+
+# --- redaction ----------------------------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """``url`` with its user-info (``user:password@``) and any password-like query parameter
+    (``password=``, ``sentinel_password=``, ``token=``, ...) replaced by ``***``.
+
+    Errs on the side of hiding: everything up to the *last* ``@`` counts as user-info, so an
+    unencoded ``@``, ``/``, ``?`` or ``#`` in a password is hidden too. A string without
+    ``://`` that holds an ``@`` is redacted the same way.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = f"{REDACTED}@{rest[at + 1 :]}"
+    rest = _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, rest)
+    return f"{scheme}{sep}{rest}"
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _error(message: str, url: str) -> ConfigurationError:
+    return ConfigurationError(f"{message}: {redact(url)!r}")
+
+
+def _parse_port(text: str, url: str, default: int) -> int:
+    if text == "":
+        return default
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise _error(f"bad port {text!r} (expected 1-65535)", url)
+    return int(text)
+
+
+def _parse_host(text: str, url: str, default_port: int) -> HostPort:
+    if text.startswith("["):  # [IPv6]:port
+        end = text.find("]")
+        if end < 0:
+            raise _error("unclosed '[' in an IPv6 address", url)
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise _error(f"unexpected {rest!r} after an IPv6 address", url)
+        port_text = rest[1:]
+    else:
+        host, _, port_text = text.partition(":")
+        if ":" in port_text:
+            raise _error("an IPv6 address must be written in brackets: [::1]:6379", url)
+    if not host:
+        raise _error("missing host name", url)
+    return HostPort(unquote(host), _parse_port(port_text, url, default_port))
+
+
+def _parse_hosts(text: str, url: str, default_port: int, *, many: bool) -> tuple[HostPort, ...]:
+    parts = text.split(",")
+    if len(parts) > 1 and not many:
+        raise _error(
+            "several hosts are only allowed with redis+cluster:// or redis+sentinel://", url
+        )
+    return tuple(_parse_host(part, url, default_port) for part in parts)
+
+
+def _parse_db(text: str, url: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise _error(f"bad database number {text!r} (expected a non-negative integer)", url)
+    return int(text)
+
+
+class _Location(NamedTuple):
+    hosts: tuple[HostPort, ...]
+    socket_path: str | None
+    service_name: str | None
+    db: int | None
+
+
+def _locate(scheme: str, location: str, url: str) -> _Location:
+    """Where the server is, from the part of the URL between the user-info and the query."""
+    authority, slash, path = location.partition("/")
+    if scheme == "memory":
+        if authority or path.strip("/"):
+            raise _error("memory:// takes no host or path", url)
+        return _Location((), None, None, None)
+    if scheme == "unix":
+        if authority or not slash or not path:
+            raise _error("expected unix:///absolute/path/to/redis.sock", url)
+        return _Location((), unquote("/" + path), None, None)
+    if scheme == "redis+sentinel":
+        hosts = _parse_hosts(authority, url, DEFAULT_SENTINEL_PORT, many=True)
+        service, _, db_text = path.partition("/")
+        if not service:
+            raise _error("redis+sentinel:// needs a service name: host:port/service-name", url)
+        db_text = db_text.strip("/")
+        return _Location(
+            hosts, None, unquote(service), _parse_db(db_text, url) if db_text else None
+        )
+    cluster = scheme == "redis+cluster"
+    hosts = _parse_hosts(authority, url, DEFAULT_PORT, many=cluster)
+    db_text = path.strip("/")
+    db = _parse_db(db_text, url) if db_text else None
+    if cluster and db:
+        raise _error("Redis Cluster has only database 0", url)
+    return _Location(hosts, None, None, db)
+
+
+def _scheme_of(url: str) -> tuple[str, str]:
+    """The lower-cased scheme (one of :data:`SCHEMES`) and the rest of the URL."""
+    scheme, sep, rest = url.partition("://")
+    supported = ", ".join(f"{s}://" for s in SCHEMES)
+    if not sep or not _SCHEME.fullmatch(scheme):
+        # Do not echo it: a string that is not even a URL may be a bare password.
+        raise ConfigurationError(
+            f"not a Redis URL (expected scheme://...); supported schemes: {supported}"
+        )
+    if scheme.lower() not in SCHEMES:
+        raise ConfigurationError(
+            f"unknown Redis URL scheme {scheme!r} in {redact(url)!r}; "
+            f"supported schemes: {supported}"
+        )
+    return scheme.lower(), rest
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse a Redis URL of one of :data:`SCHEMES` (see the module docstring for the forms).
+
+    Raises :class:`ConfigurationError`, whose message quotes the URL redacted, for an unknown
+    scheme (naming the supported ones), a missing or malformed host, port or database
+    number, several hosts where one is expected, or a sentinel URL without a service name.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"a Redis URL must be a str, not {type(url).__name__}")
+    scheme, rest = _scheme_of(url)
+    userinfo, at, location = rest.rpartition("@")
+    if not at:
+        userinfo, location = "", rest
+    location, _, _fragment = location.partition("#")
+    location, _, query_text = location.partition("?")
+    username, colon, password = userinfo.partition(":")
+    user: str | None = unquote(username) or None
+    secret: str | None = unquote(password) if colon else None
+    query: list[tuple[str, str]] = []
+    query_db: int | None = None
+    for key, value in parse_qsl(query_text, keep_blank_values=True):
+        if key == "password":
+            secret = value
+        elif key == "username":
+            user = value
+        elif key == "db":
+            query_db = _parse_db(value, url)
+        else:
+            query.append((key, value))
+    where = _locate(scheme, location, url)
+    db = where.db if where.db is not None else query_db
+    if scheme == "redis+cluster" and db:
+        raise _error("Redis Cluster has only database 0", url)
+    return RedisTarget(
+        scheme=scheme,
+        hosts=where.hosts,
+        db=db or 0,
+        username=user or None,
+        password=secret or None,
+        tls=scheme == "rediss",
+        socket_path=where.socket_path,
+        service_name=where.service_name,
+        query=tuple(query),
+        redacted=redact(url),
+    )
+
+
+# --- the scheme registry ------------------------------------------------------------------
+
+
+def register_scheme(scheme: str, factory: TierFactory, *, replace: bool = False) -> None:
+    """Make ``factory`` the backend for URLs of ``scheme`` (one of :data:`SCHEMES`).
+
+    Registering the same factory again is a no-op; another factory for a taken scheme raises
+    :class:`ConfigurationError` unless ``replace=True``.
+    """
+    key = scheme.lower().removesuffix("://")
+    if key not in SCHEMES:
+        raise ConfigurationError(
+            f"cannot register unknown scheme {scheme!r}; supported schemes: "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    current = _factories.get(key)
+    if current is not None and current is not factory and not replace:
+        raise ConfigurationError(
+            f"scheme {key}:// already has a backend ({_name(current)}); pass replace=True"
+        )
+    _factories[key] = factory
+
+
+def unregister_scheme(scheme: str) -> None:
+    """Forget the backend of ``scheme`` (if any)."""
+    _factories.pop(scheme.lower().removesuffix("://"), None)
+
+
+def registered_schemes() -> tuple[str, ...]:
+    """The schemes that have a backend now, sorted."""
+    return tuple(sorted(_factories))
+
+
+def open_tier_factory(url: str) -> tuple[RedisTarget, TierFactory]:
+    """Parse ``url`` and return it with the backend factory registered for its scheme.
+
+    Raises :class:`ConfigurationError` for a URL :func:`parse_redis_url` refuses, or a scheme
+    this build understands but no backend has registered (the message names those that have).
+    """
+    target = parse_redis_url(url)
+    factory = _factories.get(target.scheme)
+    if factory is None:
+        available = ", ".join(f"{s}://" for s in registered_schemes()) or "none"
+        raise ConfigurationError(
+            f"no backend is registered for {target.scheme}:// URLs ({target.redacted!r}); "
+            f"registered: {available}"
+        )
+    return target, factory
+
+
+def _name(factory: TierFactory) -> str:
+    module = getattr(factory, "__module__", None) or "?"
+    name = getattr(factory, "__qualname__", None) or type(factory).__name__
+    return f"{module}.{name}"

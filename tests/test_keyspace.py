@@ -1,0 +1,163 @@
+"""The key layout: one builder for every key, one hash tag per session, safe for any name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from offload_registry.errors import ConfigurationError
+from offload_registry.keys import resolve_identity
+from offload_registry.store.keyspace import (
+    DEFAULT_PREFIX,
+    Keyspace,
+    deployment_id,
+    session_tag,
+    validate_prefix,
+)
+
+KEY_SHAPE = re.compile(
+    r"offload-registry:v1:[0-9a-f]{12}:\{[0-9a-f]{32}\}:(state|claims|deltas|lock)"
+)
+# Every code point, lone surrogates included.
+names = st.text(st.characters(exclude_categories=()), max_size=64)
+
+
+def cluster_tag(key: str) -> str:
+    """What Redis Cluster hashes: the text between the first '{' and the next '}'."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    assert start >= 0 and end > start + 1, key
+    return key[start + 1 : end]
+
+
+@pytest.fixture
+def keyspace(tmp_path: Path) -> Keyspace:
+    return Keyspace.for_data_root(DEFAULT_PREFIX, tmp_path)
+
+
+def test_session_keys_follow_the_documented_layout(keyspace: Keyspace) -> None:
+    keys = keyspace.session("main", "s1")
+    for key in keys.all:
+        assert KEY_SHAPE.fullmatch(key), key
+        assert key.startswith(f"offload-registry:v1:{keyspace.deployment}:{keys.tag}:")
+
+
+def test_every_key_of_a_session_shares_one_cluster_hash_tag(keyspace: Keyspace) -> None:
+    keys = keyspace.session("main", "s1")
+    assert {cluster_tag(key) for key in keys.all} == {keys.tag.strip("{}")}
+
+
+def test_data_keys_are_the_state_claims_and_deltas_keys(keyspace: Keyspace) -> None:
+    keys = keyspace.session("main", "s1")
+    assert keys.data == (keys.state, keys.claims, keys.deltas)
+    assert set(keys.all) == {*keys.data, keys.lock}
+    assert len(set(keys.all)) == 4
+
+
+def test_session_keys_are_deterministic(keyspace: Keyspace) -> None:
+    assert keyspace.session("main", "s1") == keyspace.session("main", "s1")
+
+
+def test_agent_and_session_boundaries_are_unambiguous(keyspace: Keyspace) -> None:
+    assert keyspace.session("ab", "c").tag != keyspace.session("a", "bc").tag
+
+
+@given(agent=names, session=names)
+def test_any_agent_and_session_strings_give_a_well_formed_tag(agent: str, session: str) -> None:
+    keys = Keyspace(deployment="0123456789ab").session(agent, session)
+    assert KEY_SHAPE.fullmatch(keys.state)
+    assert cluster_tag(keys.state) == keys.tag[1:-1]
+
+
+@given(agent=names, session=names)
+def test_lone_surrogates_and_braces_in_names_are_safe(agent: str, session: str) -> None:
+    tag = session_tag(agent + "\ud800{", session + "}*\n")
+    assert re.fullmatch(r"\{[0-9a-f]{32}\}", tag)
+
+
+@given(a=st.tuples(names, names), b=st.tuples(names, names))
+def test_distinct_sessions_get_distinct_tags(a: tuple[str, str], b: tuple[str, str]) -> None:
+    if a != b:
+        assert session_tag(*a) != session_tag(*b)
+
+
+def test_names_never_appear_raw_in_keys(keyspace: Keyspace) -> None:
+    keys = keyspace.session("agent-name", "session-id")
+    assert not any("agent-name" in key or "session-id" in key for key in keys.all)
+
+
+def test_session_for_uses_the_identitys_on_disk_names(keyspace: Keyspace) -> None:
+    identity = resolve_identity("agent:main:s1", "real-id")
+    assert keyspace.session_for(identity) == keyspace.session(identity.agent_name, "real-id")
+
+
+def test_deployment_id_is_twelve_hex_digits_of_the_resolved_path(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert re.fullmatch(r"[0-9a-f]{12}", deployment_id(tmp_path / "real"))
+    assert deployment_id(tmp_path / "link") == deployment_id(tmp_path / "real")
+    assert deployment_id(tmp_path / "real" / ".." / "real") == deployment_id(tmp_path / "real")
+
+
+def test_different_data_roots_share_no_key(tmp_path: Path) -> None:
+    one = Keyspace.for_data_root(DEFAULT_PREFIX, tmp_path / "one")
+    two = Keyspace.for_data_root(DEFAULT_PREFIX, tmp_path / "two")
+    assert one.deployment != two.deployment
+    one_keys = {*one.session("main", "s1").all, one.marker(), one.deployment_key()}
+    assert not any(re.fullmatch(two.pattern().replace("*", ".*"), key) for key in one_keys)
+
+
+def test_pattern_covers_every_key_of_the_deployment(keyspace: Keyspace) -> None:
+    glob = re.escape(keyspace.pattern()[:-1]) + ".*"
+    keys = [*keyspace.session("a", "b").all, keyspace.marker(), keyspace.deployment_key()]
+    assert all(re.fullmatch(glob, key) for key in keys)
+    assert keyspace.pattern() == f"offload-registry:v1:{keyspace.deployment}:*"
+
+
+def test_state_pattern_matches_only_state_keys(keyspace: Keyspace) -> None:
+    glob = re.escape(keyspace.state_pattern()).replace(r"\*", ".*")
+    keys = keyspace.session("a", "b")
+    assert re.fullmatch(glob, keys.state)
+    assert not any(re.fullmatch(glob, key) for key in (keys.claims, keys.lock, keyspace.marker()))
+
+
+def test_marker_deployment_key_and_channel_are_distinct_and_untagged(keyspace: Keyspace) -> None:
+    names = [keyspace.marker(), keyspace.deployment_key(), keyspace.channel()]
+    assert len(set(names)) == 3
+    assert not any("{" in name or "}" in name for name in names)
+
+
+def test_prefix_and_schema_appear_in_every_key() -> None:
+    keyspace = Keyspace("my-app:offload", 3, deployment="dep")
+    assert keyspace.session("a", "b").state.startswith("my-app:offload:v3:dep:{")
+    assert keyspace.marker() == "my-app:offload:v3:dep:marker"
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["", "a{b", "a}b", "a b", "a\tb", "a\nb", "a\x00b", "a\x7fb", "a*", "a?", "a[b]", "a\\b"],
+)
+def test_unsafe_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        Keyspace(prefix, deployment="dep")
+
+
+def test_overlong_prefix_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        validate_prefix("p" * 129)
+
+
+@pytest.mark.parametrize("deployment", ["", "a:b", "{x}", "a*", "x" * 65])
+def test_unsafe_deployment_ids_are_refused(deployment: str) -> None:
+    with pytest.raises(ConfigurationError, match="deployment"):
+        Keyspace(deployment=deployment)
+
+
+@pytest.mark.parametrize("schema", [0, -1, True, 1.0])
+def test_non_positive_or_non_int_schemas_are_refused(schema: object) -> None:
+    with pytest.raises(ConfigurationError, match="schema"):
+        Keyspace(DEFAULT_PREFIX, schema, deployment="dep")  # type: ignore[arg-type]

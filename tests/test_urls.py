@@ -1,0 +1,317 @@
+"""Redis URLs: every supported scheme, redaction everywhere, and the backend registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from offload_registry.errors import ConfigurationError
+from offload_registry.store import urls
+from offload_registry.store.urls import (
+    SCHEMES,
+    HostPort,
+    RedisTarget,
+    TierOptions,
+    open_tier_factory,
+    parse_redis_url,
+    redact,
+    register_scheme,
+    registered_schemes,
+    unregister_scheme,
+)
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no backend registered and leaves the real registry untouched."""
+    monkeypatch.setattr(urls, "_factories", {})
+    yield
+
+
+def fake_factory(target: RedisTarget, options: TierOptions) -> tuple[RedisTarget, TierOptions]:
+    return target, options
+
+
+# --- each scheme --------------------------------------------------------------------------
+
+
+def test_redis_url_with_defaults() -> None:
+    target = parse_redis_url("redis://localhost")
+    assert (target.scheme, target.hosts, target.db, target.tls) == (
+        "redis",
+        (HostPort("localhost", 6379),),
+        0,
+        False,
+    )
+    assert (target.username, target.password) == (None, None)
+
+
+def test_redis_url_with_credentials_port_and_db() -> None:
+    target = parse_redis_url(f"redis://worker:{SECRET}@10.0.0.5:6380/3")
+    assert target.hosts == (HostPort("10.0.0.5", 6380),)
+    assert (target.username, target.password, target.db) == ("worker", SECRET, 3)
+
+
+def test_password_only_user_info() -> None:
+    target = parse_redis_url(f"redis://:{SECRET}@h")
+    assert (target.username, target.password) == (None, SECRET)
+
+
+def test_percent_encoded_credentials_are_decoded() -> None:
+    target = parse_redis_url("redis://us%40er:p%3Aw%2Fd%40x@h")
+    assert (target.username, target.password) == ("us@er", "p:w/d@x")
+
+
+def test_unencoded_at_sign_in_password_splits_at_the_last_one() -> None:
+    assert parse_redis_url("redis://u:p@ss@h:1").password == "p@ss"
+
+
+def test_password_from_the_query() -> None:
+    target = parse_redis_url(f"redis://h/0?password={SECRET}&protocol=3")
+    assert target.password == SECRET
+    assert target.query == (("protocol", "3"),)
+
+
+def test_rediss_url_means_tls() -> None:
+    target = parse_redis_url("rediss://cache.example.com:6390/1")
+    assert (target.scheme, target.tls, target.db) == ("rediss", True, 1)
+    assert target.hosts == (HostPort("cache.example.com", 6390),)
+
+
+def test_ipv6_host_in_brackets() -> None:
+    assert parse_redis_url("redis://[::1]:7000").hosts == (HostPort("::1", 7000),)
+    assert parse_redis_url("redis://[::1]").hosts == (HostPort("::1", 6379),)
+
+
+def test_unix_socket_url() -> None:
+    target = parse_redis_url(f"unix://u:{SECRET}@/run/redis/redis.sock?db=2")
+    assert (target.socket_path, target.db, target.hosts) == ("/run/redis/redis.sock", 2, ())
+    assert (target.username, target.password) == ("u", SECRET)
+
+
+def test_cluster_url_with_several_seed_hosts() -> None:
+    target = parse_redis_url("redis+cluster://a:7000,b:7001,[::1]:7002")
+    assert target.scheme == "redis+cluster"
+    assert target.hosts == (HostPort("a", 7000), HostPort("b", 7001), HostPort("::1", 7002))
+
+
+def test_sentinel_url_with_service_name_and_db() -> None:
+    target = parse_redis_url("redis+sentinel://s1:26379,s2/mymaster/4")
+    assert target.hosts == (HostPort("s1", 26379), HostPort("s2", 26379))
+    assert (target.service_name, target.db) == ("mymaster", 4)
+
+
+def test_memory_url() -> None:
+    target = parse_redis_url("memory://")
+    assert (target.scheme, target.hosts, target.socket_path) == ("memory", (), None)
+
+
+def test_scheme_is_case_insensitive() -> None:
+    assert parse_redis_url("REDIS://h").scheme == "redis"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://",
+        "redis://h:0",
+        "redis://h:65536",
+        "redis://h:port",
+        "redis://h/db",
+        "redis://a:1,b:2",
+        "redis://::1:6379",
+        "redis://[::1",
+        "redis://[::1]x",
+        "rediss://h1,h2",
+        "unix://host/path.sock",
+        "unix://",
+        "redis+cluster://a:1/2",
+        "redis+cluster://a:1?db=2",
+        "redis+sentinel://s1:26379",
+        "redis+sentinel://s1:26379/",
+        "memory://somewhere",
+        "memory:///x",
+    ],
+)
+def test_malformed_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_redis_url(url)
+
+
+def test_unknown_scheme_names_the_supported_ones() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_redis_url("http://localhost:6379")
+    message = str(caught.value)
+    assert "'http'" in message
+    assert all(f"{scheme}://" in message for scheme in SCHEMES)
+
+
+def test_a_string_that_is_not_a_url_is_not_echoed() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_redis_url(SECRET)
+    assert SECRET not in str(caught.value)
+    assert "redis://" in str(caught.value)
+
+
+def test_non_str_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        parse_redis_url(b"redis://h")  # type: ignore[arg-type]
+
+
+# --- redaction ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (f"redis://user:{SECRET}@h:1/0", "redis://***@h:1/0"),
+        (f"redis://:{SECRET}@h", "redis://***@h"),
+        ("redis://user@h", "redis://***@h"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        (f"redis://u:p/{SECRET}@h", "redis://***@h"),
+        (f"redis://h/0?password={SECRET}&x=1", "redis://h/0?password=***&x=1"),
+        (
+            f"redis+sentinel://s/m?sentinel_password={SECRET}",
+            "redis+sentinel://s/m?sentinel_password=***",
+        ),
+        (f"unix://u:{SECRET}@/run/r.sock", "unix://***@/run/r.sock"),
+        (f"user:{SECRET}@host", "***@host"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_redact_hides_user_info_and_password_parameters(url: str, expected: str) -> None:
+    assert redact(url) == expected
+
+
+@given(password=st.text(min_size=4).filter(lambda p: "@" not in p and p.strip()))
+def test_redact_never_shows_a_password(password: str) -> None:
+    assert redact(f"redis://user:{password}@host:6379/0") == "redis://***@host:6379/0"
+
+
+def test_target_repr_and_str_hide_the_password() -> None:
+    target = parse_redis_url(f"redis://user:{SECRET}@h:1/0?password={SECRET}")
+    assert SECRET not in repr(target)
+    assert SECRET not in str(target)
+    assert str(target) == target.redacted == "redis://***@h:1/0?password=***"
+
+
+def test_target_repr_in_containers_hides_the_password() -> None:
+    target = parse_redis_url(f"rediss://:{SECRET}@h")
+    assert SECRET not in repr([target, {"t": target}])
+    assert SECRET not in f"{target!r} {target}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://u:{SECRET}@h:99999",
+        f"redis://u:{SECRET}@a,b",
+        f"redis+cluster://u:{SECRET}@a:1/5",
+        f"redis+sentinel://u:{SECRET}@s1",
+        f"ftp://u:{SECRET}@h",
+        f"unix://u:{SECRET}@h/x",
+        f"redis://h:1/x?password={SECRET}",
+    ],
+)
+def test_error_messages_never_contain_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_redis_url(url)
+    assert SECRET not in str(caught.value)
+    assert SECRET not in repr(caught.value)
+
+
+def test_error_for_an_unregistered_scheme_hides_the_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        open_tier_factory(f"redis://u:{SECRET}@h")
+    assert SECRET not in str(caught.value)
+
+
+# --- the scheme registry ------------------------------------------------------------------
+
+
+def test_registered_factory_is_found_with_the_parsed_target() -> None:
+    register_scheme("redis", fake_factory)
+    target, factory = open_tier_factory("redis://h:1/2")
+    assert factory is fake_factory
+    assert target == parse_redis_url("redis://h:1/2")
+
+
+def test_each_scheme_has_its_own_factory() -> None:
+    def other(target: RedisTarget, options: TierOptions) -> None:
+        return None
+
+    register_scheme("redis", fake_factory)
+    register_scheme("memory://", other)
+    assert open_tier_factory("memory://")[1] is other
+    assert registered_schemes() == ("memory", "redis")
+
+
+def test_a_scheme_without_a_backend_names_the_registered_ones() -> None:
+    register_scheme("memory", fake_factory)
+    with pytest.raises(ConfigurationError, match=r"redis\+cluster://.*registered: memory://"):
+        open_tier_factory("redis+cluster://a:1")
+
+
+def test_registering_an_unknown_scheme_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="unknown scheme"):
+        register_scheme("valkey", fake_factory)
+
+
+def test_registering_the_same_factory_twice_is_a_no_op() -> None:
+    register_scheme("redis", fake_factory)
+    register_scheme("redis", fake_factory)
+    assert open_tier_factory("redis://h")[1] is fake_factory
+
+
+def test_replacing_a_factory_needs_replace_true() -> None:
+    def other(target: RedisTarget, options: TierOptions) -> None:
+        return None
+
+    register_scheme("redis", fake_factory)
+    with pytest.raises(ConfigurationError, match="already"):
+        register_scheme("redis", other)
+    register_scheme("redis", other, replace=True)
+    assert open_tier_factory("redis://h")[1] is other
+
+
+def test_unregistering_forgets_the_backend() -> None:
+    register_scheme("redis", fake_factory)
+    unregister_scheme("redis")
+    assert registered_schemes() == ()
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+def test_tier_options_defaults() -> None:
+    options = TierOptions()
+    assert (options.connect_timeout, options.socket_timeout) == (1.0, 1.0)
+    assert (options.ssl_ca_certs, options.ssl_certfile, options.ssl_keyfile) == (None,) * 3
+    assert options.idle_ttl_seconds == 7 * 24 * 3600
+    assert options.key_prefix == "offload-registry"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"connect_timeout": 0},
+        {"socket_timeout": -1.0},
+        {"socket_timeout": float("inf")},
+        {"connect_timeout": float("nan")},
+        {"connect_timeout": True},
+        {"connect_timeout": "1"},
+        {"idle_ttl_seconds": 0},
+        {"idle_ttl_seconds": 1.5},
+        {"key_prefix": ""},
+        {"key_prefix": "a{b}"},
+    ],
+)
+def test_bad_tier_options_are_configuration_errors(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        TierOptions(**kwargs)
