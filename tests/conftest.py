@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from redis_fixtures import private_redis_server, redis_server
 
 __all__ = ["private_redis_server", "redis_server"]  # fixtures for every test module

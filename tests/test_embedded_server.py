@@ -22,7 +22,6 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_fixtures import private_redis_server, redis_server  # noqa: F401 - fixtures
 
 from offload_registry import embedded_server
 from offload_registry.embedded_server import (
@@ -35,6 +34,7 @@ from offload_registry.embedded_server import (
     bundled_server_binary,
     find_server_binary,
 )
+from redis_fixtures import private_redis_server, redis_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.redis
 

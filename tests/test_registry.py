@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from offload_registry.journal import read_journal
 
 from offload_registry import SessionRegistry
 from offload_registry.agent_files import read_agent_state, read_session_registry
@@ -18,6 +17,7 @@ from offload_registry.errors import (
     JournalError,
     RegistryClosedError,
 )
+from offload_registry.journal import read_journal
 from offload_registry.session_files import SessionFiles
 
 
