@@ -33,8 +33,10 @@ from offload_registry.journal import (
     append_entries_to_file,
     parse_journal_bytes,
     read_journal,
+    scan_journal,
 )
 from offload_registry.jsjson import encode_entry, js_trim
+from offload_registry.session_state import SessionState
 
 # A sentence reads better than forty quoted words.
 WORDS = (  # noqa: SIM905
@@ -130,6 +132,11 @@ def orjson_parse_only(data: bytes) -> int:
     return len(values)
 
 
+def _rebuild(path: Path) -> SessionState:
+    scan = scan_journal(path)
+    return SessionState.from_scan(scan.ids, scan.statuses)
+
+
 def median_ms(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
     """Median wall time of each function, in ms. Runs are interleaved (one call of each per
     round) so a slow spell of the machine hits every reader alike, not just one."""
@@ -172,6 +179,10 @@ def bench_one(path: Path, count: int, runs: int, with_node: bool) -> dict[str, A
         "parse_journal_bytes": lambda: parse_journal_bytes(data),
         "read_journal (lock + read + parse)": lambda: read_journal(path),
         "read_journal since watermark (+1 entry)": lambda: read_journal(path, since),
+        "rebuild via read_journal (entries + id sets)": lambda: SessionState.from_entries(
+            read_journal(path).entries
+        ),
+        "rebuild via scan_journal (what resolve does)": lambda: _rebuild(path),
     }
     rows: dict[str, float | None] = dict(median_ms(fns, runs))
     if with_node:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from offload_registry.errors import InvalidSessionKeyError, JournalError
@@ -39,12 +40,15 @@ __all__ = [
     "TAIL_BYTES",
     "FileIdentity",
     "JournalRead",
+    "StatusScan",
     "Watermark",
     "append_entries_to_file",
     "journal_path",
     "parse_journal_bytes",
     "read_journal",
     "rewrite_journal",
+    "scan_journal",
+    "scan_journal_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -261,14 +265,7 @@ def read_journal(path: Path, since: Watermark | None = None, *, lock: bool = Tru
     ``corrupt`` and ``invalid`` fields); an ``OSError`` other than a missing file raises
     :class:`JournalError` from it. Never writes anything.
     """
-    lock_cm: contextlib.AbstractContextManager[object] = (
-        file_lock(path, shared=True, create=False) if lock else contextlib.nullcontext()
-    )
-    try:
-        with lock_cm:
-            read = _read_from(path, since)
-    except OSError as exc:
-        raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
+    read = _read_bytes(path, since, lock)
     if read is None:
         return JournalRead([], 0, 0, None, replaced=since is not None)
     data, watermark, continued = read
@@ -276,6 +273,101 @@ def read_journal(path: Path, since: Watermark | None = None, *, lock: bool = Tru
     _log_damage(path, corrupt, invalid)
     return JournalRead(
         entries, corrupt, invalid, watermark, replaced=since is not None and not continued
+    )
+
+
+def _read_bytes(
+    path: Path, since: Watermark | None, lock: bool
+) -> tuple[bytes, Watermark, bool] | None:
+    lock_cm: contextlib.AbstractContextManager[object] = (
+        file_lock(path, shared=True, create=False) if lock else contextlib.nullcontext()
+    )
+    try:
+        with lock_cm:
+            return _read_from(path, since)
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
+
+
+# --- status scans: only what a rebuild needs ------------------------------------------------
+
+
+class _Status(msgspec.Struct):
+    """The two fields a rebuild needs; msgspec validates the whole line but builds only these."""
+
+    tool_call_id: str
+    offloaded: Any = None
+
+
+_decode_status = msgspec.json.Decoder(_Status).decode
+
+
+@dataclass(slots=True)
+class StatusScan:
+    """The result of :func:`scan_journal`: each valid entry's id and, when set, its status."""
+
+    ids: list[str]
+    """``tool_call_id`` of every valid entry, in file order."""
+    statuses: list[tuple[str, Any]]
+    """``(tool_call_id, offloaded)`` of the valid entries whose ``offloaded`` is not null.
+
+    Each status has the JavaScript truthiness and ``== "deleted"`` of the seed's value, which
+    is all a rebuild reads; an integer beyond 64 bits stays an ``int`` here, where
+    ``JSON.parse`` (and :func:`read_journal`) round it to a float."""
+    corrupt: int
+    invalid: int
+    watermark: Watermark | None
+    replaced: bool
+
+
+def scan_journal_bytes(data: bytes) -> tuple[list[str], list[tuple[str, Any]], int, int]:
+    """Like :func:`parse_journal_bytes`, keeping only ids and non-null statuses.
+
+    Exact by construction: msgspec's strict decoder accepts a line only when it is one valid
+    UTF-8 JSON object with a string ``tool_call_id`` and JSON whitespace at most at its ends,
+    where the seed's decoding and trimming change nothing and ``JSON.parse`` gives the same
+    two values (last duplicate key wins in both). Every line it refuses, for any reason,
+    takes the same exact path as :func:`parse_journal_bytes`.
+    """
+    ids: list[str] = []
+    statuses: list[tuple[str, Any]] = []
+    add_id, add_status = ids.append, statuses.append
+    corrupt = invalid = 0
+    for raw in data.split(b"\n"):
+        try:
+            status = _decode_status(raw)
+            tool_call_id, offloaded = status.tool_call_id, status.offloaded
+        except Exception:  # any refusal means: decide on the exact path
+            kind, value = _classify(raw)
+            if kind == _BLANK:
+                continue
+            if kind == _CORRUPT:
+                corrupt += 1
+                continue
+            if not _is_entry(value):
+                invalid += 1
+                continue
+            tool_call_id, offloaded = value["tool_call_id"], value.get("offloaded")
+        if not tool_call_id:
+            invalid += 1
+            continue
+        add_id(tool_call_id)
+        if offloaded is not None:
+            add_status((tool_call_id, offloaded))
+    return ids, statuses, corrupt, invalid
+
+
+def scan_journal(path: Path, since: Watermark | None = None, *, lock: bool = True) -> StatusScan:
+    """:func:`read_journal` for rebuilds: the same reading, locking and watermark rules, but
+    only ids and statuses are kept, which makes a cold rebuild about twice as fast."""
+    read = _read_bytes(path, since, lock)
+    if read is None:
+        return StatusScan([], [], 0, 0, None, replaced=since is not None)
+    data, watermark, continued = read
+    ids, statuses, corrupt, invalid = scan_journal_bytes(data)
+    _log_damage(path, corrupt, invalid)
+    return StatusScan(
+        ids, statuses, corrupt, invalid, watermark, replaced=since is not None and not continued
     )
 
 

@@ -21,12 +21,12 @@ from offload_registry import agent_files
 from offload_registry.errors import InvalidSessionKeyError, JournalError
 from offload_registry.fsutil import FsyncPolicy, file_lock
 from offload_registry.journal import (
-    JournalRead,
+    StatusScan,
     Watermark,
     append_entries_to_file,
     journal_path,
-    read_journal,
     rewrite_journal,
+    scan_journal,
 )
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState, id_forms, normalize_id
@@ -86,28 +86,28 @@ class Rebuilt:
 class CatchUp:
     """What other writers added since our watermark (a full state when the file was replaced)."""
 
-    new_entries: list[dict[str, Any]] = field(default_factory=list)
-    replaced_state: SessionState | None = None
+    added: SessionState = field(default_factory=SessionState)
+    replaced: bool = False
     watermark: Watermark | None = None
 
     @classmethod
-    def from_read(cls, read: JournalRead) -> CatchUp:
-        if read.replaced:
-            return cls([], SessionState.from_entries(read.entries), read.watermark)
-        return cls(read.entries, None, read.watermark)
+    def from_scan(cls, scan: StatusScan) -> CatchUp:
+        return cls(SessionState.from_scan(scan.ids, scan.statuses), scan.replaced, scan.watermark)
+
+    @property
+    def changed(self) -> bool:
+        return self.replaced or self.added.entry_count > 0
 
     def apply_to(self, state: SessionState) -> SessionState:
-        if self.replaced_state is not None:
-            return self.replaced_state
-        state.apply_entries(self.new_entries)
+        if self.replaced:
+            return self.added
+        state.merge(self.added)
         return state
 
     def contains_id(self, state: SessionState, tool_call_id: str) -> bool:
-        if self.replaced_state is not None:
-            return self.replaced_state.contains_id(tool_call_id)
-        return state.contains_id(tool_call_id) or any(
-            _same_id(e["tool_call_id"], tool_call_id) for e in self.new_entries
-        )
+        if self.replaced:
+            return self.added.contains_id(tool_call_id)
+        return state.contains_id(tool_call_id) or self.added.contains_id(tool_call_id)
 
 
 @dataclass(slots=True)
@@ -125,8 +125,8 @@ class ClaimResult:
     claims_watermark: Watermark | None
 
 
-def _same_id(a: str, b: str) -> bool:
-    return a == b or normalize_id(a) == normalize_id(b)
+def _all_forms(ids: Iterable[str]) -> set[str]:
+    return {form for tool_call_id in ids for form in id_forms(tool_call_id)}
 
 
 class SessionFiles:
@@ -147,10 +147,10 @@ class SessionFiles:
         started = time.perf_counter()
         # One shared lock over both files: claims are written under the journal's lock.
         with file_lock(self.paths.journal, shared=True, create=False):
-            read = read_journal(self.paths.journal, lock=False)
-            claims = read_journal(self.paths.claims, lock=False)
-        state = SessionState.from_entries(read.entries)
-        claimed = {form for e in claims.entries for form in id_forms(e["tool_call_id"])}
+            read = scan_journal(self.paths.journal, lock=False)
+            claims = scan_journal(self.paths.claims, lock=False)
+        state = SessionState.from_scan(read.ids, read.statuses)
+        claimed = _all_forms(claims.ids)
         return Rebuilt(
             state,
             read.watermark,
@@ -167,7 +167,7 @@ class SessionFiles:
         ``locked=True`` when the caller already holds the journal's exclusive lock (a shared
         ``flock`` on a second descriptor would wait for it forever).
         """
-        return CatchUp.from_read(read_journal(self.paths.journal, since, lock=not locked))
+        return CatchUp.from_scan(scan_journal(self.paths.journal, since, lock=not locked))
 
     # -- writes -------------------------------------------------------------------------
     def require_writable(self) -> None:
@@ -234,8 +234,8 @@ class SessionFiles:
 
             started = time.perf_counter()
             watermark = rewrite_journal(self.paths.journal, transform, self.fsync)
-            claims = read_journal(self.paths.claims, lock=False)
-            claimed = {form for e in claims.entries for form in id_forms(e["tool_call_id"])}
+            claims = scan_journal(self.paths.claims, lock=False)
+            claimed = _all_forms(claims.ids)
             rebuilt = Rebuilt(
                 SessionState.from_entries(entries),
                 watermark,
@@ -267,8 +267,8 @@ class SessionFiles:
         self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.paths.journal):
             catch_up = self.catch_up(since, locked=True)
-            claims_read = read_journal(self.paths.claims, claims_since, lock=False)
-            taken = {form for e in claims_read.entries for form in id_forms(e["tool_call_id"])}
+            claims_read = scan_journal(self.paths.claims, claims_since, lock=False)
+            taken = _all_forms(claims_read.ids)
             won: list[str] = []
             for tool_call_id in ids:
                 forms = id_forms(tool_call_id)

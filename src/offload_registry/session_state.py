@@ -6,7 +6,7 @@ id set holds each id and, where different, its normalized form (the id with ``_`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +60,34 @@ class SessionState:
                     deleted.update(forms)
             count += 1
         self.entry_count += count
+
+    @classmethod
+    def from_scan(cls, ids: Sequence[str], statuses: Iterable[tuple[str, Any]]) -> SessionState:
+        state = cls()
+        state.apply_scan(ids, statuses)
+        return state
+
+    def apply_scan(self, ids: Sequence[str], statuses: Iterable[tuple[str, Any]]) -> None:
+        """Fold a status scan (every valid entry's id, and the non-null statuses) into the
+        state: the same result as :meth:`apply_entries`, with the per-id work done in bulk."""
+        processed = self.processed
+        processed.update(ids)
+        processed.update([i.replace("_", "") for i in ids])
+        confirmed, deleted = self.confirmed, self.deleted
+        for tool_call_id, offloaded in statuses:
+            if js_truthy(offloaded):
+                forms = id_forms(tool_call_id)
+                confirmed.update(forms)
+                if offloaded == DELETED:
+                    deleted.update(forms)
+        self.entry_count += len(ids)
+
+    def merge(self, newer: SessionState) -> None:
+        """Add the ids and entries of ``newer`` (the state of lines appended after ours)."""
+        self.processed |= newer.processed
+        self.confirmed |= newer.confirmed
+        self.deleted |= newer.deleted
+        self.entry_count += newer.entry_count
 
     def contains_id(self, tool_call_id: str) -> bool:
         """True when the journal already holds this id or one with the same normalized form."""

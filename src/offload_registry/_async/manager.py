@@ -150,7 +150,7 @@ class OffloadStateManager:
             self._apply_catch_up(result.catch_up)
             self._state.apply_entries(result.written)
             self._watermark = result.watermark
-            if result.written or result.catch_up.new_entries or result.catch_up.replaced_state:
+            if result.written or result.catch_up.changed:
                 await self._publish()
             return len(result.written)
 
