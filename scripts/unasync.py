@@ -30,6 +30,9 @@ REPLACEMENTS: list[tuple[str, str]] = [
     (r"\b__aexit__\b", "__exit__"),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncGenerator\b", "Generator"),
+    (r"\bredis\.asyncio\b", "redis"),
+    (r"\bFakeAsyncRedis\b", "FakeRedis"),
+    (r"\baclose\b", "close"),
 ]
 
 

@@ -75,7 +75,7 @@ def test_the_data_root_comes_from_the_environment(sample_root: Path) -> None:
         ["no-such-command"],
         ["inspect", "--no-such-flag", "agent:a:b"],
         ["simulate", "--workers", "0"],
-        ["--redis-url", "redis://127.0.0.1:1/0", "inspect", "agent:a:b"],
+        ["--redis-url", "mongodb://127.0.0.1:1/0", "inspect", "agent:a:b"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line_on_stderr(args: list[str], tmp_path: Path) -> None:

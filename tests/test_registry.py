@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from offload_registry import SessionRegistry
+from offload_registry._async.tier import NoSharedTier
 from offload_registry.agent_files import read_agent_state, read_session_registry
 from offload_registry.errors import (
     ConfigurationError,
@@ -328,9 +329,14 @@ async def test_using_a_closed_registry_is_an_error(tmp_path: Path) -> None:
         await reg.resolve("agent:main:s1")
 
 
-async def test_redis_url_is_refused_until_the_shared_tier_exists(tmp_path: Path) -> None:
+async def test_only_one_shared_tier_source_may_be_given(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
-        SessionRegistry(tmp_path, redis_url="redis://127.0.0.1:1/0")
+        SessionRegistry(tmp_path, redis_url="memory://", tier=NoSharedTier())
+
+
+async def test_an_unsupported_redis_url_scheme_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        SessionRegistry(tmp_path, redis_url="mongodb://127.0.0.1/0")
 
 
 def test_default_data_root_follows_the_environment(

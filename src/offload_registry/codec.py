@@ -64,6 +64,7 @@ per full snapshot write, not per read.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final
@@ -72,7 +73,8 @@ import msgpack  # type: ignore[import-untyped]
 
 from offload_registry.errors import OffloadRegistryError
 from offload_registry.journal import FileIdentity, Watermark
-from offload_registry.session_state import SessionState
+from offload_registry.jsjson import js_truthy
+from offload_registry.session_state import DELETED, SessionState
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -80,8 +82,14 @@ __all__ = [
     "SCHEMA_VERSION",
     "CodecError",
     "DecodedSnapshot",
+    "Delta",
+    "decode_delta",
     "decode_snapshot",
+    "decode_watermark",
+    "encode_delta",
     "encode_snapshot",
+    "encode_watermark",
+    "watermark_id",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -327,3 +335,92 @@ def decode_snapshot(
     )
     state = SessionState(confirmed, deleted, processed, _uint(entry_count, "entry_count"))
     return DecodedSnapshot(state, claimed, _decode_watermark(watermark), _uint(version, "version"))
+
+
+# --- deltas and watermark ids ---------------------------------------------------------------
+
+DELTA_APPEND: Final = "a"
+DELTA_CLAIMS: Final = "c"
+
+
+@dataclass(slots=True)
+class Delta:
+    """One change appended after a snapshot: journal lines written, or ids claimed."""
+
+    kind: str
+    ids: list[str]
+    statuses: list[tuple[str, Any]]
+    watermark: Watermark | None
+
+
+def watermark_id(watermark: Watermark | None) -> str:
+    """A short string naming a journal position, compared for equality inside Lua scripts
+    (file identity, offset, and a CRC of the bytes before the offset)."""
+    if watermark is None:
+        return ""
+    identity = watermark.identity
+    return f"{identity.device}:{identity.inode}:{watermark.offset}:{zlib.crc32(watermark.tail)}"
+
+
+def encode_watermark(watermark: Watermark | None) -> bytes:
+    packed: bytes = msgpack.packb(_pack_watermark(watermark), use_bin_type=True)
+    return packed
+
+
+def decode_watermark(data: bytes) -> Watermark | None:
+    """Decode :func:`encode_watermark` output (``b""`` means none); :class:`CodecError` else."""
+    if not data:
+        return None
+    try:
+        value = msgpack.unpackb(data, raw=False, max_ext_len=0)
+    except Exception as exc:
+        raise _fail(f"invalid watermark ({type(exc).__name__}: {exc})") from exc
+    return _decode_watermark(value)
+
+
+def encode_delta(delta: Delta) -> bytes:
+    """Pack a delta; statuses keep only what a rebuild reads (``True`` or ``"deleted"``)."""
+    statuses = [
+        [tool_call_id.encode(_UTF8, _SURROGATES), value == DELETED]
+        for tool_call_id, value in delta.statuses
+        if js_truthy(value)
+    ]
+    value = [
+        SCHEMA_VERSION,
+        delta.kind,
+        _to_bins(delta.ids),
+        statuses,
+        _pack_watermark(delta.watermark),
+    ]
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def decode_delta(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Delta:
+    """Decode :func:`encode_delta` output; :class:`CodecError` for anything else."""
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) > max_bytes:
+        raise _fail("a delta must be bytes within the size limit")
+    size = len(data)
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+        schema, kind, ids, statuses, watermark = value
+        if schema != SCHEMA_VERSION or kind not in (DELTA_APPEND, DELTA_CLAIMS):
+            raise _fail(f"unknown delta schema {schema!r} or kind {kind!r}")
+        decoded_ids = [i.decode(_UTF8, _SURROGATES) for i in ids]
+        decoded_statuses: list[tuple[str, Any]] = [
+            (i.decode(_UTF8, _SURROGATES), DELETED if deleted is True else True)
+            for i, deleted in statuses
+        ]
+    except CodecError:
+        raise
+    except Exception as exc:  # wrong shapes, types or bytes all mean: not our delta
+        raise _fail(f"invalid delta ({type(exc).__name__}: {exc})") from exc
+    return Delta(kind, decoded_ids, decoded_statuses, _decode_watermark(watermark))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry import agent_files
+from offload_registry.changes import TierSnapshot
 from offload_registry.errors import InvalidSessionKeyError, JournalError
 from offload_registry.fsutil import FsyncPolicy, file_lock
 from offload_registry.journal import (
@@ -81,6 +82,9 @@ class Rebuilt:
     invalid: int
     seconds: float
 
+    def snapshot(self) -> TierSnapshot:
+        return TierSnapshot(self.state, self.claimed, self.watermark, self.claims_watermark)
+
 
 @dataclass(slots=True)
 class CatchUp:
@@ -122,6 +126,7 @@ class ClaimResult:
     catch_up: CatchUp
     won: list[str]
     claimed_since: set[str]  # every id (with forms) newly found in or added to the record
+    claims_base: Watermark | None  # the record's position before the won ids were added
     claims_watermark: Watermark | None
 
 
@@ -168,6 +173,13 @@ class SessionFiles:
         ``flock`` on a second descriptor would wait for it forever).
         """
         return CatchUp.from_scan(scan_journal(self.paths.journal, since, lock=not locked))
+
+    def catch_up_claims(self, since: Watermark | None) -> tuple[set[str], Watermark | None, bool]:
+        """Ids (with forms) claimed since ``since`` in the claims record, the new position, and
+        whether the record was read in full (it was replaced or is new to us)."""
+        with file_lock(self.paths.journal, shared=True, create=False):
+            scan = scan_journal(self.paths.claims, since, lock=False)
+        return _all_forms(scan.ids), scan.watermark, scan.replaced
 
     # -- writes -------------------------------------------------------------------------
     def require_writable(self) -> None:
@@ -283,7 +295,7 @@ class SessionFiles:
                 stamp = time.time()
                 records = [{"tool_call_id": i, "owner": owner, "claimed_at": stamp} for i in won]
                 claims_watermark = append_entries_to_file(self.paths.claims, records, self.fsync)
-            return ClaimResult(catch_up, won, taken, claims_watermark)
+            return ClaimResult(catch_up, won, taken, claims_read.watermark, claims_watermark)
 
     def record_session(self, session_key: str, real_session_id: str | None) -> None:
         """Remember the last session key in ``state.json`` and, when the caller passed a real

@@ -22,6 +22,10 @@ async def run_blocking(fn: Callable[P, V], *args: P.args, **kwargs: P.kwargs) ->
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+async def sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
 class SingleFlight(Generic[K, V]):
     """Concurrent calls for one key share a single execution of the work.
 

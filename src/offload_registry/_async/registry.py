@@ -15,15 +15,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from offload_registry._async._primitives import SingleFlight, run_blocking
 from offload_registry._async.manager import OffloadStateManager
+from offload_registry._async.redis_tier import open_redis_tier
 from offload_registry._async.tier import NoSharedTier, SharedTier
 from offload_registry.errors import ConfigurationError, RegistryClosedError
 from offload_registry.fsutil import FsyncPolicy
 from offload_registry.keys import is_internal_memory_session, resolve_identity
 from offload_registry.near_cache import LruCache
 from offload_registry.session_files import SessionFiles, SessionPaths
+from offload_registry.store.keyspace import DEFAULT_PREFIX
+from offload_registry.store.urls import TierOptions
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +70,28 @@ class SessionRegistry:
         max_cached: int = DEFAULT_MAX_CACHED,
         fsync: FsyncPolicy | str = FsyncPolicy.ALWAYS,
         read_only: bool = False,
+        key_prefix: str = DEFAULT_PREFIX,
+        redis_client: Any = None,
+        redis_options: TierOptions | None = None,
         tier: SharedTier | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> None:
-        if redis_url is not None and tier is not None:
-            raise ConfigurationError("pass either redis_url or tier, not both")
-        if redis_url is not None:
-            raise ConfigurationError(
-                "this build has no shared tier yet; leave redis_url unset to use the journals"
-            )
+        if sum(x is not None for x in (redis_url, redis_client, tier)) > 1:
+            raise ConfigurationError("pass at most one of redis_url, redis_client and tier")
         self._data_root = Path(data_root) if data_root is not None else default_data_root()
         self._fsync = FsyncPolicy.parse(fsync)
         self._read_only = read_only
+        if redis_url is not None or redis_client is not None:
+            options = redis_options or TierOptions(key_prefix=key_prefix)
+            tier = open_redis_tier(
+                self._data_root,
+                url=redis_url,
+                client=redis_client,
+                options=options,
+                read_only=read_only,
+            )
         self._tier: SharedTier = tier if tier is not None else NoSharedTier()
+        self._started = False
         self._cache: LruCache[str, SessionCtx] = LruCache(max_cached)
         self._cache_lock = threading.Lock()  # uncontended in asyncio; guards threads in sync
         self._flights: SingleFlight[str, SessionCtx] = SingleFlight()
@@ -110,6 +123,8 @@ class SessionRegistry:
             return ctx
         if self._closed:
             raise RegistryClosedError("the registry is closed")
+        if not self._started:
+            await self.start()
         return await self._flights.run(
             session_key, lambda: self._load(session_key, real_session_id)
         )
@@ -168,6 +183,21 @@ class SessionRegistry:
             return self._cache.values()
 
     # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def tier(self) -> SharedTier:
+        """The shared tier (``NoSharedTier`` when the registry runs on the journals alone)."""
+        return self._tier
+
+    async def start(self) -> None:
+        """Connect the shared tier and check it (called by ``async with`` and on first use).
+
+        Raises ``ConfigurationError`` for a misconfigured tier (missing permissions, keys
+        owned by another data root); an unreachable Redis is not an error.
+        """
+        if not self._started:
+            await self._tier.start()
+            self._started = True
+
     async def close(self) -> None:
         """Forget cached sessions and release the shared tier's connections (idempotent)."""
         if self._closed:
@@ -178,6 +208,7 @@ class SessionRegistry:
         await self._tier.close()
 
     async def __aenter__(self) -> SessionRegistry:
+        await self.start()
         return self
 
     async def __aexit__(

@@ -6,6 +6,7 @@ Hand-written, same names, thread-safe.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, ParamSpec, TypeAlias, TypeVar
 
@@ -20,6 +21,10 @@ Thunk: TypeAlias = Callable[[], V]
 def run_blocking(fn: Callable[P, V], *args: P.args, **kwargs: P.kwargs) -> V:
     """Run blocking I/O on the calling thread (the sync API blocks by design)."""
     return fn(*args, **kwargs)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 class _Flight(Generic[V]):

@@ -18,11 +18,12 @@ from typing import Any
 
 from offload_registry import agent_files
 from offload_registry._sync._primitives import Lock, run_blocking
-from offload_registry._sync.tier import SharedTier, TierSnapshot
+from offload_registry._sync.tier import SharedTier
 from offload_registry.agent_files import AgentState
+from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
-from offload_registry.session_files import CatchUp, OffloadStatus, Rebuilt, SessionFiles
+from offload_registry.session_files import CatchUp, OffloadStatus, SessionFiles
 from offload_registry.session_state import SessionState, SetView, id_forms
 
 log = logging.getLogger(__name__)
@@ -104,39 +105,55 @@ class OffloadStateManager:
 
     # -- loading --------------------------------------------------------------------------
     def load(self) -> None:
-        """Fill the state from the shared tier, or rebuild it from the journal and publish it."""
-        snapshot = self._tier.load(self.identity)
-        if snapshot is not None:
-            self._state, self._claimed = snapshot.state, snapshot.claimed
-            self._watermark = snapshot.watermark
-            self.source = self._tier.name
+        """Fill the state from the shared tier, or rebuild it from the journal and publish it.
+
+        A state from the shared tier reflects a journal position; whatever was written past
+        it (while Redis was down, by a process without Redis such as the seed, or lost in a
+        failover) is read from the journal's tail, so a lagging tier is never served stale.
+        """
+        snapshot, from_tier = self._tier.load_or_rebuild(self.identity, self._rebuild)
+        self._install(snapshot)
+        if not from_tier:
+            self.source = "journal"
             return
+        self.source = self._tier.name
+        if self._catch_up_files():
+            self._tier.publish(self.identity, self.snapshot())
+
+    def _rebuild(self) -> TierSnapshot:
         rebuilt = run_blocking(self._files.rebuild)
-        self._install(rebuilt)
-        self.source = "journal"
-        self._publish()
+        self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
+        return rebuilt.snapshot()
 
     def refresh(self) -> None:
-        """Catch up with what other processes wrote to the journal since this copy was made
-        (reads only the new tail; re-reads the file when it was replaced)."""
+        """Catch up with what other processes wrote to the journal and the claims record since
+        this copy was made (reads only their new tails; re-reads a replaced journal)."""
         with self._lock:
-            catch_up = run_blocking(self._files.catch_up, self._watermark)
-            self._apply_catch_up(catch_up)
+            self._catch_up_files()
 
-    def _install(self, rebuilt: Rebuilt) -> None:
-        self._state = rebuilt.state
-        self._watermark = rebuilt.watermark
-        self._claimed = rebuilt.claimed
-        self._claims_watermark = rebuilt.claims_watermark
-        self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
+    def _catch_up_files(self) -> bool:
+        catch_up = run_blocking(self._files.catch_up, self._watermark)
+        claimed, claims_watermark, _ = run_blocking(
+            self._files.catch_up_claims, self._claims_watermark
+        )
+        self._apply_catch_up(catch_up)
+        self._claimed |= claimed
+        self._claims_watermark = claims_watermark
+        return catch_up.changed or bool(claimed)
+
+    def snapshot(self) -> TierSnapshot:
+        """The state as a shared tier stores it (live sets, not copies)."""
+        return TierSnapshot(self._state, self._claimed, self._watermark, self._claims_watermark)
+
+    def _install(self, snapshot: TierSnapshot) -> None:
+        self._state = snapshot.state
+        self._claimed = snapshot.claimed
+        self._watermark = snapshot.watermark
+        self._claims_watermark = snapshot.claims_watermark
 
     def _apply_catch_up(self, catch_up: CatchUp) -> None:
         self._state = catch_up.apply_to(self._state)
         self._watermark = catch_up.watermark
-
-    def _publish(self) -> None:
-        snapshot = TierSnapshot(self._state, self._claimed, self._watermark)
-        self._tier.store(self.identity, snapshot)
 
     # -- writes ---------------------------------------------------------------------------
     def append_entries(self, entries: Sequence[Mapping[str, Any]]) -> int:
@@ -145,14 +162,24 @@ class OffloadStateManager:
         Durability and concurrency: when this returns, the written lines are in the journal,
         fsynced per the registry's policy, appended under the journal's inter-process lock
         after catching up with other writers; a crash before that leaves none of the batch.
+        The shared tier is updated after the journal, best effort (a reader catches up from
+        the journal if it missed this write).
         """
         with self._lock:
             result = run_blocking(self._files.append, self._state, self._watermark, entries)
+            base = result.catch_up.watermark
             self._apply_catch_up(result.catch_up)
             self._state.apply_entries(result.written)
             self._watermark = result.watermark
-            if result.written or result.catch_up.changed:
-                self._publish()
+            if result.written:
+                change = SessionChange(
+                    APPEND,
+                    [e["tool_call_id"] for e in result.written],
+                    base,
+                    result.watermark,
+                    [(e["tool_call_id"], e.get("offloaded")) for e in result.written],
+                )
+                self._tier.publish_change(self.identity, change, self.snapshot())
             return len(result.written)
 
     def mark_offload_status(self, statuses: Mapping[str, OffloadStatus]) -> int:
@@ -161,12 +188,13 @@ class OffloadStateManager:
 
         Durability and concurrency: the journal is rewritten atomically (temp file, fsync,
         rename, directory fsync per policy) under its inter-process lock; a crash leaves the
-        old or the new file, and appends racing the rewrite wait for the lock.
+        old or the new file, and appends racing the rewrite wait for the lock. The shared
+        tier then gets the whole new state.
         """
         with self._lock:
             rebuilt, changed = run_blocking(self._files.mark, statuses)
-            self._install(rebuilt)
-            self._publish()
+            self._install(rebuilt.snapshot())
+            self._tier.publish(self.identity, self.snapshot())
             return changed
 
     def claim(self, ids: Iterable[str]) -> list[str]:
@@ -174,7 +202,8 @@ class OffloadStateManager:
         its normalized form) is won once, and an id already in the journal is never won.
 
         Durability and concurrency: won ids are appended to the session's claims record and
-        fsynced (per policy) under the journal's inter-process lock before this returns.
+        fsynced (per policy) under the journal's inter-process lock before this returns; the
+        record, not Redis, is the commit point, so a claim survives Redis losing it.
         """
         wanted = list(dict.fromkeys(ids))
         if not wanted:
@@ -193,7 +222,10 @@ class OffloadStateManager:
             self._claimed |= result.claimed_since
             self._claims_watermark = result.claims_watermark
             if result.won:
-                self._publish()
+                change = SessionChange(
+                    CLAIMS, result.won, result.claims_base, result.claims_watermark
+                )
+                self._tier.publish_change(self.identity, change, self.snapshot())
             return result.won
 
     # -- runtime-only state (per process, as in the seed) ----------------------------------

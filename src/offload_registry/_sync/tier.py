@@ -3,27 +3,19 @@
 journals, and the tier used when there is none.
 
 Data flows one way: key -> near cache -> shared tier -> journal. Writes go journal first, then
-``store`` on the shared tier, then the near cache. A tier must never raise to the caller for a
-miss, a corrupt value or an outage: it answers ``None`` and the journal rebuilds.
+the shared tier, then the near cache. A tier never raises to the caller for a miss, a corrupt
+value or an outage: ``load`` answers ``None`` and the journal rebuilds; a failed publish is
+logged, and the tier repairs the session later (readers always catch up from the journal
+past the position a snapshot reflects, so a tier that lags is slower, never wrong).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from offload_registry.journal import Watermark
+from offload_registry._sync._primitives import Thunk
+from offload_registry.changes import SessionChange, TierSnapshot
 from offload_registry.keys import SessionIdentity
-from offload_registry.session_state import SessionState
-
-
-@dataclass(slots=True)
-class TierSnapshot:
-    """A session's state as a shared tier holds it, with the journal position it reflects."""
-
-    state: SessionState
-    claimed: set[str]
-    watermark: Watermark | None
 
 
 class SharedTier(Protocol):
@@ -31,12 +23,30 @@ class SharedTier(Protocol):
 
     name: str
 
+    def start(self) -> None:
+        """Connect and check the server (idempotent); raises only for misconfiguration."""
+        ...
+
     def load(self, identity: SessionIdentity) -> TierSnapshot | None:
         """The session's state, or ``None`` on a miss, a bad value or an outage."""
         ...
 
-    def store(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
-        """Publish the state after a rebuild or a write (best effort: never raises)."""
+    def load_or_rebuild(
+        self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
+    ) -> tuple[TierSnapshot, bool]:
+        """The session from the tier, or from ``rebuild`` (then published); ``True`` when it
+        came from the tier. Concurrent callers across processes share one rebuild."""
+        ...
+
+    def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
+        """Replace the session's state with a snapshot read from its journal."""
+        ...
+
+    def publish_change(
+        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+    ) -> None:
+        """Apply one write; ``snapshot`` (the state after it) replaces the session's state
+        when the tier cannot continue from ``change.base``."""
         ...
 
     def close(self) -> None:
@@ -49,10 +59,23 @@ class NoSharedTier:
 
     name = "none"
 
+    def start(self) -> None:
+        return None
+
     def load(self, identity: SessionIdentity) -> TierSnapshot | None:
         return None
 
-    def store(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
+    def load_or_rebuild(
+        self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
+    ) -> tuple[TierSnapshot, bool]:
+        return rebuild(), False
+
+    def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
+        return None
+
+    def publish_change(
+        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+    ) -> None:
         return None
 
     def close(self) -> None:

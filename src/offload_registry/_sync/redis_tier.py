@@ -1,0 +1,485 @@
+# GENERATED from src/offload_registry/_async/redis_tier.py by scripts/unasync.py. Do not edit.
+"""The Redis tier: session snapshots and deltas in Redis hashes, shared by every worker.
+
+Per session (keys from ``store.keyspace``, one Cluster slot): a ``state`` hash holding the
+msgpack snapshot (``codec``), the journal and claims positions it reflects, a version and the
+epoch it was written in, and a ``deltas`` list of the writes made since. A cold read is one
+script call (snapshot and deltas together); a write appends one small delta, chained on the
+position Redis holds, so a gap (a write Redis missed) is never papered over: the writer
+replaces the snapshot instead. Readers always catch up from the journal past the position
+they got, so Redis that lags, lost keys or restarted empty costs time, never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import redis as redis_client
+from redis.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from offload_registry._sync._primitives import Thunk, sleep
+from offload_registry.changes import APPEND, SessionChange, TierSnapshot
+from offload_registry.codec import (
+    CodecError,
+    Delta,
+    decode_delta,
+    decode_snapshot,
+    decode_watermark,
+    encode_delta,
+    encode_snapshot,
+    encode_watermark,
+    watermark_id,
+)
+from offload_registry.errors import ConfigurationError
+from offload_registry.keys import SessionIdentity
+from offload_registry.store.breaker import CircuitBreaker
+from offload_registry.store.keyspace import Keyspace, SessionKeys
+from offload_registry.store.urls import RedisTarget, TierOptions
+
+log = logging.getLogger("offload_registry.redis")
+
+DATA_ROOT_ID_FILE = ".offload-registry-id"
+MAX_DELTAS = 256
+"""A writer folds the deltas into a new snapshot when a session holds more than this."""
+REBUILD_LOCK_MS = 15_000
+REBUILD_WAIT_SECONDS = 5.0
+EPOCH_CHECK_SECONDS = 5.0
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+_policy_warned = False
+
+
+class RedisPermissionError(ConfigurationError):
+    """The Redis user lacks a permission the registry needs (the message names it)."""
+
+
+@dataclass(slots=True)
+class TierStats:
+    hits: int = 0
+    misses: int = 0
+    bad_values: int = 0
+    errors: int = 0
+    rebuilds: int = 0
+    rebuild_waits: int = 0
+    snapshots_published: int = 0
+    deltas_published: int = 0
+    gaps: int = 0
+
+
+def _script(name: str) -> str:
+    return resources.files("offload_registry").joinpath("lua", name).read_text("utf-8")
+
+
+def connect(target: RedisTarget, options: TierOptions) -> Any:
+    """A redis-py client for ``target`` (hiredis-backed when installed), without redis-py's
+    own retries: the tier decides what is safe to retry."""
+    common: dict[str, Any] = {
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "username": target.username,
+        "password": target.password,
+        "db": target.db,
+        "client_name": "offload-registry",
+    }
+    if target.scheme == "memory":
+        try:
+            import fakeredis  # noqa: PLC0415 - optional extra
+        except ImportError as exc:
+            raise ConfigurationError(
+                "memory:// needs fakeredis: pip install 'offload-registry[memory]'"
+            ) from exc
+        return fakeredis.FakeRedis()
+    if target.scheme == "unix":
+        return redis_client.Redis(unix_socket_path=target.socket_path, **common)
+    if target.scheme in ("redis", "rediss"):
+        host, port = target.hosts[0]
+        tls: dict[str, Any] = {}
+        if target.tls:
+            tls = {
+                "ssl": True,
+                "ssl_ca_certs": options.ssl_ca_certs,
+                "ssl_certfile": options.ssl_certfile,
+                "ssl_keyfile": options.ssl_keyfile,
+            }
+        return redis_client.Redis(host=host, port=port, **common, **tls)
+    raise ConfigurationError(
+        f"{target.scheme}:// is not supported by this build yet (supported: redis, rediss, "
+        "unix, memory)"
+    )
+
+
+def data_root_id(data_root: Path, *, create: bool) -> str | None:
+    """The random id of a data root, kept in ``<root>/.offload-registry-id`` (made on first
+    use by a writable registry; ``None`` when missing and ``create`` is false)."""
+    path = data_root / DATA_ROOT_ID_FILE
+    try:
+        return path.read_text("ascii").strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+    data_root.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text("ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(uuid.uuid4().hex + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path.read_text("ascii").strip()
+
+
+class RedisTier:
+    """A :class:`~offload_registry._sync.tier.SharedTier` over one Redis server."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: Any,
+        keyspace: Keyspace,
+        options: TierOptions,
+        *,
+        description: str,
+        root_id: str | None,
+        owns_client: bool = True,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self._client = client
+        self.keyspace = keyspace
+        self._options = options
+        self.description = description
+        self._root_id = root_id
+        self._owns_client = owns_client
+        self.breaker = breaker or CircuitBreaker(reset_after=min(1.0, options.socket_timeout))
+        self.stats = TierStats()
+        self._ttl_ms = options.idle_ttl_seconds * 1000
+        # Refresh the idle TTL only when less than 90 % of it remains: reads stay reads.
+        self._refresh_below_ms = self._ttl_ms * 9 // 10
+        self._load = client.register_script(_script("load.lua"))
+        self._publish = client.register_script(_script("publish.lua"))
+        self._delta = client.register_script(_script("delta.lua"))
+        self._unlock = client.register_script(_script("unlock.lua"))
+        self._epoch = ""
+        self._epoch_checked = float("-inf")
+        self._started = False
+        self._dirty: set[SessionKeys] = set()
+
+    def __repr__(self) -> str:
+        return f"RedisTier({self.description}, {self.keyspace.base!r})"
+
+    # -- start-up -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Check the server once: permissions, epoch, data root, eviction policy.
+
+        Raises :class:`RedisPermissionError` when the user lacks a needed permission and
+        :class:`ConfigurationError` when another data root owns these keys. An unreachable
+        server is not an error: the registry answers from the journals until it is back.
+        """
+        if self._started:
+            return
+        try:
+            self._client.ping()
+            self._refresh_epoch()
+            self._check_deployment()
+            self._warn_about_eviction_policy()
+            for script in (self._load, self._publish, self._delta, self._unlock):
+                self._client.script_load(script.script)
+        except NoPermissionError as exc:
+            raise RedisPermissionError(
+                f"the Redis user of {self.description} lacks a permission the registry needs: {exc}"
+            ) from exc
+        except _OUTAGE as exc:
+            self.breaker.record_failure(exc, "start")
+        self._started = True
+
+    def _refresh_epoch(self) -> None:
+        marker = self.keyspace.marker()
+        epoch = self._client.get(marker)
+        if epoch is None:
+            self._client.set(marker, uuid.uuid4().hex, nx=True)
+            epoch = self._client.get(marker)
+            if self._epoch:
+                log.warning(
+                    "Redis lost the registry's data (epoch marker missing); sessions are "
+                    "rebuilt from their journals as they are resolved",
+                    extra={"redis": self.description},
+                )
+        self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        self._epoch_checked = time.monotonic()
+
+    def _check_deployment(self) -> None:
+        if self._root_id is None:
+            return
+        key = self.keyspace.deployment_key()
+        self._client.set(key, self._root_id, nx=True)
+        owner = self._client.get(key)
+        owner_id = owner.decode() if isinstance(owner, bytes) else owner
+        if owner_id != self._root_id:
+            raise ConfigurationError(
+                f"Redis keys {self.keyspace.pattern()!r} belong to another data root "
+                f"(id {owner_id}, this one is {self._root_id}): give each data root its own "
+                "--key-prefix, or point both at the same shared directory"
+            )
+
+    def _warn_about_eviction_policy(self) -> None:
+        global _policy_warned  # noqa: PLW0603 - once per process, not per registry
+        try:
+            config = self._client.config_get("maxmemory*")
+        except ResponseError:  # CONFIG is often denied on managed servers: nothing to say
+            return
+        policy = str(config.get("maxmemory-policy", ""))
+        limited = str(config.get("maxmemory", "0")) not in ("0", "")
+        if limited and policy == "noeviction" and not _policy_warned:
+            _policy_warned = True
+            log.warning(
+                "Redis maxmemory-policy is noeviction: at maxmemory, writes to Redis fail and "
+                "the registry falls back to the journals; allkeys-lru is recommended (an "
+                "evicted session only becomes cold, never wrong)",
+                extra={"redis": self.description},
+            )
+
+    # -- reads --------------------------------------------------------------------------
+    def load(self, identity: SessionIdentity) -> TierSnapshot | None:
+        if not self.breaker.allow():
+            return None
+        keys = self.keyspace.session_for(identity)
+        try:
+            self._maybe_refresh_epoch()
+            reply = self._load(
+                keys=[keys.state, keys.deltas],
+                args=[self._epoch, self._ttl_ms, self._refresh_below_ms],
+            )
+        except _OUTAGE as exc:
+            self._failed(exc, "load", keys)
+            return None
+        except ResponseError as exc:  # WRONGTYPE and friends: a bad value is a miss
+            self._succeeded()
+            self._bad_value(identity, exc)
+            return None
+        self._succeeded()
+        if not reply:
+            self.stats.misses += 1
+            return None
+        try:
+            snapshot = _decode(reply)
+        except CodecError as exc:
+            self._bad_value(identity, exc)
+            return None
+        self.stats.hits += 1
+        return snapshot
+
+    def _bad_value(self, identity: SessionIdentity, exc: Exception) -> None:
+        self.stats.bad_values += 1
+        log.warning(
+            "unusable Redis value for %s (%s); rebuilding from the journal",
+            identity.session_key,
+            exc,
+            extra={"session_key": identity.session_key},
+        )
+
+    def load_or_rebuild(
+        self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
+    ) -> tuple[TierSnapshot, bool]:
+        snapshot = self.load(identity)
+        if snapshot is not None:
+            return snapshot, True
+        if not self.breaker.allow():
+            return rebuild(), False
+        keys = self.keyspace.session_for(identity)
+        token = uuid.uuid4().hex
+        try:
+            leader = self._client.set(keys.lock, token, nx=True, px=REBUILD_LOCK_MS)
+        except RedisError as exc:
+            self._failed(exc, "lock", keys)
+            return rebuild(), False
+        if not leader:
+            waited = self._wait_for_rebuild(identity)
+            if waited is not None:
+                return waited, True
+        try:
+            snapshot = rebuild()
+            self.stats.rebuilds += 1
+            self._publish_snapshot(keys, snapshot, mode="if-absent")
+            return snapshot, False
+        finally:
+            if leader:
+                self._release(keys, token)
+
+    def _wait_for_rebuild(self, identity: SessionIdentity) -> TierSnapshot | None:
+        """Another process holds the rebuild lock: poll for its result, within a budget."""
+        self.stats.rebuild_waits += 1
+        deadline = time.monotonic() + REBUILD_WAIT_SECONDS
+        delay = 0.005
+        while time.monotonic() < deadline:
+            sleep(delay)
+            delay = min(delay * 2, 0.1)
+            snapshot = self.load(identity)
+            if snapshot is not None or not self.breaker.allow():
+                return snapshot
+        return None
+
+    def _release(self, keys: SessionKeys, token: str) -> None:
+        try:
+            self._unlock(keys=[keys.lock], args=[token])
+        except RedisError as exc:  # it expires by itself
+            self._failed(exc, "unlock", keys)
+
+    # -- writes -------------------------------------------------------------------------
+    def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
+        self._publish_snapshot(self.keyspace.session_for(identity), snapshot, "always")
+
+    def publish_change(
+        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+    ) -> None:
+        keys = self.keyspace.session_for(identity)
+        if not self.breaker.allow():
+            self._dirty.add(keys)
+            return
+        delta = Delta(change.kind, change.ids, change.statuses, change.watermark)
+        chained = "jwm" if change.kind == APPEND else "cwm"
+        try:
+            reply = self._delta(
+                keys=[keys.state, keys.deltas],
+                args=[
+                    self._epoch,
+                    chained,
+                    watermark_id(change.base),
+                    watermark_id(change.watermark),
+                    encode_delta(delta),
+                    self._ttl_ms,
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            # Maybe applied, maybe not: the snapshot replaces whatever Redis holds.
+            self._failed(exc, "delta", keys)
+            return
+        self._succeeded()
+        version, detail = int(reply[0]), reply[1]
+        if version:
+            self.stats.deltas_published += 1
+            if int(detail) > MAX_DELTAS:
+                self._publish_snapshot(keys, snapshot, str(version))
+            return
+        reason = detail.decode() if isinstance(detail, bytes) else str(detail)
+        if reason == "gap":
+            self.stats.gaps += 1
+        self._publish_snapshot(keys, snapshot, "always" if reason == "gap" else "if-absent")
+
+    def _publish_snapshot(self, keys: SessionKeys, snapshot: TierSnapshot, mode: str) -> None:
+        """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS)."""
+        if not self.breaker.allow():
+            self._dirty.add(keys)
+            return
+        try:
+            packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
+        except CodecError as exc:
+            log.error("cannot encode a snapshot for Redis: %s", exc)
+            return
+        try:
+            written = self._publish(
+                keys=[keys.state, keys.deltas],
+                args=[
+                    self._epoch,
+                    packed,
+                    watermark_id(snapshot.watermark),
+                    watermark_id(snapshot.claims_watermark),
+                    encode_watermark(snapshot.claims_watermark),
+                    self._ttl_ms,
+                    mode,
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "publish", keys)
+            return
+        self._succeeded()
+        if written:
+            self.stats.snapshots_published += 1
+            self._dirty.discard(keys)
+
+    # -- health -------------------------------------------------------------------------
+    def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
+        self.stats.errors += 1
+        if keys is not None and where != "load":
+            self._dirty.add(keys)
+        self.breaker.record_failure(exc, where)
+
+    def _succeeded(self) -> None:
+        if self.breaker.record_success():
+            self._reconcile()
+
+    def _maybe_refresh_epoch(self) -> None:
+        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
+            self._refresh_epoch()
+
+    def _reconcile(self) -> None:
+        """After an outage: re-read the epoch (the server may be a new one) and drop the
+        Redis copies of sessions written meanwhile, so their next reader rebuilds them."""
+        try:
+            self._refresh_epoch()
+            dirty, self._dirty = self._dirty, set()
+            for keys in dirty:
+                self._client.delete(keys.state, keys.deltas)
+            if dirty:
+                log.info("reconciled %d sessions written during the Redis outage", len(dirty))
+        except _OUTAGE as exc:
+            self.breaker.record_failure(exc, "reconcile")
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _decode(reply: Any) -> TierSnapshot:
+    if not isinstance(reply, list) or len(reply) != 3 or not isinstance(reply[2], list):
+        raise CodecError("unexpected reply shape from the load script")
+    snap, claims_watermark, deltas = reply
+    decoded = decode_snapshot(snap)
+    state, claimed, watermark = decoded.state, decoded.claimed, decoded.watermark
+    cwm = decode_watermark(claims_watermark)
+    for raw in deltas:
+        delta = decode_delta(raw)
+        if delta.kind == APPEND:
+            state.apply_scan(delta.ids, delta.statuses)
+            watermark = delta.watermark
+        else:
+            claimed.update(delta.ids)
+            claimed.update([i.replace("_", "") for i in delta.ids])
+            cwm = delta.watermark
+    return TierSnapshot(state, claimed, watermark, cwm)
+
+
+def open_redis_tier(
+    data_root: Path,
+    *,
+    url: str | None,
+    client: Any,
+    options: TierOptions,
+    read_only: bool,
+) -> RedisTier:
+    """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
+    redis-py client the application already owns (then never closed by the registry)."""
+    from offload_registry.store.urls import parse_redis_url, redact  # noqa: PLC0415
+
+    keyspace = Keyspace.for_data_root(options.key_prefix, data_root)
+    root_id = data_root_id(data_root, create=not read_only)
+    if client is not None:
+        return RedisTier(
+            client, keyspace, options, description="client", root_id=root_id, owns_client=False
+        )
+    assert url is not None
+    target = parse_redis_url(url)
+    return RedisTier(
+        connect(target, options), keyspace, options, description=redact(url), root_id=root_id
+    )

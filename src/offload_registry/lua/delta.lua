@@ -1,0 +1,20 @@
+-- Append one change to a session, only if it continues exactly where Redis stands.
+-- KEYS[1] state hash, KEYS[2] deltas list
+-- ARGV[1] epoch, ARGV[2] chained field ('jwm' journal or 'cwm' claims),
+-- ARGV[3] the watermark id the change starts from, ARGV[4] the one it ends at,
+-- ARGV[5] packed change, ARGV[6] idle TTL (ms)
+-- Returns {version, deltas} on success, {0, reason} when refused:
+-- 'absent' (no snapshot of this epoch) or 'gap' (Redis is not where the change starts).
+local fields = redis.call('HMGET', KEYS[1], 'epoch', ARGV[2])
+if fields[1] ~= ARGV[1] then
+  return {0, 'absent'}
+end
+if fields[2] ~= ARGV[3] then
+  return {0, 'gap'}
+end
+local count = redis.call('RPUSH', KEYS[2], ARGV[5])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4], 'deltas', count)
+local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return {version, count}

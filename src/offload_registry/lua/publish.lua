@@ -1,0 +1,27 @@
+-- Replace a session's snapshot (built from its journal) and drop its deltas, atomically.
+-- KEYS[1] state hash, KEYS[2] deltas list
+-- ARGV[1] epoch, ARGV[2] snapshot, ARGV[3] journal watermark id, ARGV[4] claims watermark id,
+-- ARGV[5] packed claims watermark, ARGV[6] idle TTL (ms),
+-- ARGV[7] mode: 'always', 'if-absent' (only when there is no current-epoch snapshot),
+--         or a version number (compare and set: only when the stored version equals it)
+-- Returns the new version, or 0 when the mode refused the write.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then
+  redis.call('DEL', KEYS[1])  -- a planted or foreign value: ours to replace
+end
+local mode = ARGV[7]
+if mode == 'if-absent' then
+  if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+    return 0
+  end
+elseif mode ~= 'always' then
+  if redis.call('HGET', KEYS[1], 'ver') ~= mode then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'snap', ARGV[2], 'jwm', ARGV[3],
+  'cwm', ARGV[4], 'cwmb', ARGV[5], 'deltas', 0)
+local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return version
