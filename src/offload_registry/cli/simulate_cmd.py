@@ -1,33 +1,43 @@
 """``offload-registry simulate``: several worker processes sharing sessions, then a check.
 
-Each worker process opens its own registry on one shared data root and runs agent-like
-traffic (resolve, append, mark, claim, refresh) over a few shared sessions. Afterwards the
-parent checks the invariants from the journals alone: no id won twice, no acknowledged write
-lost, no duplicate journal line, and a fresh registry sees every written id.
+Each worker process opens its own registry on one shared data root and, unless
+``--no-redis`` is given, one shared Redis (``--redis-url``, or an embedded server started
+here on a free port). Workers run agent-like traffic (resolve, append, mark, claim, refresh)
+over a few shared sessions; an embedded server is restarted, empty, halfway through, on
+purpose. Afterwards the parent checks the invariants: no id won twice, no acknowledged write
+lost, no duplicate journal line, a fresh registry sees every written id, and Redis agrees
+with the journals.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import random
 import statistics
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.journal import read_journal
 from offload_registry.session_state import normalize_id
+from offload_registry.store.urls import TierOptions, redact
 from offload_registry.sync import SessionRegistry
 
 HELP = "run worker processes over shared sessions and check the invariants"
 EXAMPLE = "Example: offload-registry simulate --workers 4 --sessions 3 --seconds 5"
 OPERATIONS = ("resolve", "append", "mark", "claim", "refresh")
+SOCKET_TIMEOUT = 0.5
 
 
 def register(commands: Any) -> None:
@@ -37,6 +47,10 @@ def register(commands: Any) -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="traffic duration (4)")
     parser.add_argument("--seed", type=int, default=1, help="random seed, for replays (1)")
     parser.add_argument("--ids", type=_positive, default=400, help="tool call ids per session")
+    parser.add_argument("--no-redis", action="store_true", help="journals and file locks only")
+    parser.add_argument(
+        "--no-restart", action="store_true", help="do not restart the embedded server midway"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
 
@@ -56,6 +70,8 @@ class WorkerPlan:
     seconds: float
     seed: int
     ids_per_session: int
+    redis_url: str | None
+    key_prefix: str
 
 
 @dataclass
@@ -65,6 +81,9 @@ class WorkerReport:
     written: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     won: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     claims_tried: int = 0
+    sources: Counter[str] = field(default_factory=Counter)
+    redis_errors: int = 0
+    outages: int = 0
 
 
 def _entry(tool_call_id: str, worker: int) -> dict[str, Any]:
@@ -79,18 +98,33 @@ def _entry(tool_call_id: str, worker: int) -> dict[str, Any]:
     }
 
 
+def _open(plan_root: str, url: str | None, prefix: str, **kwargs: Any) -> SessionRegistry:
+    options = TierOptions(socket_timeout=SOCKET_TIMEOUT, connect_timeout=SOCKET_TIMEOUT)
+    return SessionRegistry(
+        plan_root, redis_url=url, key_prefix=prefix, redis_options=options, **kwargs
+    )
+
+
 def run_worker(plan: WorkerPlan) -> WorkerReport:
     """One worker process: random agent-like traffic until the deadline."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"%(asctime)s worker-{plan.index} %(levelname)s %(name)s: %(message)s",
+    )
     rng = random.Random(plan.seed * 1_000 + plan.index)
     report = WorkerReport(plan.index)
     deadline = time.monotonic() + plan.seconds
-    with SessionRegistry(plan.data_root, max_cached=max(2, len(plan.session_keys) // 2)) as reg:
+    cache = max(2, len(plan.session_keys) // 2)
+    with _open(plan.data_root, plan.redis_url, plan.key_prefix, max_cached=cache) as reg:
         while time.monotonic() < deadline:
             key = rng.choice(plan.session_keys)
             op = rng.choices(OPERATIONS, weights=(5, 3, 1, 3, 1))[0]
             ids = [f"call_{rng.randrange(plan.ids_per_session)}" for _ in range(rng.randint(1, 5))]
             started = time.perf_counter()
+            cold = reg.get(key) is None
             manager = reg.resolve(key).manager
+            if cold:
+                report.sources[manager.source] += 1
             if op == "append":
                 before = set(manager.processed_tool_call_ids)
                 manager.append_entries([_entry(i, plan.index) for i in ids])
@@ -109,10 +143,16 @@ def run_worker(plan: WorkerPlan) -> WorkerReport:
             if rng.random() < 0.05:
                 reg.evict(key)
             report.latencies[op].append(time.perf_counter() - started)
+        stats = getattr(reg.tier, "stats", None)
+        if stats is not None:
+            report.redis_errors = stats.errors
+            report.outages = reg.tier.breaker.outages  # type: ignore[attr-defined]
     return report
 
 
-def check_invariants(data_root: Path, keys: list[str], reports: list[WorkerReport]) -> list[str]:
+def check_invariants(
+    data_root: Path, keys: list[str], reports: list[WorkerReport], url: str | None, prefix: str
+) -> list[str]:
     """Every violation found, as a sentence (empty when all invariants hold)."""
     violations: list[str] = []
     won = Counter(
@@ -129,23 +169,76 @@ def check_invariants(data_root: Path, keys: list[str], reports: list[WorkerRepor
                 for i in report.written.get(key, []) + report.won.get(key, []):
                     if i not in manager.processed_tool_call_ids:
                         violations.append(f"{key}: acknowledged {i!r} missing after restart")
+            if url is not None:
+                violations += _compare_with_redis(data_root, key, manager, url, prefix)
     return violations
+
+
+def _compare_with_redis(data_root: Path, key: str, truth: Any, url: str, prefix: str) -> list[str]:
+    with _open(str(data_root), url, prefix, read_only=True) as shared:
+        manager = shared.resolve(key).manager
+        if manager.source != "redis":
+            return []  # not in Redis (evicted, or never published): nothing can disagree
+        for name in ("confirmed_offload_ids", "deleted_offload_ids", "processed_tool_call_ids"):
+            if set(getattr(manager, name)) != set(getattr(truth, name)):
+                return [f"{key}: Redis and the journal disagree on {name}"]
+        if manager.entry_count != truth.entry_count:
+            return [f"{key}: Redis and the journal disagree on entry_count"]
+    return []
+
+
+@contextlib.contextmanager
+def _redis_for(args: argparse.Namespace) -> Iterator[tuple[str | None, RedisServerProcess | None]]:
+    if args.no_redis:
+        yield None, None
+    elif args.redis_url:
+        yield args.redis_url, None
+    else:
+        with RedisServerProcess() as server:
+            yield server.url, server
+
+
+def _restart_midway(server: RedisServerProcess, after: float, done: threading.Event) -> None:
+    if not done.wait(after):
+        server.restart()
 
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="offload-simulate-") as tmp:
         data_root = Path(args.data_root) if args.data_root else Path(tmp)
         keys = [f"agent:sim:session-{n}" for n in range(args.sessions)]
-        plans = [
-            WorkerPlan(i, str(data_root), keys, args.seconds, args.seed, args.ids)
-            for i in range(args.workers)
-        ]
-        started = time.perf_counter()
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            reports = list(pool.map(run_worker, plans))
-        elapsed = time.perf_counter() - started
-        violations = check_invariants(data_root, keys, reports)
-        summary = _summarize(args, reports, elapsed, violations)
+        prefix = f"{args.key_prefix}-sim{random.randrange(1 << 30):x}"
+        with _redis_for(args) as (url, server):
+            plans = [
+                WorkerPlan(i, str(data_root), keys, args.seconds, args.seed, args.ids, url, prefix)
+                for i in range(args.workers)
+            ]
+            done = threading.Event()
+            restarter = None
+            if server is not None and not args.no_restart:
+                restarter = threading.Thread(
+                    target=_restart_midway, args=(server, args.seconds / 2 + 1.0, done)
+                )
+                restarter.start()
+            started = time.perf_counter()
+            try:
+                with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+                    reports = list(pool.map(run_worker, plans))
+            finally:
+                done.set()
+                if restarter is not None:
+                    restarter.join()
+            elapsed = time.perf_counter() - started
+            violations = check_invariants(data_root, keys, reports, url, prefix)
+        summary = _summarize(
+            args,
+            reports=reports,
+            elapsed=elapsed,
+            violations=violations,
+            url=url,
+            server=server,
+            restarter=restarter,
+        )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -154,7 +247,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summarize(
-    args: argparse.Namespace, reports: list[WorkerReport], elapsed: float, violations: list[str]
+    args: argparse.Namespace,
+    *,
+    reports: list[WorkerReport],
+    elapsed: float,
+    violations: list[str],
+    url: str | None,
+    server: RedisServerProcess | None,
+    restarter: threading.Thread | None,
 ) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     for op in OPERATIONS:
@@ -168,12 +268,22 @@ def _summarize(
                 "p99_ms": round(cuts[98] * 1e3, 3),
             }
     won = sum(len(ids) for r in reports for ids in r.won.values())
+    tier = "none (journals and file locks)"
+    if url is not None:
+        tier = f"redis {redact(url)}" + (" (embedded)" if server is not None else "")
+    sources: Counter[str] = Counter()
+    for r in reports:
+        sources.update(r.sources)
     return {
         "workers": args.workers,
         "sessions": args.sessions,
         "seconds": round(elapsed, 2),
-        "shared_tier": "none (journals and file locks)",
+        "shared_tier": tier,
+        "redis_restarted_midway": restarter is not None,
         "operations": operations,
+        "cold_resolves": dict(sources),
+        "redis_errors": sum(r.redis_errors for r in reports),
+        "redis_outages_seen": sum(r.outages for r in reports),
         "claims": {"tried": sum(r.claims_tried for r in reports), "won": won},
         "written": sum(len(ids) for r in reports for ids in r.written.values()),
         "violations": violations,
@@ -186,12 +296,19 @@ def _print_report(summary: dict[str, Any]) -> None:
         f"simulate: {summary['workers']} worker processes, {summary['sessions']} shared "
         f"sessions, {summary['seconds']} s, shared tier: {summary['shared_tier']}"
     )
+    if summary["redis_restarted_midway"]:
+        print(
+            f"  Redis was restarted empty midway: {summary['redis_errors']} failed Redis calls "
+            f"fell back to the journals ({summary['redis_outages_seen']} outages seen)"
+        )
     print(f"  {'operation':<10} {'count':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for op, row in summary["operations"].items():
         print(
             f"  {op:<10} {row['count']:>7} {row['per_second']:>9} "
             f"{row['p50_ms']:>8} {row['p99_ms']:>8}"
         )
+    sources = ", ".join(f"{n} from {s}" for s, n in sorted(summary["cold_resolves"].items()))
+    print(f"  cold resolves: {sources or 'none'}")
     claims = summary["claims"]
     print(f"  claims: {claims['tried']} attempted, {claims['won']} won")
     print(f"  entries written: {summary['written']}, all found by a fresh registry")
@@ -200,4 +317,7 @@ def _print_report(summary: dict[str, Any]) -> None:
         for line in summary["violations"][:20]:
             print(f"    {line}")
     else:
-        print("  invariants: OK (no id won twice, no lost write, no duplicate line)")
+        print(
+            "  invariants: OK (no id won twice, no lost write, no duplicate line, "
+            "Redis agrees with the journals)"
+        )
