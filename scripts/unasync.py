@@ -33,6 +33,7 @@ REPLACEMENTS: list[tuple[str, str]] = [
     (r"\bredis\.asyncio\b", "redis"),
     (r"\bFakeAsyncRedis\b", "FakeRedis"),
     (r"\baclose\b", "close"),
+    (r"\bAsyncRetrying\b", "Retrying"),
 ]
 
 

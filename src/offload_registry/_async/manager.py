@@ -131,9 +131,8 @@ class OffloadStateManager:
             await self._catch_up_files()
 
     async def _catch_up_files(self) -> bool:
-        catch_up = await run_blocking(self._files.catch_up, self._watermark)
-        claimed, claims_watermark, _ = await run_blocking(
-            self._files.catch_up_claims, self._claims_watermark
+        catch_up, claimed, claims_watermark = await run_blocking(
+            self._files.catch_up_all, self._watermark, self._claims_watermark
         )
         self._apply_catch_up(catch_up)
         self._claimed |= claimed

@@ -3,10 +3,11 @@
 Per session (keys from ``store.keyspace``, one Cluster slot): a ``state`` hash holding the
 msgpack snapshot (``codec``), the journal and claims positions it reflects, a version and the
 epoch it was written in, and a ``deltas`` list of the writes made since. A cold read is one
-script call (snapshot and deltas together); a write appends one small delta, chained on the
-position Redis holds, so a gap (a write Redis missed) is never papered over: the writer
-replaces the snapshot instead. Readers always catch up from the journal past the position
-they got, so Redis that lags, lost keys or restarted empty costs time, never correctness.
+transaction of plain reads (snapshot and deltas together, one round trip). A write appends
+one small delta, chained on the position Redis holds (``lua/delta.lua``), so a gap (a write
+Redis missed) is never papered over: the writer replaces the snapshot instead. Readers
+always catch up from the journal past the position they got, so a Redis that lags, lost
+keys or restarted empty costs time, never correctness.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from offload_registry._async._primitives import Thunk, sleep
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
@@ -44,7 +51,7 @@ from offload_registry.errors import ConfigurationError
 from offload_registry.keys import SessionIdentity
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.keyspace import Keyspace, SessionKeys
-from offload_registry.store.urls import RedisTarget, TierOptions
+from offload_registry.store.urls import RedisTarget, TierOptions, parse_redis_url, redact
 
 log = logging.getLogger("offload_registry.redis")
 
@@ -166,7 +173,6 @@ class RedisTier:
         self._ttl_ms = options.idle_ttl_seconds * 1000
         # Refresh the idle TTL only when less than 90 % of it remains: reads stay reads.
         self._refresh_below_ms = self._ttl_ms * 9 // 10
-        self._load = client.register_script(_script("load.lua"))
         self._publish = client.register_script(_script("publish.lua"))
         self._delta = client.register_script(_script("delta.lua"))
         self._unlock = client.register_script(_script("unlock.lua"))
@@ -193,7 +199,7 @@ class RedisTier:
             await self._refresh_epoch()
             await self._check_deployment()
             await self._warn_about_eviction_policy()
-            for script in (self._load, self._publish, self._delta, self._unlock):
+            for script in (self._publish, self._delta, self._unlock):
                 await self._client.script_load(script.script)
         except NoPermissionError as exc:
             raise RedisPermissionError(
@@ -256,10 +262,7 @@ class RedisTier:
         keys = self.keyspace.session_for(identity)
         try:
             await self._maybe_refresh_epoch()
-            reply = await self._load(
-                keys=[keys.state, keys.deltas],
-                args=[self._epoch, self._ttl_ms, self._refresh_below_ms],
-            )
+            reply = await self._idempotent(lambda: self.fetch(keys))
         except _OUTAGE as exc:
             self._failed(exc, "load", keys)
             return None
@@ -268,16 +271,41 @@ class RedisTier:
             self._bad_value(identity, exc)
             return None
         await self._succeeded()
-        if not reply:
+        (epoch, claims_watermark), snap, deltas, remaining_ms = reply
+        if snap is None or epoch is None or epoch.decode("ascii", "replace") != self._epoch:
             self.stats.misses += 1
             return None
+        if 0 <= remaining_ms < self._refresh_below_ms:
+            await self._touch(keys)
         try:
-            snapshot = _decode(reply)
+            snapshot = _decode(snap, claims_watermark or b"", deltas)
         except CodecError as exc:
             self._bad_value(identity, exc)
             return None
         self.stats.hits += 1
         return snapshot
+
+    async def fetch(self, keys: SessionKeys) -> list[Any]:
+        """One round trip, one transaction of plain reads: ``[[epoch, claims watermark],
+        snapshot, deltas, remaining TTL in ms]`` (no script, so the large snapshot is never
+        copied through Lua and a read never writes)."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.state, "epoch", "cwmb")
+            pipe.hget(keys.state, "snap")
+            pipe.lrange(keys.deltas, 0, -1)
+            pipe.pttl(keys.state)
+            reply: list[Any] = await pipe.execute()
+            return reply
+
+    async def _touch(self, keys: SessionKeys) -> None:
+        """Refresh the idle TTL of a session's keys together (at most once per interval)."""
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.pexpire(keys.state, self._ttl_ms)
+                pipe.pexpire(keys.deltas, self._ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "touch", None)
 
     def _bad_value(self, identity: SessionIdentity, exc: Exception) -> None:
         self.stats.bad_values += 1
@@ -387,17 +415,17 @@ class RedisTier:
             log.error("cannot encode a snapshot for Redis: %s", exc)
             return
         try:
-            written = await self._publish(
-                keys=[keys.state, keys.deltas],
-                args=[
-                    self._epoch,
-                    packed,
-                    watermark_id(snapshot.watermark),
-                    watermark_id(snapshot.claims_watermark),
-                    encode_watermark(snapshot.claims_watermark),
-                    self._ttl_ms,
-                    mode,
-                ],
+            args = [
+                self._epoch,
+                packed,
+                watermark_id(snapshot.watermark),
+                watermark_id(snapshot.claims_watermark),
+                encode_watermark(snapshot.claims_watermark),
+                self._ttl_ms,
+                mode,
+            ]
+            written = await self._idempotent(
+                lambda: self._publish(keys=[keys.state, keys.deltas], args=args)
             )
         except (RedisError, OSError) as exc:
             self._failed(exc, "publish", keys)
@@ -406,6 +434,20 @@ class RedisTier:
         if written:
             self.stats.snapshots_published += 1
             self._dirty.discard(keys)
+
+    async def _idempotent(self, call: Thunk[Any]) -> Any:
+        """Run an idempotent call, retrying a refused or reset connection (the server
+        restarting) with jittered exponential backoff; timeouts are not retried, so a call
+        never waits much beyond the socket timeout."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(3),
+            wait=wait_exponential_jitter(initial=0.02, max=0.2),
+            retry=retry_if_exception_type(RedisConnectionError),
+            reraise=True,
+        ):
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     # -- health -------------------------------------------------------------------------
     def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
@@ -440,10 +482,7 @@ class RedisTier:
             await self._client.aclose()
 
 
-def _decode(reply: Any) -> TierSnapshot:
-    if not isinstance(reply, list) or len(reply) != 3 or not isinstance(reply[2], list):
-        raise CodecError("unexpected reply shape from the load script")
-    snap, claims_watermark, deltas = reply
+def _decode(snap: bytes, claims_watermark: bytes, deltas: list[bytes]) -> TierSnapshot:
     decoded = decode_snapshot(snap)
     state, claimed, watermark = decoded.state, decoded.claimed, decoded.watermark
     cwm = decode_watermark(claims_watermark)
@@ -469,16 +508,18 @@ def open_redis_tier(
 ) -> RedisTier:
     """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
     redis-py client the application already owns (then never closed by the registry)."""
-    from offload_registry.store.urls import parse_redis_url, redact  # noqa: PLC0415
-
     keyspace = Keyspace.for_data_root(options.key_prefix, data_root)
     root_id = data_root_id(data_root, create=not read_only)
     if client is not None:
         return RedisTier(
             client, keyspace, options, description="client", root_id=root_id, owns_client=False
         )
-    assert url is not None
-    target = parse_redis_url(url)
+    if url is None:
+        raise ConfigurationError("a Redis tier needs a URL or a client")
     return RedisTier(
-        connect(target, options), keyspace, options, description=redact(url), root_id=root_id
+        connect(parse_redis_url(url), options),
+        keyspace,
+        options,
+        description=redact(url),
+        root_id=root_id,
     )

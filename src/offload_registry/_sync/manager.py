@@ -132,9 +132,8 @@ class OffloadStateManager:
             self._catch_up_files()
 
     def _catch_up_files(self) -> bool:
-        catch_up = run_blocking(self._files.catch_up, self._watermark)
-        claimed, claims_watermark, _ = run_blocking(
-            self._files.catch_up_claims, self._claims_watermark
+        catch_up, claimed, claims_watermark = run_blocking(
+            self._files.catch_up_all, self._watermark, self._claims_watermark
         )
         self._apply_catch_up(catch_up)
         self._claimed |= claimed
