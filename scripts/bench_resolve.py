@@ -447,7 +447,7 @@ async def bench_size(
     reply = await api.load_reply(probe_reg)
     if not reply:
         raise SystemExit("Redis does not hold the session after the warm-up resolve")
-    (_epoch, cwm_bytes), snap_bytes = reply[0], reply[1]
+    cwm_bytes, snap_bytes = reply[0][1], reply[1]
     decoded = codec.decode_snapshot(snap_bytes)
     if not same_state(decoded.state, truth):
         raise SystemExit("the snapshot in Redis differs from the journal's state")

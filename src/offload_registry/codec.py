@@ -12,7 +12,8 @@ A msgpack array of six items::
     [1,            schema version (any other is refused, a newer one never guessed at)
      version,      int >= 0: the snapshot's own version, for compare-and-set by the tier
      entry_count,  int >= 0
-     watermark,    nil | [device, inode, offset, tail (bin, <= 4096 bytes)]
+     watermark,    nil | [device, inode, offset, tail (bin, <= 4096 bytes), partial,
+                   generation]
      groups,       [[mask, count], ...]: consecutive runs of ``strings`` (see below)
      strings]      bin: UTF-8 of the strings joined by NUL | [bin, ...] when one holds a NUL
 
@@ -105,7 +106,7 @@ _SURROGATES: Final = "surrogatepass"
 _N_SETS: Final = 4  # processed, confirmed, deleted, claimed: mask bits 1, 2, 4, 8
 _ALL_MASKS: Final = (1 << _N_SETS) - 1
 _FIELDS: Final = 6
-_WATERMARK_FIELDS: Final = 4
+_WATERMARK_FIELDS: Final = 6
 
 
 class CodecError(OffloadRegistryError, ValueError):
@@ -153,7 +154,14 @@ def _pack_watermark(watermark: Watermark | None) -> list[Any] | None:
     if watermark is None:
         return None
     identity = watermark.identity
-    return [identity.device, identity.inode, watermark.offset, bytes(watermark.tail)]
+    return [
+        identity.device,
+        identity.inode,
+        watermark.offset,
+        bytes(watermark.tail),
+        watermark.partial,
+        watermark.generation,
+    ]
 
 
 def encode_snapshot(
@@ -215,14 +223,16 @@ def _decode_watermark(value: Any) -> Watermark | None:
     if value is None:
         return None
     if type(value) is not list or len(value) != _WATERMARK_FIELDS:
-        raise _fail("watermark must be nil or an array of 4")
-    device, inode, offset, tail = value
+        raise _fail(f"watermark must be nil or an array of {_WATERMARK_FIELDS}")
+    device, inode, offset, tail, partial, generation = value
     if type(tail) is not bytes or len(tail) > MAX_TAIL_BYTES:
         raise _fail(f"watermark tail must be at most {MAX_TAIL_BYTES} bytes of bin")
     return Watermark(
         FileIdentity(_uint(device, "device"), _uint(inode, "inode")),
         _uint(offset, "offset"),
         tail,
+        _uint(partial, "partial"),
+        _uint(generation, "generation"),
     )
 
 
@@ -359,7 +369,10 @@ def watermark_id(watermark: Watermark | None) -> str:
     if watermark is None:
         return ""
     identity = watermark.identity
-    return f"{identity.device}:{identity.inode}:{watermark.offset}:{zlib.crc32(watermark.tail)}"
+    return (
+        f"{identity.device}:{identity.inode}:{watermark.generation}:{watermark.offset}:"
+        f"{watermark.partial}:{zlib.crc32(watermark.tail)}"
+    )
 
 
 def encode_watermark(watermark: Watermark | None) -> bytes:

@@ -33,7 +33,13 @@ import msgspec
 import orjson
 
 from offload_registry.errors import InvalidSessionKeyError, JournalError
-from offload_registry.fsutil import FsyncPolicy, atomic_write_bytes, file_lock, fsync_dir
+from offload_registry.fsutil import (
+    FsyncPolicy,
+    atomic_write_bytes,
+    file_lock,
+    fsync_dir,
+    lock_path_for,
+)
 from offload_registry.jsjson import encode_entry, js_trim, parse_json_line, strip_unsafe
 
 __all__ = [
@@ -87,6 +93,13 @@ class Watermark:
     identity: FileIdentity
     offset: int
     tail: bytes = b""
+    partial: int = 0
+    """Bytes at the end of what was read that no ``\\n`` ends yet (a line another process,
+    such as the seed, may still be writing). A later read that finds the file grown starts
+    again at that piece, so a line read half-written is never lost."""
+    generation: int = 0
+    """How many times our writers have replaced the file (kept in its lock file), so an inode
+    reused by a second replace is never mistaken for the file this watermark read."""
 
 
 @dataclass(slots=True)
@@ -214,8 +227,54 @@ def _tail_before(fd: int, end: int, known: bytes) -> bytes:
     return os.pread(fd, size, end - size)
 
 
-def _continues(fd: int, st: os.stat_result, since: Watermark) -> bool:
+GENERATION_BYTES: Final = 8
+
+
+def read_generation(path: Path) -> int:
+    """The journal's rewrite generation, kept in its lock file (0 when there is none)."""
+    try:
+        fd = os.open(lock_path_for(path), os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        raw = os.pread(fd, GENERATION_BYTES, 0)
+    finally:
+        os.close(fd)
+    return int.from_bytes(raw, "big") if len(raw) == GENERATION_BYTES else 0
+
+
+def _bump_generation(path: Path) -> int:
+    """Count one more rewrite in the lock file (the caller holds the exclusive lock)."""
+    fd = os.open(lock_path_for(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        raw = os.pread(fd, GENERATION_BYTES, 0)
+        generation = (int.from_bytes(raw, "big") if len(raw) == GENERATION_BYTES else 0) + 1
+        os.pwrite(fd, generation.to_bytes(GENERATION_BYTES, "big"), 0)
+    finally:
+        os.close(fd)
+    return generation
+
+
+def _partial_length(fd: int, end: int, known: bytes) -> int:
+    """Bytes before ``end`` after the last ``\\n`` (``known`` are the last bytes read)."""
+    newline = known.rfind(b"\n")
+    if newline >= 0 or len(known) == end:
+        return len(known) - newline - 1
+    at = end - len(known)
+    while at > 0:  # the unterminated piece started before what was read: look back
+        size = min(at, 1 << 16)
+        chunk = os.pread(fd, size, at - size)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return end - (at - size + newline + 1)
+        at -= size
+    return end
+
+
+def _continues(fd: int, st: os.stat_result, since: Watermark, generation: int) -> bool:
     if FileIdentity.of(st) != since.identity or st.st_size < since.offset:
+        return False
+    if generation != since.generation:
         return False
     if not since.tail:
         return True
@@ -226,7 +285,12 @@ def _continues(fd: int, st: os.stat_result, since: Watermark) -> bool:
 
 
 def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, bool] | None:
-    """``(new bytes, watermark after them, continued)``, or ``None`` for a missing file."""
+    """``(new bytes, watermark after them, continued)``, or ``None`` for a missing file.
+
+    Continuing from a watermark whose last piece was unterminated re-reads that piece when
+    the file grew; when it is still byte for byte the same line (now ended), it is skipped,
+    because the previous read already counted it.
+    """
     try:
         f = path.open("rb")
     except FileNotFoundError:
@@ -234,12 +298,23 @@ def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, b
     with f:
         fd = f.fileno()
         st = os.fstat(fd)
-        continued = since is not None and _continues(fd, st, since)
-        start = since.offset if since is not None and continued else 0
+        generation = read_generation(path)
+        continued = since is not None and _continues(fd, st, since, generation)
+        start = 0
+        if since is not None and continued:
+            grew = st.st_size > since.offset
+            start = since.offset - since.partial if grew else since.offset
         f.seek(start)
         data = f.read()
         end = start + len(data)
-        watermark = Watermark(FileIdentity.of(st), end, _tail_before(fd, end, data))
+        partial = _partial_length(fd, end, data)
+        watermark = Watermark(
+            FileIdentity.of(st), end, _tail_before(fd, end, data), partial, generation
+        )
+    if since is not None and continued and start < since.offset:
+        newline = data.find(b"\n")
+        if newline == since.partial:  # the same piece, now ended: already counted
+            data = data[newline + 1 :]
     return data, watermark, continued
 
 
@@ -421,8 +496,13 @@ def append_entries_to_file(
             if fsync is FsyncPolicy.ALWAYS and (blob or created):
                 os.fsync(fd)
             st = os.fstat(fd)
+            end = st.st_size
             watermark = Watermark(
-                FileIdentity.of(st), st.st_size, _tail_before(fd, st.st_size, blob)
+                FileIdentity.of(st),
+                end,
+                _tail_before(fd, end, blob),
+                _partial_length(fd, end, blob),
+                read_generation(path),
             )
         finally:
             os.close(fd)
@@ -473,7 +553,8 @@ def rewrite_journal(
     blob = b"".join(lines)
     try:
         atomic_write_bytes(path, blob, fsync)
+        generation = _bump_generation(path)
         st = path.stat()
     except OSError as exc:
         raise JournalError(str(path), f"cannot rewrite journal: {_reason(exc)}") from exc
-    return Watermark(FileIdentity.of(st), len(blob), blob[-TAIL_BYTES:])
+    return Watermark(FileIdentity.of(st), len(blob), blob[-TAIL_BYTES:], 0, generation)

@@ -22,6 +22,15 @@ async def run_blocking(fn: Callable[P, V], *args: P.args, **kwargs: P.kwargs) ->
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+async def run_to_completion(work: Thunk[V]) -> V:
+    """Run ``work`` as its own task and wait for it; cancelling the caller does not cancel it.
+
+    Writes use this so that a journal write and the in-memory update that follows it always
+    happen together, even when the caller is cancelled halfway.
+    """
+    return await asyncio.shield(asyncio.ensure_future(work()))
+
+
 async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
@@ -29,31 +38,28 @@ async def sleep(seconds: float) -> None:
 class SingleFlight(Generic[K, V]):
     """Concurrent calls for one key share a single execution of the work.
 
-    The first caller runs ``work``; callers arriving while it runs await the same result. A
-    failure reaches every waiter of that flight but is not remembered, so the next call tries
-    again (a failed rebuild never poisons the key).
+    The first caller starts ``work`` as a task of its own; every caller, the first included,
+    awaits it through ``asyncio.shield``, so cancelling one caller never cancels the work
+    or the other callers. A failure reaches every waiter of that flight but is not
+    remembered, so the next call tries again (a failed rebuild never poisons the key).
     """
 
     def __init__(self) -> None:
-        self._flights: dict[K, asyncio.Future[V]] = {}
+        self._flights: dict[K, asyncio.Task[V]] = {}
 
     async def run(self, key: K, work: Thunk[V]) -> V:
         flight = self._flights.get(key)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
-        try:
-            result = await work()
-        except BaseException as exc:
-            flight.set_exception(exc)
-            flight.exception()  # mark retrieved: waiters may be none
-            raise
-        else:
-            flight.set_result(result)
-            return result
-        finally:
+        if flight is None:
+            flight = asyncio.ensure_future(work())
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._forget(key, flight))
+        return await asyncio.shield(flight)
+
+    def _forget(self, key: K, flight: asyncio.Task[V]) -> None:
+        if self._flights.get(key) is flight:
             del self._flights[key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved: a flight whose callers all left logs nothing
 
     def __len__(self) -> int:
         return len(self._flights)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry import agent_files
-from offload_registry._async._primitives import Lock, run_blocking
+from offload_registry._async._primitives import Lock, run_blocking, run_to_completion
 from offload_registry._async.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
@@ -47,6 +47,7 @@ class OffloadStateManager:
         self._claims_watermark: Watermark | None = None
         self._runtime_processed: set[str] = set()
         self._pending: dict[str, Any] = {}
+        self._pending_lock = threading.Lock()  # the sync twin's threads share a manager
         self._l1_lock = threading.Lock()
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.source = "new"
@@ -163,6 +164,9 @@ class OffloadStateManager:
         The shared tier is updated after the journal, best effort (a reader catches up from
         the journal if it missed this write).
         """
+        return await run_to_completion(lambda: self._append(entries))
+
+    async def _append(self, entries: Sequence[Mapping[str, Any]]) -> int:
         async with self._lock:
             result = await run_blocking(self._files.append, self._state, self._watermark, entries)
             base = result.catch_up.watermark
@@ -189,6 +193,9 @@ class OffloadStateManager:
         old or the new file, and appends racing the rewrite wait for the lock. The shared
         tier then gets the whole new state.
         """
+        return await run_to_completion(lambda: self._mark(statuses))
+
+    async def _mark(self, statuses: Mapping[str, OffloadStatus]) -> int:
         async with self._lock:
             rebuilt, changed = await run_blocking(self._files.mark, statuses)
             self._install(rebuilt.snapshot())
@@ -201,11 +208,16 @@ class OffloadStateManager:
 
         Durability and concurrency: won ids are appended to the session's claims record and
         fsynced (per policy) under the journal's inter-process lock before this returns; the
-        record, not Redis, is the commit point, so a claim survives Redis losing it.
+        record, not Redis, is the commit point, so a claim survives Redis losing it. A caller
+        cancelled meanwhile does not stop the claim: its ids stay won, and are not handed out
+        again.
         """
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return []
+        return await run_to_completion(lambda: self._claim(wanted))
+
+    async def _claim(self, wanted: list[str]) -> list[str]:
         async with self._lock:
             result = await run_blocking(
                 self._files.claim,
@@ -229,21 +241,24 @@ class OffloadStateManager:
     # -- runtime-only state (per process, as in the seed) ----------------------------------
     def add_pending_tool_pair(self, tool_call_id: str, pair: Any) -> bool:
         """Buffer a tool call/result pair; refused (``False``) when the id is processed."""
-        if self.is_processed(tool_call_id) or tool_call_id in self._pending:
-            return False
-        self._pending[tool_call_id] = pair
-        return True
+        with self._pending_lock:
+            if self.is_processed(tool_call_id) or tool_call_id in self._pending:
+                return False
+            self._pending[tool_call_id] = pair
+            return True
 
     @property
     def pending_tool_pairs(self) -> list[Any]:
-        return list(self._pending.values())
+        with self._pending_lock:
+            return list(self._pending.values())
 
     def take_pending_tool_pairs(self) -> list[Any]:
         """Return the buffered pairs and mark their ids processed (never buffered again)."""
-        taken, self._pending = self._pending, {}
-        for tool_call_id in taken:
-            self._runtime_processed.update(id_forms(tool_call_id))
-        return list(taken.values())
+        with self._pending_lock:
+            taken, self._pending = self._pending, {}
+            for tool_call_id in taken:
+                self._runtime_processed.update(id_forms(tool_call_id))
+            return list(taken.values())
 
     def try_acquire_l1_lock(self) -> bool:
         """Take the seed's in-process L1 lock without waiting; ``False`` when already held."""

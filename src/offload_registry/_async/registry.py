@@ -7,6 +7,7 @@ resolves of one key in this process do the work once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -83,6 +84,8 @@ class SessionRegistry:
         self._read_only = read_only
         if redis_url is not None or redis_client is not None:
             options = redis_options or TierOptions(key_prefix=key_prefix)
+            if key_prefix not in (DEFAULT_PREFIX, options.key_prefix):
+                options = dataclasses.replace(options, key_prefix=key_prefix)
             tier = open_redis_tier(
                 self._data_root,
                 url=redis_url,
@@ -195,7 +198,12 @@ class SessionRegistry:
         owned by another data root); an unreachable Redis is not an error.
         """
         if not self._started:
-            await self._tier.start()
+            try:
+                await self._tier.start()
+            except BaseException:
+                await self._tier.close()  # never leak the connection pool
+                self._closed = True
+                raise
             self._started = True
 
     async def close(self) -> None:

@@ -23,6 +23,11 @@ def run_blocking(fn: Callable[P, V], *args: P.args, **kwargs: P.kwargs) -> V:
     return fn(*args, **kwargs)
 
 
+def run_to_completion(work: Thunk[V]) -> V:
+    """Run ``work`` (the blocking API cannot be cancelled halfway)."""
+    return work()
+
+
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
 

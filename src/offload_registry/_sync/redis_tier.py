@@ -25,14 +25,21 @@ from typing import Any
 import redis as redis_client
 from redis.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from offload_registry._sync._primitives import Thunk, sleep
@@ -50,8 +57,10 @@ from offload_registry.codec import (
 )
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import SessionIdentity
+from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.keyspace import Keyspace, SessionKeys
+from offload_registry.store.memory import memory_server
 from offload_registry.store.urls import RedisTarget, TierOptions, parse_redis_url, redact
 
 log = logging.getLogger("offload_registry.redis")
@@ -62,7 +71,9 @@ MAX_DELTAS = 256
 REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
 EPOCH_CHECK_SECONDS = 5.0
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
+_BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 _policy_warned = False
 
 
@@ -100,13 +111,9 @@ def connect(target: RedisTarget, options: TierOptions) -> Any:
         "client_name": "offload-registry",
     }
     if target.scheme == "memory":
-        try:
-            import fakeredis  # noqa: PLC0415 - optional extra
-        except ImportError as exc:
-            raise ConfigurationError(
-                "memory:// needs fakeredis: pip install 'offload-registry[memory]'"
-            ) from exc
-        return fakeredis.FakeRedis()
+        import fakeredis  # noqa: PLC0415 - optional extra, checked by memory_server
+
+        return fakeredis.FakeRedis(server=memory_server(target.redacted))
     if target.scheme == "unix":
         return redis_client.Redis(unix_socket_path=target.socket_path, **common)
     if target.scheme in ("redis", "rediss"):
@@ -202,13 +209,58 @@ class RedisTier:
             self._warn_about_eviction_policy()
             for script in (self._publish, self._delta, self._unlock):
                 self._client.script_load(script.script)
-        except NoPermissionError as exc:
-            raise RedisPermissionError(
-                f"the Redis user of {self.description} lacks a permission the registry needs: {exc}"
-            ) from exc
-        except _OUTAGE as exc:
+            self._probe_permissions()
+        except (NoPermissionError, AuthenticationError) as exc:
+            raise self._permission_error(exc) from exc
+        except ResponseError as exc:
+            if "NOPERM" not in str(exc):
+                raise
+            raise self._permission_error(exc) from exc
+        except ConfigurationError:
+            raise
+        except (RedisError, OSError) as exc:  # down, read-only replica, failing over: later
             self.breaker.record_failure(exc, "start")
         self._started = True
+
+    def _permission_error(self, exc: Exception) -> RedisPermissionError:
+        return RedisPermissionError(
+            f"the Redis user of {self.description} lacks a permission the registry needs: {exc}"
+        )
+
+    def _probe_permissions(self) -> None:
+        """Exercise every command the registry uses, once, on a probe session: ACLs check
+        the commands a script runs only when it runs them, and a missing permission must
+        fail here, loudly, not later as a silent fallback to the journals."""
+        probe = self.keyspace.session("probe", "start")
+        snapshot = encode_snapshot(SessionState(), set(), None, 0)
+        delta = encode_delta(Delta(APPEND, [], [], None))
+        state_keys = [probe.state, probe.deltas]
+        steps: list[tuple[str, Thunk[Any]]] = [
+            (
+                "publish.lua (evalsha, type, del, hget, hset, hincrby, pexpire)",
+                lambda: self._publish(
+                    keys=state_keys, args=[self._epoch, snapshot, "", "", b"", 60_000, "always"]
+                ),
+            ),
+            (
+                "delta.lua (evalsha, hmget, llen, rpush, hset, hincrby, pexpire)",
+                lambda: self._delta(
+                    keys=state_keys, args=[self._epoch, "jwm", "", "", delta, 60_000]
+                ),
+            ),
+            ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
+            ("unlock.lua (evalsha, get, del)", lambda: self._unlock(keys=[probe.lock], args=["x"])),
+        ]
+        try:
+            for name, step in steps:
+                try:
+                    step()
+                except ResponseError as exc:
+                    raise RedisPermissionError(
+                        f"the Redis user of {self.description} cannot run {name}: {exc}"
+                    ) from exc
+        finally:
+            self._client.delete(*probe.all)
 
     def _refresh_epoch(self) -> None:
         marker = self.keyspace.marker()
@@ -258,40 +310,55 @@ class RedisTier:
 
     # -- reads --------------------------------------------------------------------------
     def load(self, identity: SessionIdentity) -> TierSnapshot | None:
+        snapshot, _ = self._load_with_status(identity)
+        return snapshot
+
+    def _load_with_status(self, identity: SessionIdentity) -> tuple[TierSnapshot | None, str]:
+        """The session from Redis and how the read went: ``hit``, ``miss``, ``bad`` (a value
+        that cannot be used) or ``outage`` (Redis did not answer)."""
         if not self.breaker.allow():
-            return None
+            return None, "outage"
         keys = self.keyspace.session_for(identity)
         try:
             self._maybe_refresh_epoch()
             reply = self._idempotent(lambda: self.fetch(keys))
         except _OUTAGE as exc:
             self._failed(exc, "load", keys)
-            return None
+            return None, "outage"
         except ResponseError as exc:  # WRONGTYPE and friends: a bad value is a miss
             self._succeeded()
             self._bad_value(identity, exc)
-            return None
+            return None, "bad"
         self._succeeded()
-        (epoch, claims_watermark), snap, deltas, remaining_ms = reply
-        if snap is None or epoch is None or epoch.decode("ascii", "replace") != self._epoch:
-            self.stats.misses += 1
-            return None
-        if 0 <= remaining_ms < self._refresh_below_ms:
-            self._touch(keys)
         try:
-            snapshot = _decode(snap, claims_watermark or b"", deltas)
-        except CodecError as exc:
+            snapshot = self._snapshot_from(reply)
+        except (CodecError, ValueError, TypeError, AttributeError) as exc:
+            # Undecodable or foreign values (or a client with decode_responses=True).
             self._bad_value(identity, exc)
-            return None
+            return None, "bad"
+        if snapshot is None:
+            self.stats.misses += 1
+            return None, "miss"
+        if 0 <= reply[3] < self._refresh_below_ms:
+            self._touch(keys)
         self.stats.hits += 1
-        return snapshot
+        return snapshot, "hit"
+
+    def _snapshot_from(self, reply: list[Any]) -> TierSnapshot | None:
+        (epoch, claims_watermark, recorded), snap, deltas, _ = reply
+        if snap is None or epoch is None or epoch.decode("ascii", "replace") != self._epoch:
+            return None
+        if recorded is None or int(recorded) != len(deltas):
+            # The deltas list was evicted or expired apart from its snapshot: a gap.
+            return None
+        return _decode(snap, claims_watermark or b"", deltas)
 
     def fetch(self, keys: SessionKeys) -> list[Any]:
-        """One round trip, one transaction of plain reads: ``[[epoch, claims watermark],
-        snapshot, deltas, remaining TTL in ms]`` (no script, so the large snapshot is never
-        copied through Lua and a read never writes)."""
+        """One round trip, one transaction of plain reads: ``[[epoch, claims watermark,
+        recorded delta count], snapshot, deltas, remaining TTL in ms]`` (no script, so the
+        large snapshot is never copied through Lua and a read never writes)."""
         with self._client.pipeline(transaction=True) as pipe:
-            pipe.hmget(keys.state, "epoch", "cwmb")
+            pipe.hmget(keys.state, "epoch", "cwmb", "deltas")
             pipe.hget(keys.state, "snap")
             pipe.lrange(keys.deltas, 0, -1)
             pipe.pttl(keys.state)
@@ -320,26 +387,35 @@ class RedisTier:
     def load_or_rebuild(
         self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
     ) -> tuple[TierSnapshot, bool]:
-        snapshot = self.load(identity)
+        snapshot, status = self._load_with_status(identity)
         if snapshot is not None:
             return snapshot, True
-        if not self.breaker.allow():
+        if status == "outage" or not self.breaker.allow():
+            # Redis did not answer: no lock, no publish, so a call never waits on it twice.
             return rebuild(), False
         keys = self.keyspace.session_for(identity)
         token = uuid.uuid4().hex
         try:
             leader = self._client.set(keys.lock, token, nx=True, px=REBUILD_LOCK_MS)
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             self._failed(exc, "lock", keys)
             return rebuild(), False
-        if not leader:
+        if leader and status == "miss":
+            # Another worker may have published and released the lock since our miss.
+            snapshot, status = self._load_with_status(identity)
+            if snapshot is not None:
+                self._release(keys, token)
+                return snapshot, True
+        elif not leader:
             waited = self._wait_for_rebuild(identity)
             if waited is not None:
                 return waited, True
         try:
             snapshot = rebuild()
             self.stats.rebuilds += 1
-            self._publish_snapshot(keys, snapshot, mode="if-absent")
+            # A bad value must be replaced; a plain miss must not overwrite a newer publish.
+            mode = "always" if status == "bad" else "if-absent"
+            self._publish_snapshot(keys, snapshot, mode=mode)
             return snapshot, False
         finally:
             if leader:
@@ -390,8 +466,13 @@ class RedisTier:
                 ],
             )
         except (RedisError, OSError) as exc:
-            # Maybe applied, maybe not: the snapshot replaces whatever Redis holds.
+            # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
+            # assume either way. After a reset, replace the snapshot (idempotent); after a
+            # timeout the server is slow or gone, so only mark the session for
+            # reconciliation when Redis is back (readers catch up from the journal meanwhile).
             self._failed(exc, "delta", keys)
+            if not isinstance(exc, RedisTimeoutError):
+                self._publish_snapshot(keys, snapshot, "always")
             return
         self._succeeded()
         version, detail = int(reply[0]), reply[1]
@@ -403,6 +484,8 @@ class RedisTier:
         reason = detail.decode() if isinstance(detail, bytes) else str(detail)
         if reason == "gap":
             self.stats.gaps += 1
+        else:  # no snapshot of our epoch: Redis may have restarted and moved to a new one
+            self._refresh_epoch_safely()
         self._publish_snapshot(keys, snapshot, "always" if reason == "gap" else "if-absent")
 
     def _publish_snapshot(self, keys: SessionKeys, snapshot: TierSnapshot, mode: str) -> None:
@@ -442,7 +525,7 @@ class RedisTier:
         never waits much beyond the socket timeout."""
         for attempt in Retrying(
             stop=stop_after_attempt(3),
-            wait=wait_exponential_jitter(initial=0.02, max=0.2),
+            wait=_BACKOFF,
             retry=retry_if_exception_type(RedisConnectionError),
             reraise=True,
         ):
@@ -461,6 +544,12 @@ class RedisTier:
         if self.breaker.record_success():
             self._reconcile()
 
+    def _refresh_epoch_safely(self) -> None:
+        try:
+            self._refresh_epoch()
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "epoch", None)
+
     def _maybe_refresh_epoch(self) -> None:
         if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
             self._refresh_epoch()
@@ -470,12 +559,10 @@ class RedisTier:
         Redis copies of sessions written meanwhile, so their next reader rebuilds them."""
         try:
             self._refresh_epoch()
-            dirty, self._dirty = self._dirty, set()
-            for keys in dirty:
+            for keys in list(self._dirty):
                 self._client.delete(keys.state, keys.deltas)
-            if dirty:
-                log.info("reconciled %d sessions written during the Redis outage", len(dirty))
-        except _OUTAGE as exc:
+                self._dirty.discard(keys)
+        except (RedisError, OSError) as exc:
             self.breaker.record_failure(exc, "reconcile")
 
     def close(self) -> None:
@@ -512,6 +599,11 @@ def open_redis_tier(
     keyspace = Keyspace.for_data_root(options.key_prefix, data_root)
     root_id = data_root_id(data_root, create=not read_only)
     if client is not None:
+        pool = getattr(client, "connection_pool", None)
+        if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
+            raise ConfigurationError(
+                "the registry needs a Redis client that returns bytes (decode_responses=False)"
+            )
         return RedisTier(
             client, keyspace, options, description="client", root_id=root_id, owns_client=False
         )

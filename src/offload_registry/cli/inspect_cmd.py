@@ -37,7 +37,11 @@ def describe(ctx: SessionCtx) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     with SessionRegistry(
-        args.data_root, redis_url=args.redis_url, read_only=True, max_cached=len(args.keys)
+        args.data_root,
+        redis_url=args.redis_url,
+        key_prefix=args.key_prefix,
+        read_only=True,
+        max_cached=len(args.keys),
     ) as registry:
         for key in args.keys:
             info = describe(registry.resolve(key, args.real_session_id))

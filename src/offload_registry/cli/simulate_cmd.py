@@ -205,7 +205,9 @@ def _restart_midway(server: RedisServerProcess, after: float, done: threading.Ev
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="offload-simulate-") as tmp:
-        data_root = Path(args.data_root) if args.data_root else Path(tmp)
+        # Always a fresh root: the global --data-root (or its environment variable) may be a
+        # production data root, which synthetic sessions must never touch.
+        data_root = Path(tmp)
         keys = [f"agent:sim:session-{n}" for n in range(args.sessions)]
         prefix = f"{args.key_prefix}-sim{random.randrange(1 << 30):x}"
         with _redis_for(args) as (url, server):

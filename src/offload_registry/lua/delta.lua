@@ -5,11 +5,12 @@
 -- ARGV[5] packed change, ARGV[6] idle TTL (ms)
 -- Returns {version, deltas} on success, {0, reason} when refused:
 -- 'absent' (no snapshot of this epoch) or 'gap' (Redis is not where the change starts).
-local fields = redis.call('HMGET', KEYS[1], 'epoch', ARGV[2])
+local fields = redis.call('HMGET', KEYS[1], 'epoch', ARGV[2], 'deltas')
 if fields[1] ~= ARGV[1] then
   return {0, 'absent'}
 end
-if fields[2] ~= ARGV[3] then
+-- A deltas list evicted or expired apart from its snapshot is a gap too.
+if fields[2] ~= ARGV[3] or tonumber(fields[3]) ~= redis.call('LLEN', KEYS[2]) then
   return {0, 'gap'}
 end
 local count = redis.call('RPUSH', KEYS[2], ARGV[5])

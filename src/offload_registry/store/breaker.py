@@ -39,17 +39,26 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
+        self._probe_started = 0.0
         self._last_logged = float("-inf")
         self.suppressed = 0
         self.outages = 0
 
     def allow(self) -> bool:
-        """May a call go to Redis now?"""
+        """May a call go to Redis now? While half-open, only one probe at a time."""
+        if self.state is BreakerState.CLOSED:
+            return True
         if self.state is BreakerState.OPEN:
             if self._clock() - self._opened_at < self.reset_after:
                 return False
             self.state = BreakerState.HALF_OPEN
-        return True
+            self._probe_started = self._clock()
+            return True
+        # Half-open: a probe is out; let another through only if it has been lost for long.
+        if self._clock() - self._probe_started >= self.reset_after:
+            self._probe_started = self._clock()
+            return True
+        return False
 
     def record_success(self) -> bool:
         """Note a successful call; ``True`` when this ends an outage."""

@@ -50,28 +50,26 @@ Redis may lose everything (restart without persistence, ``FLUSHALL``), lose some
 writes, restart from an older RDB/AOF). An empty or missing answer is therefore never taken to
 mean "empty session"; the journal is the truth and Redis only saves work. Three layers:
 
-1. **The anchor.** A session's ``state`` hash is its anchor: snapshot, watermark, version,
-   epoch, and the expected size of each side key (``claims``, ``deltas``). Side keys are
-   trusted only inside a script that first checks the anchor (present, current epoch, and
-   ``SCARD``/``LLEN`` equal to the recorded counts), so a side key evicted, expired or lost on
-   its own is detected and the whole session is reseeded. The only write that creates an
-   anchor is a full seed rebuilt from the journal; every other write is a delta that a script
-   refuses when the anchor is missing, from another epoch or at another version (compare and
-   set), so a delta can never land on an empty or partial session.
+1. **The anchor.** A session's ``state`` hash is its anchor: snapshot, watermarks, version,
+   epoch, and the recorded length of the ``deltas`` list. The list is trusted only when its
+   ``LLEN`` equals that count (checked by the reader and by ``lua/delta.lua``), so a list
+   evicted or expired on its own is a miss and the session is reseeded. Only a full snapshot
+   creates an anchor; a delta is refused when the anchor is missing, from another epoch, or
+   not at the position the delta starts from, so a delta never lands on an empty or partial
+   session. (The ``claims`` set is reserved for the many-workers claim filter.)
 2. **The epoch.** :meth:`Keyspace.marker` holds the deployment's epoch, a random token with
    no TTL (so ``volatile-*`` eviction policies never pick it). Each anchor stores the epoch
    it was seeded in. A script cannot read the marker itself (on Cluster it lives in another
-   slot, and a script may only touch the keys of one slot), so the client passes the epoch it
-   believes current as an ``ARGV`` and the script treats an anchor of any other epoch as
-   absent. The client reads the marker at connect and reconnect (a new connection may be a
-   restarted server or a promoted replica), when a script reports an epoch mismatch, and at
-   most every few seconds piggybacked on a pipeline it sends anyway. A missing marker means
-   the server lost our data (or never had it): the client creates one with ``SET NX``,
-   adopts whichever value won (``GET``), logs the loss once, and sessions are reseeded from
-   their journals as they are resolved. Rotating the marker is also the O(1) "forget
-   everything" an operator runs after restoring an old backup. A marker copy per session
-   tag was rejected: it would live and die with the session's own keys, so it would detect
-   nothing the anchor does not, and it could not be rotated in one step.
+   slot, and a script may only touch the keys of one slot), so the client passes the epoch
+   it believes current as an ``ARGV`` and the script treats an anchor of any other epoch as
+   absent. The client reads the marker at start, after every outage (a new connection may be
+   a restarted server or a promoted replica), and at most every five seconds before a read.
+   A missing marker means the server lost our data (or never had it): the client creates one
+   with ``SET NX``, adopts whichever value won (``GET``), logs the loss once, and sessions
+   are reseeded from their journals as they are resolved. Rotating the marker is also the
+   O(1) "forget everything" an operator runs after restoring an old backup. A marker copy
+   per session tag was rejected: it would live and die with the session's own keys, so it
+   would detect nothing the anchor does not, and it could not be rotated in one step.
 3. **The watermark.** A server that went back in time keeps its marker, so the epoch cannot
    see that. The anchor carries the journal watermark its snapshot reflects, and a cold
    resolve compares it with the journal (one ``fstat`` and a 64-byte ``pread``): a journal
@@ -84,10 +82,10 @@ Two deployments, one Redis
 
 Different data roots get different deployment ids, hence disjoint keys. The
 :meth:`Keyspace.deployment_key` guards against what the path hash cannot see: the tier
-writes there, with ``SET NX`` at start-up, the resolved data root path and a random data-root
-id kept in a file inside the data root (created once by a writable registry), and compares
-both on every start. A mismatch is a :class:`ConfigurationError` naming both paths, rather
-than mixed data. It catches a 48-bit deployment-id collision and, above all, two hosts whose
+writes there, with ``SET NX`` at start-up, a random data-root id kept in a file inside the
+data root (``.offload-registry-id``, created once by a writable registry), and compares it on
+every start. A mismatch is a :class:`ConfigurationError` naming both ids, rather than mixed
+data. It catches a 48-bit deployment-id collision and, above all, two hosts whose
 *different* disks are mounted at the *same* path while sharing one Redis and one prefix:
 their paths hash alike, but their data-root ids differ. (A read-only ``inspect`` on a data
 root without an id file can compare the path only.)
