@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +23,10 @@ from offload_registry._async.redis_tier import RedisPermissionError
 from offload_registry.embedded_server import (
     RedisServerProcess,
     ServerOptions,
-    ServerStartError,
-    TlsFiles,
 )
 from offload_registry.store.urls import TierOptions
 from redis_fixtures import server_binary_or_fail
+from tls_certs import make_tls_files, started_tls_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
@@ -160,39 +157,6 @@ def connections_named(server: RedisServerProcess, name: str) -> int:
         return sum(1 for c in admin.client_list() if c.get("name") == name)
     finally:
         admin.close()
-
-
-def make_certs(directory: Path) -> TlsFiles:
-    """A throwaway CA and a server certificate for 127.0.0.1 (as test_embedded_server.py)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl CLI is needed to generate throwaway certificates")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-        "-subj", "/CN=offload-registry fault-test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    openssl(
-        "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"
-    )  # fmt: skip
-    (directory / "server.ext").write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-    )
-    openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "server.ext",
-    )  # fmt: skip
-    return TlsFiles(
-        cert=directory / "server.crt", key=directory / "server.key", ca=directory / "ca.crt"
-    )
 
 
 @pytest.fixture
@@ -439,15 +403,8 @@ async def test_a_registry_whose_start_fails_in_async_with_leaves_no_connection_o
 
 
 async def test_a_tls_server_works_end_to_end_with_rediss_and_the_ca(tmp_path: Path) -> None:
-    tls = make_certs(tmp_path)
-    server = RedisServerProcess(ServerOptions(tls=tls), binary=server_binary_or_fail())
-    try:
-        server.start()
-    except ServerStartError as exc:
-        server.close()
-        if "built without TLS" not in str(exc):
-            raise
-        pytest.skip(f"server binary has no TLS support: {exc}")
+    tls = make_tls_files(tmp_path)
+    server = started_tls_server(tls, server_binary_or_fail())
     try:
         assert server.url.startswith("rediss://")
         root = tmp_path / "root"
