@@ -37,11 +37,13 @@ TIMEOUT = 0.3
 # Every command the registry sends, found by removing each in turn: start-up (PING, GET/SET of
 # the marker and deployment keys, SCRIPT LOAD, and CLIENT SETNAME, which redis-py sends for the
 # client name), the rebuild lock (SET NX PX, unlock script), reconciliation (DEL), EVALSHA, the
-# commands inside the Lua scripts, and MULTI/EXEC around the plain reads of a cold load.
+# commands inside the Lua scripts, MULTI/EXEC around the plain reads of a cold load, and the
+# invalidation channel (PUBLISH from the scripts, SUBSCRIBE by the listener; ``&<prefix>:*``).
 # CONFIG GET (the eviction-policy warning) is optional: a NOPERM there is ignored.
 REGISTRY_COMMANDS = (
     "+ping +get +set +del +client|setname +script|load +evalsha +multi +exec "
     "+hmget +hget +hset +hincrby +lrange +llen +rpush +pttl +pexpire +type "
+    "+publish +subscribe +unsubscribe "
 )
 
 
@@ -317,7 +319,9 @@ async def test_an_acl_user_limited_to_the_prefix_and_the_needed_commands_works(
     tmp_path: Path,
 ) -> None:
     prefix = f"acl{uuid4().hex[:8]}"
-    rules = f"user registry on >secret ~{prefix}:* resetchannels -@all {REGISTRY_COMMANDS}"
+    rules = (
+        f"user registry on >secret ~{prefix}:* resetchannels &{prefix}:* -@all {REGISTRY_COMMANDS}"
+    )
     with acl_server(tmp_path, rules) as server:
         url = f"redis://registry:secret@127.0.0.1:{server.port}/0"
         root = tmp_path / "root"
@@ -358,6 +362,7 @@ NOT_CHECKED_AT_START = (
         "hset",
         "hmget",
         "multi",
+        "publish",
     ],
 )
 async def test_a_user_without_a_needed_permission_gets_an_error_naming_it_at_start(
@@ -365,7 +370,7 @@ async def test_a_user_without_a_needed_permission_gets_an_error_naming_it_at_sta
 ) -> None:
     commands = REGISTRY_COMMANDS.replace(f" +{permission} ", " ")
     assert f"+{permission} " not in commands
-    rules = f"user registry on >s3cr3t-pw ~reg:* resetchannels -@all {commands}"
+    rules = f"user registry on >s3cr3t-pw ~reg:* resetchannels &reg:* -@all {commands}"
     with acl_server(tmp_path, rules) as server:
         reg = opened(tmp_path / "root", f"redis://registry:s3cr3t-pw@127.0.0.1:{server.port}/0")
         try:
@@ -385,7 +390,7 @@ async def test_a_registry_whose_start_fails_in_async_with_leaves_no_connection_o
     tmp_path: Path,
 ) -> None:
     commands = REGISTRY_COMMANDS.replace(" +script|load", "")
-    rules = f"user registry on >secret ~reg:* resetchannels -@all {commands}"
+    rules = f"user registry on >secret ~reg:* resetchannels &reg:* -@all {commands}"
     with acl_server(tmp_path, rules) as server:
         reg = opened(tmp_path / "root", f"redis://registry:secret@127.0.0.1:{server.port}/0")
         try:

@@ -6,6 +6,7 @@ Hand-written; ``offload_registry._sync._primitives`` is its blocking twin with t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Generic, ParamSpec, TypeAlias, TypeVar
 
@@ -29,6 +30,18 @@ async def run_to_completion(work: Thunk[V]) -> V:
     happen together, even when the caller is cancelled halfway.
     """
     return await asyncio.shield(asyncio.ensure_future(work()))
+
+
+def spawn(work: Thunk[None]) -> asyncio.Task[None]:
+    """Run ``work`` in the background on the running loop."""
+    return asyncio.ensure_future(work())
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has finished."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def sleep(seconds: float) -> None:

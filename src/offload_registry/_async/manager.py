@@ -51,6 +51,7 @@ class OffloadStateManager:
         self._l1_lock = threading.Lock()
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.source = "new"
+        self.stale = False  # set by the invalidation listener, cleared by revalidate()
         self.corrupt_lines = 0
         self.invalid_lines = 0
 
@@ -124,6 +125,20 @@ class OffloadStateManager:
         rebuilt = await run_blocking(self._files.rebuild)
         self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
         return rebuilt.snapshot()
+
+    def mark_stale(self) -> None:
+        """Another process wrote this session (or writes may have been missed): the next
+        resolve revalidates this copy before answering from it."""
+        self.stale = True
+
+    async def revalidate(self) -> None:
+        """Catch up with the journal if this copy was marked stale (a tail read)."""
+        self.stale = False  # cleared first: an invalidation arriving meanwhile stays visible
+        try:
+            await self.refresh()
+        except BaseException:
+            self.stale = True
+            raise
 
     async def refresh(self) -> None:
         """Catch up with what other processes wrote to the journal and the claims record since

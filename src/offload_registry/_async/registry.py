@@ -123,6 +123,8 @@ class SessionRegistry:
             ctx = self._cache.get(session_key)
         if ctx is not None:
             ctx.last_access_ms = self._clock_ms()
+            if ctx.manager.stale:  # another process wrote it: read the journal's new tail
+                await ctx.manager.revalidate()
             return ctx
         if self._closed:
             raise RegistryClosedError("the registry is closed")
@@ -149,9 +151,11 @@ class SessionRegistry:
         if not identity.fallback:
             await run_blocking(files.record_session, session_key, real_session_id)
         ctx = SessionCtx(session_key, manager, self._clock_ms())
+        self._tier.watch(identity, session_key, manager.mark_stale)
         with self._cache_lock:
             evicted = self._cache.put(session_key, ctx)
-        for key, _ in evicted:
+        for key, old in evicted:
+            self._tier.unwatch(old.manager.identity, key)
             log.debug("evicted session from the near cache", extra={"session_key": key})
         return ctx
 
@@ -167,7 +171,11 @@ class SessionRegistry:
     def evict(self, session_key: str) -> bool:
         """Drop a session from this process's cache (its files are untouched)."""
         with self._cache_lock:
-            return self._cache.pop(session_key) is not None
+            ctx = self._cache.pop(session_key)
+        if ctx is None:
+            return False
+        self._tier.unwatch(ctx.manager.identity, session_key)
+        return True
 
     @property
     def size(self) -> int:

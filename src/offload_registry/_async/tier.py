@@ -11,6 +11,7 @@ reflects, so a tier that lags is slower, never wrong).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from offload_registry._async._primitives import Thunk
@@ -49,6 +50,15 @@ class SharedTier(Protocol):
         when the tier cannot continue from ``change.base``."""
         ...
 
+    def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
+        """Call ``mark_stale`` when another process writes the session, or when writes may
+        have been missed (the invalidation stream broke)."""
+        ...
+
+    def unwatch(self, identity: SessionIdentity, name: str) -> None:
+        """Stop watching (the session left the near cache)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -76,6 +86,12 @@ class NoSharedTier:
     async def publish_change(
         self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
     ) -> None:
+        return None
+
+    def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
+        return None
+
+    def unwatch(self, identity: SessionIdentity, name: str) -> None:
         return None
 
     async def close(self) -> None:

@@ -28,6 +28,18 @@ def run_to_completion(work: Thunk[V]) -> V:
     return work()
 
 
+def spawn(work: Thunk[None]) -> threading.Thread:
+    """Run ``work`` on a daemon thread."""
+    thread = threading.Thread(target=work, name="offload-registry-listener", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop(thread: threading.Thread) -> None:
+    """Wait for a background thread that was told to finish (it polls a closing flag)."""
+    thread.join(timeout=5.0)
+
+
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
 

@@ -13,10 +13,12 @@ keys or restarted empty costs time, never correctness.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -42,7 +44,7 @@ from tenacity import (
     wait_random,
 )
 
-from offload_registry._sync._primitives import Thunk, sleep
+from offload_registry._sync._primitives import Thunk, sleep, spawn, stop
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
@@ -188,6 +190,12 @@ class RedisTier:
         self._epoch_checked = float("-inf")
         self._started = False
         self._dirty: set[SessionKeys] = set()
+        self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
+        self._channel = keyspace.channel()
+        self._watchers: dict[str, dict[str, Callable[[], None]]] = {}
+        self._listener: Any = None
+        self._closing = False
+        self.invalidations = 0
 
     def __repr__(self) -> str:
         return f"RedisTier({self.description}, {self.keyspace.base!r})"
@@ -239,16 +247,21 @@ class RedisTier:
             (
                 "publish.lua (evalsha, type, del, hget, hset, hincrby, pexpire)",
                 lambda: self._publish(
-                    keys=state_keys, args=[self._epoch, snapshot, "", "", b"", 60_000, "always"]
+                    keys=state_keys,
+                    args=[self._epoch, snapshot, "", "", b"", 60_000, "always", "", ""],
                 ),
             ),
             (
                 "delta.lua (evalsha, hmget, llen, rpush, hset, hincrby, pexpire)",
                 lambda: self._delta(
-                    keys=state_keys, args=[self._epoch, "jwm", "", "", delta, 60_000]
+                    keys=state_keys, args=[self._epoch, "jwm", "", "", delta, 60_000, "", ""]
                 ),
             ),
             ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
+            (
+                f"invalidations (publish to the channel {self._channel})",
+                lambda: self._client.publish(self._channel, f"{probe.tag} {self.origin} 0"),
+            ),
             ("unlock.lua (evalsha, get, del)", lambda: self._unlock(keys=[probe.lock], args=["x"])),
         ]
         try:
@@ -463,6 +476,8 @@ class RedisTier:
                     watermark_id(change.watermark),
                     encode_delta(delta),
                     self._ttl_ms,
+                    self._channel,
+                    f"{keys.tag} {self.origin}",
                 ],
             )
         except (RedisError, OSError) as exc:
@@ -507,6 +522,8 @@ class RedisTier:
                 encode_watermark(snapshot.claims_watermark),
                 self._ttl_ms,
                 mode,
+                self._channel,
+                f"{keys.tag} {self.origin}",
             ]
             written = self._idempotent(
                 lambda: self._publish(keys=[keys.state, keys.deltas], args=args)
@@ -532,6 +549,64 @@ class RedisTier:
             with attempt:
                 return call()
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    # -- near-cache invalidation ----------------------------------------------------------
+    def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
+        """Call ``mark_stale`` when another process writes the session (and after any gap in
+        the invalidation stream); starts this tier's listener on first use."""
+        tag = self.keyspace.session_for(identity).tag
+        self._watchers.setdefault(tag, {})[name] = mark_stale
+        if self._listener is None and not self._closing:
+            self._listener = spawn(self._listen)
+
+    def unwatch(self, identity: SessionIdentity, name: str) -> None:
+        tag = self.keyspace.session_for(identity).tag
+        watchers = self._watchers.get(tag)
+        if watchers is not None:
+            watchers.pop(name, None)
+            if not watchers:
+                del self._watchers[tag]
+
+    def _mark_all_stale(self) -> None:
+        for watchers in list(self._watchers.values()):
+            for mark_stale in list(watchers.values()):
+                mark_stale()
+
+    def _on_message(self, data: bytes) -> None:
+        tag, origin, _version = data.decode("ascii", "replace").split(" ", 2)
+        if origin == self.origin:
+            return
+        self.invalidations += 1
+        for mark_stale in list(self._watchers.get(tag, {}).values()):
+            mark_stale()
+
+    def _listen(self) -> None:
+        """Follow the invalidation channel until closed. Whenever the subscription (re)starts,
+        every watched session is marked stale: messages sent while we were not subscribed
+        are lost, so nothing cached before then can be trusted without a revalidation."""
+        delay = 0.05
+        while not self._closing:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self._mark_all_stale()
+                delay = 0.05
+                while not self._closing:
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        self._on_message(message["data"])
+            except (RedisError, OSError, ValueError) as exc:
+                self._mark_all_stale()
+                log.debug("invalidation listener: %s; resubscribing", exc)
+                sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:  # a failing handler must not leave copies trusted
+                self._mark_all_stale()
+                log.exception("invalidation listener failed; every cached session revalidates")
+                sleep(delay)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    pubsub.close()
 
     # -- health -------------------------------------------------------------------------
     def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
@@ -566,6 +641,10 @@ class RedisTier:
             self.breaker.record_failure(exc, "reconcile")
 
     def close(self) -> None:
+        self._closing = True
+        if self._listener is not None:
+            stop(self._listener)
+            self._listener = None
         if self._owns_client:
             self._client.close()
 

@@ -12,6 +12,7 @@ reflects, so a tier that lags is slower, never wrong).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from offload_registry._sync._primitives import Thunk
@@ -50,6 +51,15 @@ class SharedTier(Protocol):
         when the tier cannot continue from ``change.base``."""
         ...
 
+    def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
+        """Call ``mark_stale`` when another process writes the session, or when writes may
+        have been missed (the invalidation stream broke)."""
+        ...
+
+    def unwatch(self, identity: SessionIdentity, name: str) -> None:
+        """Stop watching (the session left the near cache)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -77,6 +87,12 @@ class NoSharedTier:
     def publish_change(
         self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
     ) -> None:
+        return None
+
+    def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
+        return None
+
+    def unwatch(self, identity: SessionIdentity, name: str) -> None:
         return None
 
     def close(self) -> None:

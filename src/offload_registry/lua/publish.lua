@@ -3,7 +3,8 @@
 -- ARGV[1] epoch, ARGV[2] snapshot, ARGV[3] journal watermark id, ARGV[4] claims watermark id,
 -- ARGV[5] packed claims watermark, ARGV[6] idle TTL (ms),
 -- ARGV[7] mode: 'always', 'if-absent' (only when there is no current-epoch snapshot),
---         or a version number (compare and set: only when the stored version equals it)
+--         or a version number (compare and set: only when the stored version equals it),
+-- ARGV[8] invalidation channel ('' for none), ARGV[9] message prefix ("<tag> <origin>")
 -- Returns the new version, or 0 when the mode refused the write.
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then
@@ -24,4 +25,7 @@ redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'snap', ARGV[2], 'jwm', ARGV[3],
   'cwm', ARGV[4], 'cwmb', ARGV[5], 'deltas', 0)
 local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if ARGV[8] ~= '' then
+  redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. version)
+end
 return version

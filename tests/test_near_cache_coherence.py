@@ -1,0 +1,119 @@
+"""Near caches stay coherent: a write in one registry is seen by another's next resolve."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from offload_registry import SessionRegistry
+from offload_registry import sync as blocking
+from offload_registry.embedded_server import RedisServerProcess
+
+KEY = "agent:main:shared"
+
+
+def entry(tool_call_id: str) -> dict[str, Any]:
+    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}"}
+
+
+@pytest.fixture(params=["memory", "real"])
+def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    prefix = f"coh{uuid.uuid4().hex[:10]}"
+    if request.param == "memory":
+        yield "memory://", prefix
+    else:
+        server: RedisServerProcess = request.getfixturevalue("redis_server")
+        yield server.url, prefix
+
+
+async def seen_within(reg: SessionRegistry, tool_call_id: str, seconds: float = 3.0) -> float:
+    """Seconds until ``reg.resolve(KEY)`` shows the id (fails after ``seconds``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if tool_call_id in (await reg.resolve(KEY)).manager.processed_tool_call_ids:
+            return time.monotonic() - started
+        await asyncio.sleep(0.005)
+    pytest.fail(f"{tool_call_id} not visible after {seconds} s")
+
+
+async def test_a_write_in_one_registry_reaches_the_others_cached_copy(
+    tmp_path: Path, backend: tuple[str, str]
+) -> None:
+    url, prefix = backend
+    async with (
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as writer,
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reader,
+    ):
+        cached = (await reader.resolve(KEY)).manager
+        await (await writer.resolve(KEY)).manager.append_entries([entry("call_1")])
+        await seen_within(reader, "call_1")
+        assert (await reader.resolve(KEY)).manager is cached  # revalidated, not reloaded
+        assert reader.tier.invalidations >= 1  # type: ignore[attr-defined]
+
+
+async def test_a_registry_is_not_invalidated_by_its_own_writes(
+    tmp_path: Path, backend: tuple[str, str]
+) -> None:
+    url, prefix = backend
+    async with SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        await asyncio.sleep(0.2)  # let the listener subscribe (which marks copies stale once)
+        await reg.resolve(KEY)
+        await manager.append_entries([entry("call_1")])
+        await asyncio.sleep(0.2)
+        assert manager.stale is False
+        assert reg.tier.invalidations == 0  # type: ignore[attr-defined]
+
+
+async def test_copies_are_revalidated_after_the_invalidation_stream_broke(
+    tmp_path: Path, private_redis_server: RedisServerProcess
+) -> None:
+    url = private_redis_server.url
+    async with SessionRegistry(tmp_path, redis_url=url) as reader:
+        manager = (await reader.resolve(KEY)).manager
+        await asyncio.sleep(0.2)
+        await reader.resolve(KEY)  # the first subscription's revalidation
+        assert manager.stale is False
+        private_redis_server.kill()
+        # Written while Redis is down, by a process without Redis: no message can announce it.
+        async with SessionRegistry(tmp_path) as offline:
+            await (await offline.resolve(KEY)).manager.append_entries([entry("call_9")])
+        private_redis_server.start()
+        deadline = time.monotonic() + 5
+        while not manager.stale and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert manager.stale, "a broken subscription must make cached copies untrusted"
+        assert "call_9" in (await reader.resolve(KEY)).manager.processed_tool_call_ids
+
+
+async def test_closing_a_registry_stops_its_listener(
+    tmp_path: Path, backend: tuple[str, str]
+) -> None:
+    url, prefix = backend
+    reg = SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix)
+    async with reg:
+        await reg.resolve(KEY)
+        assert reg.tier._listener is not None  # type: ignore[attr-defined]
+    assert reg.tier._listener is None  # type: ignore[attr-defined]
+
+
+def test_the_sync_twin_listens_on_a_thread(tmp_path: Path, backend: tuple[str, str]) -> None:
+    url, prefix = backend
+    with (
+        blocking.SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as writer,
+        blocking.SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reader,
+    ):
+        reader.resolve(KEY)
+        writer.resolve(KEY).manager.append_entries([entry("call_1")])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if "call_1" in reader.resolve(KEY).manager.processed_tool_call_ids:
+                break
+            time.sleep(0.005)
+        assert "call_1" in reader.resolve(KEY).manager.processed_tool_call_ids
