@@ -566,6 +566,13 @@ class RedisTier:
             if not watchers:
                 del self._watchers[tag]
 
+    def after_fork_in_child(self) -> None:
+        # The parent's listener (task or thread) does not exist here; the next watch starts
+        # one of our own. redis-py's pools notice the new pid and open new connections.
+        self._watchers = {}
+        self._listener = None
+        self.origin = uuid.uuid4().hex[:12]
+
     def _mark_all_stale(self) -> None:
         for watchers in list(self._watchers.values()):
             for mark_stale in list(watchers.values()):

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,17 @@ def default_data_root() -> Path:
     """``$OFFLOAD_REGISTRY_DATA_ROOT``, else the seed's ``~/.openclaw/context-offload``."""
     configured = os.environ.get(DATA_ROOT_ENV)
     return Path(configured) if configured else Path.home() / ".openclaw" / "context-offload"
+
+
+_live_registries: weakref.WeakSet[SessionRegistry] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for registry in list(_live_registries):
+        registry._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _wall_clock_ms() -> int:
@@ -100,6 +112,7 @@ class SessionRegistry:
         self._flights: SingleFlight[str, SessionCtx] = SingleFlight()
         self._clock_ms = clock_ms
         self._closed = False
+        _live_registries.add(self)
 
     @property
     def data_root(self) -> Path:
@@ -194,6 +207,14 @@ class SessionRegistry:
             return self._cache.values()
 
     # -- lifecycle ------------------------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """A forked child starts fresh: no cached copies, flights or listener of the parent
+        (redis-py's pools already drop the parent's connections in a new process)."""
+        self._cache_lock = threading.Lock()
+        self._cache.clear()
+        self._flights = SingleFlight()
+        self._tier.after_fork_in_child()
+
     @property
     def tier(self) -> SharedTier:
         """The shared tier (``NoSharedTier`` when the registry runs on the journals alone)."""

@@ -60,6 +60,10 @@ class SharedTier(Protocol):
         """Stop watching (the session left the near cache)."""
         ...
 
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's watchers and listener (called in a forked child)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -93,6 +97,9 @@ class NoSharedTier:
         return None
 
     def unwatch(self, identity: SessionIdentity, name: str) -> None:
+        return None
+
+    def after_fork_in_child(self) -> None:
         return None
 
     def close(self) -> None:
