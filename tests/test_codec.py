@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,8 +53,16 @@ def raw(value: list[Any]) -> bytes:
     return packed
 
 
+EMPTY_INDEX_OFFSETS = b"\x00\x00\x00\x00"
+
+
+def empty_index() -> list[Any]:
+    """The three trailing fields of a snapshot whose processed ids all sit in the runs."""
+    return [b"", EMPTY_INDEX_OFFSETS, zlib.crc32(EMPTY_INDEX_OFFSETS, zlib.crc32(b""))]
+
+
 def valid_fields() -> list[Any]:
-    return [SCHEMA_VERSION, 1, 2, None, [[3, 2]], b"a_b\x00c"]
+    return [SCHEMA_VERSION, 1, 2, None, [[3, 2]], b"a_b\x00c", *empty_index()]
 
 
 def large_state(n: int = 20_000) -> SessionState:
@@ -100,11 +109,21 @@ def test_ids_that_are_each_others_normalized_forms_round_trip() -> None:
     assert round_trip(state, claims_of(["ab"])).state == state
 
 
-def test_a_snapshot_stores_each_string_once_however_many_sets_hold_it() -> None:
+def test_a_snapshot_stores_each_processed_id_once_in_its_index_and_once_per_other_run() -> None:
     state = state_of([(f"toolu_{k:04}", "deleted") for k in range(100)])
     encoded = encode_snapshot(state, claims_of(["toolu_0042"]), None, 1)
-    assert encoded.count(b"toolu_0042") == 1
-    assert encoded.count(b"toolu0042") == 1
+    # Once in the sorted processed index, once in the run of the confirmed, deleted and
+    # claimed sets (which all hold it): never once per set.
+    assert encoded.count(b"toolu_0042") == 2
+    assert encoded.count(b"toolu0042") == 2
+
+
+def test_a_damaged_processed_index_is_a_codec_error() -> None:
+    encoded = bytearray(encode_snapshot(SMALL, set(), None, 1))
+    blob = msgpack.unpackb(bytes(encoded))[6]
+    encoded[encoded.index(blob) + 1] ^= 0x01  # one flipped bit inside the processed index
+    with pytest.raises(CodecError):
+        decode_snapshot(bytes(encoded))
 
 
 def test_ids_holding_nul_and_separators_round_trip() -> None:
@@ -242,7 +261,8 @@ def test_one_bin_per_string_decodes_like_the_joined_form() -> None:
 
 
 def test_a_run_can_belong_to_the_claimed_set_only() -> None:
-    decoded = decode_snapshot(raw([SCHEMA_VERSION, 0, 0, None, [[1, 1], [8, 1]], b"p\x00k"]))
+    fields = [SCHEMA_VERSION, 0, 0, None, [[1, 1], [8, 1]], b"p\x00k", *empty_index()]
+    decoded = decode_snapshot(raw(fields))
     assert (decoded.state.processed, decoded.claimed) == ({"p"}, {"k"})
 
 

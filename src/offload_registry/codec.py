@@ -65,7 +65,9 @@ per full snapshot write, not per read.
 
 from __future__ import annotations
 
+import sys
 import zlib
+from array import array
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final
@@ -75,7 +77,7 @@ import msgpack  # type: ignore[import-untyped]
 from offload_registry.errors import OffloadRegistryError
 from offload_registry.journal import FileIdentity, Watermark
 from offload_registry.jsjson import js_truthy
-from offload_registry.session_state import DELETED, SessionState
+from offload_registry.session_state import DELETED, IdSet, SessionState, SortedIds
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -93,7 +95,7 @@ __all__ = [
     "watermark_id",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The value schema this build writes and the only one it reads."""
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 """Largest encoded snapshot :func:`decode_snapshot` accepts by default (64 MiB)."""
@@ -105,7 +107,7 @@ _UTF8: Final = "utf-8"
 _SURROGATES: Final = "surrogatepass"
 _N_SETS: Final = 4  # processed, confirmed, deleted, claimed: mask bits 1, 2, 4, 8
 _ALL_MASKS: Final = (1 << _N_SETS) - 1
-_FIELDS: Final = 6
+_FIELDS: Final = 9
 _WATERMARK_FIELDS: Final = 6
 
 
@@ -182,7 +184,10 @@ def encode_snapshot(
         if type(number) is not int or number < 0:
             raise CodecError(f"cannot encode snapshot: {name} must be an int >= 0, not {number!r}")
     try:
-        parts = _partition((state.processed, state.confirmed, state.deleted, claimed))
+        # The processed ids go into a sorted index (membership without building a set on
+        # decode); the runs below then only carry the smaller sets.
+        index_blob, index_offsets = _sorted_index(state.processed)
+        parts = _partition((set(), set(state.confirmed), set(state.deleted), set(claimed)))
         strings: list[str] = []
         for _, part in parts:
             strings.extend(part)
@@ -199,6 +204,9 @@ def encode_snapshot(
             _pack_watermark(watermark),
             [[mask, len(part)] for mask, part in parts],
             packed_strings,
+            index_blob,
+            index_offsets,
+            zlib.crc32(index_offsets, zlib.crc32(index_blob)),
         ]
         packed: bytes = msgpack.packb(value, use_bin_type=True)
     except (TypeError, ValueError, OverflowError, AttributeError) as exc:
@@ -333,18 +341,55 @@ def decode_snapshot(
         )
     if len(value) != _FIELDS:
         raise _fail(f"expected {_FIELDS} fields, got {len(value)}")
-    _, version, entry_count, watermark, groups, packed_strings = value
+    (_, version, entry_count, watermark, groups, packed_strings, blob, offsets, crc) = value
     decoded_groups = _decode_groups(groups)
     total = sum(count for _, count in decoded_groups)
     try:
         strings = _decode_strings(packed_strings, total)
     except UnicodeDecodeError as exc:
         raise _fail(f"a string is not UTF-8 ({exc})") from exc
-    processed, confirmed, deleted, claimed = (
+    listed, confirmed, deleted, claimed = (
         _build_set(decoded_groups, strings, 1 << bit) for bit in range(_N_SETS)
     )
+    processed = IdSet(listed, index=_decode_index(blob, offsets, crc))
     state = SessionState(confirmed, deleted, processed, _uint(entry_count, "entry_count"))
     return DecodedSnapshot(state, claimed, _decode_watermark(watermark), _uint(version, "version"))
+
+
+def _sorted_index(ids: Set[str]) -> tuple[bytes, bytes]:
+    """``(blob, offsets)``: the ids' UTF-8 sorted bytewise and concatenated, and the uint32
+    little-endian offsets of each (one more than there are ids)."""
+    encoded = sorted(i.encode(_UTF8, _SURROGATES) for i in ids)
+    offsets = array("I", [0])
+    position = 0
+    for item in encoded:
+        position += len(item)
+        offsets.append(position)
+    if sys.byteorder == "big":
+        offsets.byteswap()
+    return b"".join(encoded), offsets.tobytes()
+
+
+def _decode_index(blob: Any, offsets: Any, crc: Any) -> SortedIds:
+    """Check and wrap a sorted index: a CRC over it (so damage is a miss, not a wrong
+    answer), offsets that start at 0 and end at the blob's length, and valid UTF-8."""
+    if type(blob) is not bytes or type(offsets) is not bytes or type(crc) is not int:
+        raise _fail("the processed index must be two bins and a CRC")
+    if len(offsets) % 4 or not offsets:
+        raise _fail("the processed index offsets must be uint32s, at least one")
+    if zlib.crc32(offsets, zlib.crc32(blob)) != crc:
+        raise _fail("the processed index does not match its CRC")
+    positions = array("I")
+    positions.frombytes(offsets)
+    if sys.byteorder == "big":
+        positions.byteswap()
+    if positions[0] != 0 or positions[-1] != len(blob):
+        raise _fail("the processed index offsets do not span its blob")
+    try:
+        blob.decode(_UTF8, _SURROGATES)
+    except UnicodeDecodeError as exc:
+        raise _fail(f"a processed id is not UTF-8 ({exc})") from exc
+    return SortedIds(blob, positions)
 
 
 # --- deltas and watermark ids ---------------------------------------------------------------

@@ -6,10 +6,12 @@ id set holds each id and, where different, its normalized form (the id with ``_`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, MutableSet, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, overload
 
 from offload_registry.jsjson import js_truthy
 
@@ -27,6 +29,100 @@ def id_forms(tool_call_id: str) -> tuple[str, ...]:
     return (tool_call_id,) if normalized == tool_call_id else (tool_call_id, normalized)
 
 
+class SortedIds(Sequence[bytes]):
+    """Ids as one UTF-8 blob, sorted bytewise, with the offset of each: a frozen index
+    that answers membership by binary search without building any Python string."""
+
+    __slots__ = ("blob", "offsets")
+
+    def __init__(self, blob: bytes, offsets: Sequence[int]) -> None:
+        self.blob = blob
+        self.offsets = offsets  # len(ids) + 1 entries: id i is blob[offsets[i]:offsets[i+1]]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        offsets = self.offsets
+        return self.blob[offsets[index] : offsets[index + 1]]
+
+    def has(self, key: bytes) -> bool:
+        at = bisect_left(self, key)
+        return at < len(self) and self[at] == key
+
+    def strings(self) -> list[str]:
+        text = self.blob.decode("utf-8", "surrogatepass")
+        if text.isascii():  # one character per byte: slice the text by the same offsets
+            offsets = self.offsets
+            return [text[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        return [item.decode("utf-8", "surrogatepass") for item in self]
+
+
+class IdSet(MutableSet[str]):
+    """A set of ids: an optional frozen :class:`SortedIds` index (from a Redis snapshot, so a
+    cold resolve builds no Python set) plus a plain set of the ids added since.
+
+    Membership costs a binary search (microseconds) for ids in the index; iterating builds
+    the strings once. Without an index it is a thin wrapper of a ``set``.
+    """
+
+    __slots__ = ("_added", "_index", "_strings")
+
+    def __init__(self, items: Iterable[str] = (), *, index: SortedIds | None = None) -> None:
+        self._index = index
+        self._strings: list[str] | None = None
+        self._added: set[str] = set()
+        self.update(items)
+
+    def __contains__(self, item: object) -> bool:
+        if item in self._added:
+            return True
+        index = self._index
+        if index is None or type(item) is not str:
+            return False
+        return index.has(item.encode("utf-8", "surrogatepass"))
+
+    def __iter__(self) -> Iterator[str]:
+        if self._index is None:
+            return iter(self._added)
+        if self._strings is None:
+            self._strings = self._index.strings()
+        return chain(self._strings, self._added)
+
+    def __len__(self) -> int:
+        return len(self._added) + (0 if self._index is None else len(self._index))
+
+    def add(self, value: str) -> None:
+        if self._index is None or value not in self:
+            self._added.add(value)
+
+    def discard(self, value: str) -> None:
+        if self._index is not None and value not in self._added and value in self:
+            self._added = set(self)  # rare: give up the index
+            self._index = self._strings = None
+        self._added.discard(value)
+
+    def update(self, items: Iterable[str]) -> None:
+        if self._index is None:
+            self._added.update(items)
+        else:
+            for item in items:
+                self.add(item)
+
+    def __ior__(self, other: AbstractSet[Any]) -> IdSet:  # type: ignore[misc]
+        self.update(other)
+        return self
+
+    def __repr__(self) -> str:
+        return f"IdSet({len(self)} ids)"
+
+
 @dataclass(slots=True)
 class SessionState:
     """Confirmed, deleted and processed ids plus the entry counter of one session's journal.
@@ -36,7 +132,7 @@ class SessionState:
 
     confirmed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
-    processed: set[str] = field(default_factory=set)
+    processed: IdSet = field(default_factory=IdSet)
     entry_count: int = 0
 
     @classmethod
@@ -95,7 +191,7 @@ class SessionState:
 
     def copy(self) -> SessionState:
         return SessionState(
-            set(self.confirmed), set(self.deleted), set(self.processed), self.entry_count
+            set(self.confirmed), set(self.deleted), IdSet(self.processed), self.entry_count
         )
 
 
