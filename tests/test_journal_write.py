@@ -254,7 +254,6 @@ def test_rewrite_killed_at_random_moments_leaves_the_old_or_the_new_journal(
         path, [entry(f"call_{i}", score=i % 11) for i in range(2000)], FsyncPolicy.NEVER
     )
     rng = random.Random(20260203)
-    started = time.monotonic()
     for _ in range(30):
         child = subprocess.Popen(
             [sys.executable, "-c", REWRITE_FOREVER, str(path)],
@@ -271,7 +270,6 @@ def test_rewrite_killed_at_random_moments_leaves_the_old_or_the_new_journal(
         assert (len(read.entries), read.corrupt, read.invalid) == (2000, 0, 0)
         # Every rewrite flips every entry, so a journal mixing two rewrites would show both.
         assert len({bool(e.get("offloaded")) for e in read.entries}) == 1
-    assert time.monotonic() - started < 20
     # Each kill that interrupted a temp-file write left that child's temp file behind (it is
     # named by pid, and readers never look at it): proof the kills hit writes, not just parses.
     interrupted = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

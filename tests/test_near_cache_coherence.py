@@ -14,6 +14,7 @@ import pytest
 from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
 from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.session_files import SessionFiles
 
 KEY = "agent:main:shared"
 
@@ -117,3 +118,101 @@ def test_the_sync_twin_listens_on_a_thread(tmp_path: Path, backend: tuple[str, s
                 break
             time.sleep(0.005)
         assert "call_1" in reader.resolve(KEY).manager.processed_tool_call_ids
+
+
+async def test_a_write_made_while_a_session_loads_is_not_missed(
+    tmp_path: Path, backend: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, prefix = backend
+    async with (
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as peer,
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as loader,
+    ):
+        peer_manager = (await peer.resolve(KEY)).manager
+        await (await loader.resolve("agent:main:other")).manager.append_entries([entry("x")])
+        await asyncio.sleep(0.2)  # the loader's listener is subscribed
+        original = SessionFiles.record_session
+        written = asyncio.Event()
+
+        def record_then_let_the_peer_write(self: SessionFiles, *args: Any) -> None:
+            original(self, *args)
+            written.set()
+
+        monkeypatch.setattr(SessionFiles, "record_session", record_then_let_the_peer_write)
+        load = asyncio.ensure_future(loader.resolve(KEY))
+        await written.wait()
+        await peer_manager.append_entries([entry("during_load")])
+        await load
+        await seen_within(loader, "during_load")
+
+
+async def test_two_keys_sharing_one_journal_in_one_registry_see_each_others_writes(
+    tmp_path: Path, backend: tuple[str, str]
+) -> None:
+    url, prefix = backend
+    async with SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reg:
+        first = (await reg.resolve("agent:main:s1", "shared")).manager
+        second = (await reg.resolve("agent:main:s2", "shared")).manager
+        assert first.journal_path == second.journal_path and first is not second
+        await asyncio.sleep(0.2)
+        await first.append_entries([entry("via_s1")])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            manager = (await reg.resolve("agent:main:s2")).manager
+            if "via_s1" in manager.processed_tool_call_ids:
+                break
+            await asyncio.sleep(0.005)
+        assert "via_s1" in (await reg.resolve("agent:main:s2")).manager.processed_tool_call_ids
+
+
+async def test_concurrent_resolvers_of_a_stale_copy_both_see_the_write(
+    tmp_path: Path, backend: tuple[str, str]
+) -> None:
+    url, prefix = backend
+    async with (
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as writer,
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reader,
+    ):
+        manager = (await reader.resolve(KEY)).manager
+        await (await writer.resolve(KEY)).manager.append_entries([entry("call_1")])
+        deadline = time.monotonic() + 3
+        while not manager.stale and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert manager.stale
+        first, second = await asyncio.gather(reader.resolve(KEY), reader.resolve(KEY))
+        assert "call_1" in first.manager.processed_tool_call_ids
+        assert "call_1" in second.manager.processed_tool_call_ids
+
+
+async def test_a_listener_that_died_is_restarted_and_copies_revalidated(
+    tmp_path: Path, backend: tuple[str, str]
+) -> None:
+    url, prefix = backend
+    async with SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        await asyncio.sleep(0.2)
+        await reg.resolve(KEY)
+        listener = reg.tier._listener  # type: ignore[attr-defined]
+        listener.cancel()
+        await asyncio.sleep(0.05)
+        assert manager.stale, "a listener that ends must leave no copy trusted"
+        await reg.resolve("agent:main:another")  # the next watch starts a new listener
+        assert reg.tier._listener is not listener  # type: ignore[attr-defined]
+
+
+async def test_a_malformed_invalidation_is_ignored(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    prefix = f"coh{uuid.uuid4().hex[:10]}"
+    async with SessionRegistry(tmp_path, redis_url=redis_server.url, key_prefix=prefix) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        await asyncio.sleep(0.2)
+        await reg.resolve(KEY)
+        assert not manager.stale
+        client = redis_server.client()
+        try:
+            client.publish(reg.tier.keyspace.channel(), b"garbage")  # type: ignore[attr-defined]
+        finally:
+            client.close()
+        await asyncio.sleep(0.2)
+        assert not manager.stale

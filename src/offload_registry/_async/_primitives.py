@@ -44,6 +44,10 @@ async def stop(task: asyncio.Task[None]) -> None:
         await task
 
 
+def running(task: asyncio.Task[None]) -> bool:
+    return not task.done()
+
+
 async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 

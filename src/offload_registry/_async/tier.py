@@ -39,12 +39,19 @@ class SharedTier(Protocol):
         came from the tier. Concurrent callers across processes share one rebuild."""
         ...
 
-    async def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
-        """Replace the session's state with a snapshot read from its journal."""
+    async def publish(
+        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+    ) -> None:
+        """Replace the session's state with a snapshot read from its journal (``writer``:
+        the watcher that made the write, which is not told of it)."""
         ...
 
     async def publish_change(
-        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+        self,
+        identity: SessionIdentity,
+        change: SessionChange,
+        snapshot: TierSnapshot,
+        writer: str = "-",
     ) -> None:
         """Apply one write; ``snapshot`` (the state after it) replaces the session's state
         when the tier cannot continue from ``change.base``."""
@@ -84,11 +91,17 @@ class NoSharedTier:
     ) -> tuple[TierSnapshot, bool]:
         return await rebuild(), False
 
-    async def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
+    async def publish(
+        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+    ) -> None:
         return None
 
     async def publish_change(
-        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+        self,
+        identity: SessionIdentity,
+        change: SessionChange,
+        snapshot: TierSnapshot,
+        writer: str = "-",
     ) -> None:
         return None
 

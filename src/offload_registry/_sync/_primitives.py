@@ -40,6 +40,10 @@ def stop(thread: threading.Thread) -> None:
     thread.join(timeout=5.0)
 
 
+def running(thread: threading.Thread) -> bool:
+    return thread.is_alive()
+
+
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
 

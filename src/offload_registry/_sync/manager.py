@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class OffloadStateManager:
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.source = "new"
         self.stale = False  # set by the invalidation listener, cleared by revalidate()
+        self._invalidations = 0  # counts mark_stale() calls, so revalidate() never loses one
+        self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
         self.invalid_lines = 0
 
@@ -120,7 +123,7 @@ class OffloadStateManager:
             return
         self.source = self._tier.name
         if self._catch_up_files():
-            self._tier.publish(self.identity, self.snapshot())
+            self._tier.publish(self.identity, self.snapshot(), self.writer_id)
 
     def _rebuild(self) -> TierSnapshot:
         rebuilt = run_blocking(self._files.rebuild)
@@ -130,16 +133,21 @@ class OffloadStateManager:
     def mark_stale(self) -> None:
         """Another process wrote this session (or writes may have been missed): the next
         resolve revalidates this copy before answering from it."""
+        self._invalidations += 1
         self.stale = True
 
     def revalidate(self) -> None:
-        """Catch up with the journal if this copy was marked stale (a tail read)."""
-        self.stale = False  # cleared first: an invalidation arriving meanwhile stays visible
-        try:
-            self.refresh()
-        except BaseException:
-            self.stale = True
-            raise
+        """Catch up with the journal's new tail because this copy was marked stale.
+
+        Under the manager's lock, so a concurrent resolver waits for the catch-up instead of
+        answering from the old copy; the flag is cleared only when no invalidation arrived
+        meanwhile (otherwise the next resolve catches up again).
+        """
+        with self._lock:
+            seen = self._invalidations
+            self._catch_up_files()
+            if self._invalidations == seen:
+                self.stale = False
 
     def refresh(self) -> None:
         """Catch up with what other processes wrote to the journal and the claims record since
@@ -197,7 +205,9 @@ class OffloadStateManager:
                     result.watermark,
                     [(e["tool_call_id"], e.get("offloaded")) for e in result.written],
                 )
-                self._tier.publish_change(self.identity, change, self.snapshot())
+                self._tier.publish_change(
+                    self.identity, change, self.snapshot(), self.writer_id
+                )
             return len(result.written)
 
     def mark_offload_status(self, statuses: Mapping[str, OffloadStatus]) -> int:
@@ -215,7 +225,7 @@ class OffloadStateManager:
         with self._lock:
             rebuilt, changed = run_blocking(self._files.mark, statuses)
             self._install(rebuilt.snapshot())
-            self._tier.publish(self.identity, self.snapshot())
+            self._tier.publish(self.identity, self.snapshot(), self.writer_id)
             return changed
 
     def claim(self, ids: Iterable[str]) -> list[str]:
@@ -251,7 +261,9 @@ class OffloadStateManager:
                 change = SessionChange(
                     CLAIMS, result.won, result.claims_base, result.claims_watermark
                 )
-                self._tier.publish_change(self.identity, change, self.snapshot())
+                self._tier.publish_change(
+                    self.identity, change, self.snapshot(), self.writer_id
+                )
             return result.won
 
     # -- runtime-only state (per process, as in the seed) ----------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from tenacity import (
     wait_random,
 )
 
-from offload_registry._sync._primitives import Thunk, sleep, spawn, stop
+from offload_registry._sync._primitives import Thunk, running, sleep, spawn, stop
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
@@ -73,6 +74,8 @@ MAX_DELTAS = 256
 REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
 EPOCH_CHECK_SECONDS = 5.0
+NO_WRITER = "-"
+"""The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
 _OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
@@ -193,6 +196,7 @@ class RedisTier:
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
         self._channel = keyspace.channel()
         self._watchers: dict[str, dict[str, Callable[[], None]]] = {}
+        self._watch_lock = threading.Lock()  # the sync twin's listener thread reads these
         self._listener: Any = None
         self._closing = False
         self.invalidations = 0
@@ -260,7 +264,7 @@ class RedisTier:
             ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
             (
                 f"invalidations (publish to the channel {self._channel})",
-                lambda: self._client.publish(self._channel, f"{probe.tag} {self.origin} 0"),
+                lambda: self._client.publish(self._channel, f"{probe.tag} {self.origin} - 0"),
             ),
             ("unlock.lua (evalsha, get, del)", lambda: self._unlock(keys=[probe.lock], args=["x"])),
         ]
@@ -454,11 +458,18 @@ class RedisTier:
             self._failed(exc, "unlock", keys)
 
     # -- writes -------------------------------------------------------------------------
-    def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
-        self._publish_snapshot(self.keyspace.session_for(identity), snapshot, "always")
+    def publish(
+        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = NO_WRITER
+    ) -> None:
+        keys = self.keyspace.session_for(identity)
+        self._publish_snapshot(keys, snapshot, "always", writer)
 
     def publish_change(
-        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+        self,
+        identity: SessionIdentity,
+        change: SessionChange,
+        snapshot: TierSnapshot,
+        writer: str = NO_WRITER,
     ) -> None:
         keys = self.keyspace.session_for(identity)
         if not self.breaker.allow():
@@ -467,18 +478,20 @@ class RedisTier:
         delta = Delta(change.kind, change.ids, change.statuses, change.watermark)
         chained = "jwm" if change.kind == APPEND else "cwm"
         try:
-            reply = self._delta(
-                keys=[keys.state, keys.deltas],
-                args=[
-                    self._epoch,
-                    chained,
-                    watermark_id(change.base),
-                    watermark_id(change.watermark),
-                    encode_delta(delta),
-                    self._ttl_ms,
-                    self._channel,
-                    f"{keys.tag} {self.origin}",
-                ],
+            # A retried delta that had landed is refused as a gap by the chain check, so
+            # retrying a reset connection (say, the first call after a restart) is safe.
+            args = [
+                self._epoch,
+                chained,
+                watermark_id(change.base),
+                watermark_id(change.watermark),
+                encode_delta(delta),
+                self._ttl_ms,
+                self._channel,
+                f"{keys.tag} {self.origin} {writer}",
+            ]
+            reply = self._idempotent(
+                lambda: self._delta(keys=[keys.state, keys.deltas], args=args)
             )
         except (RedisError, OSError) as exc:
             # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
@@ -487,23 +500,26 @@ class RedisTier:
             # reconciliation when Redis is back (readers catch up from the journal meanwhile).
             self._failed(exc, "delta", keys)
             if not isinstance(exc, RedisTimeoutError):
-                self._publish_snapshot(keys, snapshot, "always")
+                self._publish_snapshot(keys, snapshot, "always", writer)
             return
         self._succeeded()
         version, detail = int(reply[0]), reply[1]
         if version:
             self.stats.deltas_published += 1
             if int(detail) > MAX_DELTAS:
-                self._publish_snapshot(keys, snapshot, str(version))
+                self._publish_snapshot(keys, snapshot, str(version), writer)
             return
         reason = detail.decode() if isinstance(detail, bytes) else str(detail)
         if reason == "gap":
             self.stats.gaps += 1
         else:  # no snapshot of our epoch: Redis may have restarted and moved to a new one
             self._refresh_epoch_safely()
-        self._publish_snapshot(keys, snapshot, "always" if reason == "gap" else "if-absent")
+        mode = "always" if reason == "gap" else "if-absent"
+        self._publish_snapshot(keys, snapshot, mode, writer)
 
-    def _publish_snapshot(self, keys: SessionKeys, snapshot: TierSnapshot, mode: str) -> None:
+    def _publish_snapshot(
+        self, keys: SessionKeys, snapshot: TierSnapshot, mode: str, writer: str = NO_WRITER
+    ) -> None:
         """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS)."""
         if not self.breaker.allow():
             self._dirty.add(keys)
@@ -523,7 +539,7 @@ class RedisTier:
                 self._ttl_ms,
                 mode,
                 self._channel,
-                f"{keys.tag} {self.origin}",
+                f"{keys.tag} {self.origin} {writer}",
             ]
             written = self._idempotent(
                 lambda: self._publish(keys=[keys.state, keys.deltas], args=args)
@@ -552,45 +568,67 @@ class RedisTier:
 
     # -- near-cache invalidation ----------------------------------------------------------
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
-        """Call ``mark_stale`` when another process writes the session (and after any gap in
-        the invalidation stream); starts this tier's listener on first use."""
+        """Call ``mark_stale`` when a write by anyone but watcher ``name`` reaches Redis (and
+        after any gap in the invalidation stream); (re)starts this tier's listener."""
         tag = self.keyspace.session_for(identity).tag
-        self._watchers.setdefault(tag, {})[name] = mark_stale
-        if self._listener is None and not self._closing:
-            self._listener = spawn(self._listen)
+        with self._watch_lock:
+            self._watchers.setdefault(tag, {})[name] = mark_stale
+            if not self._closing and (self._listener is None or not running(self._listener)):
+                self._listener = spawn(self._listen)
 
     def unwatch(self, identity: SessionIdentity, name: str) -> None:
         tag = self.keyspace.session_for(identity).tag
-        watchers = self._watchers.get(tag)
-        if watchers is not None:
-            watchers.pop(name, None)
-            if not watchers:
-                del self._watchers[tag]
+        with self._watch_lock:
+            watchers = self._watchers.get(tag)
+            if watchers is not None:
+                watchers.pop(name, None)
+                if not watchers:
+                    del self._watchers[tag]
 
     def after_fork_in_child(self) -> None:
         # The parent's listener (task or thread) does not exist here; the next watch starts
-        # one of our own. redis-py's pools notice the new pid and open new connections.
+        # one of our own. (redis-py's blocking pools open new connections in a new process.)
+        self._watch_lock = threading.Lock()
         self._watchers = {}
         self._listener = None
         self.origin = uuid.uuid4().hex[:12]
 
-    def _mark_all_stale(self) -> None:
-        for watchers in list(self._watchers.values()):
-            for mark_stale in list(watchers.values()):
-                mark_stale()
+    def _marks(self, tag: str | None, skip: str = "") -> list[Callable[[], None]]:
+        with self._watch_lock:
+            groups = self._watchers.values() if tag is None else [self._watchers.get(tag, {})]
+            return [mark for group in groups for name, mark in group.items() if name != skip]
 
-    def _on_message(self, data: bytes) -> None:
-        tag, origin, _version = data.decode("ascii", "replace").split(" ", 2)
-        if origin == self.origin:
+    def _mark_all_stale(self) -> None:
+        for mark_stale in self._marks(None):
+            mark_stale()
+
+    def _on_message(self, data: Any) -> None:
+        """``<tag> <origin> <writer> <version>``: mark the tag's copies stale, except the
+        writer's own (it already holds its write). Malformed messages are ignored."""
+        text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
+        parts = text.split(" ")
+        if len(parts) != 4:
+            log.debug("ignoring a malformed invalidation message: %r", text[:80])
             return
-        self.invalidations += 1
-        for mark_stale in list(self._watchers.get(tag, {}).values()):
+        tag, origin, writer, _version = parts
+        ours = origin == self.origin
+        if not ours:
+            self.invalidations += 1  # writes by other processes (or other tiers)
+        for mark_stale in self._marks(tag, skip=writer if ours else ""):
             mark_stale()
 
     def _listen(self) -> None:
         """Follow the invalidation channel until closed. Whenever the subscription (re)starts,
         every watched session is marked stale: messages sent while we were not subscribed
-        are lost, so nothing cached before then can be trusted without a revalidation."""
+        are lost, so nothing cached before then can be trusted without a revalidation. If
+        the listener ends for any other reason, everything is marked stale too."""
+        try:
+            self._follow_channel()
+        finally:
+            if not self._closing:
+                self._mark_all_stale()
+
+    def _follow_channel(self) -> None:
         delay = 0.05
         while not self._closing:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -605,15 +643,15 @@ class RedisTier:
             except (RedisError, OSError, ValueError) as exc:
                 self._mark_all_stale()
                 log.debug("invalidation listener: %s; resubscribing", exc)
-                sleep(delay)
-                delay = min(delay * 2, 2.0)
             except Exception:  # a failing handler must not leave copies trusted
                 self._mark_all_stale()
                 log.exception("invalidation listener failed; every cached session revalidates")
-                sleep(delay)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     pubsub.close()
+            if not self._closing:
+                sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # -- health -------------------------------------------------------------------------
     def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
@@ -642,7 +680,11 @@ class RedisTier:
         try:
             self._refresh_epoch()
             for keys in list(self._dirty):
-                self._client.delete(keys.state, keys.deltas)
+                # Writes made during the outage were never announced: announce them now.
+                with self._client.pipeline(transaction=True) as pipe:
+                    pipe.delete(keys.state, keys.deltas)
+                    pipe.publish(self._channel, f"{keys.tag} {self.origin} {NO_WRITER} 0")
+                    pipe.execute()
                 self._dirty.discard(keys)
         except (RedisError, OSError) as exc:
             self.breaker.record_failure(exc, "reconcile")

@@ -161,15 +161,21 @@ class SessionRegistry:
         paths = SessionPaths.for_identity(self._data_root, identity)
         files = SessionFiles(paths, self._fsync, self._read_only)
         manager = OffloadStateManager(identity, files, self._tier)
-        manager.load()
-        if not identity.fallback:
-            run_blocking(files.record_session, session_key, real_session_id)
+        # Watch before loading: a write by another process during the load marks the new
+        # copy stale, so its first resolve catches up instead of missing that write.
+        self._tier.watch(identity, manager.writer_id, manager.mark_stale)
+        try:
+            manager.load()
+            if not identity.fallback:
+                run_blocking(files.record_session, session_key, real_session_id)
+        except BaseException:
+            self._tier.unwatch(identity, manager.writer_id)
+            raise
         ctx = SessionCtx(session_key, manager, self._clock_ms())
-        self._tier.watch(identity, session_key, manager.mark_stale)
         with self._cache_lock:
             evicted = self._cache.put(session_key, ctx)
         for key, old in evicted:
-            self._tier.unwatch(old.manager.identity, key)
+            self._tier.unwatch(old.manager.identity, old.manager.writer_id)
             log.debug("evicted session from the near cache", extra={"session_key": key})
         return ctx
 
@@ -188,7 +194,7 @@ class SessionRegistry:
             ctx = self._cache.pop(session_key)
         if ctx is None:
             return False
-        self._tier.unwatch(ctx.manager.identity, session_key)
+        self._tier.unwatch(ctx.manager.identity, ctx.manager.writer_id)
         return True
 
     @property

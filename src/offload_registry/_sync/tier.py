@@ -40,12 +40,19 @@ class SharedTier(Protocol):
         came from the tier. Concurrent callers across processes share one rebuild."""
         ...
 
-    def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
-        """Replace the session's state with a snapshot read from its journal."""
+    def publish(
+        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+    ) -> None:
+        """Replace the session's state with a snapshot read from its journal (``writer``:
+        the watcher that made the write, which is not told of it)."""
         ...
 
     def publish_change(
-        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+        self,
+        identity: SessionIdentity,
+        change: SessionChange,
+        snapshot: TierSnapshot,
+        writer: str = "-",
     ) -> None:
         """Apply one write; ``snapshot`` (the state after it) replaces the session's state
         when the tier cannot continue from ``change.base``."""
@@ -85,11 +92,17 @@ class NoSharedTier:
     ) -> tuple[TierSnapshot, bool]:
         return rebuild(), False
 
-    def publish(self, identity: SessionIdentity, snapshot: TierSnapshot) -> None:
+    def publish(
+        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+    ) -> None:
         return None
 
     def publish_change(
-        self, identity: SessionIdentity, change: SessionChange, snapshot: TierSnapshot
+        self,
+        identity: SessionIdentity,
+        change: SessionChange,
+        snapshot: TierSnapshot,
+        writer: str = "-",
     ) -> None:
         return None
 
