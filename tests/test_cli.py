@@ -76,6 +76,7 @@ def test_the_data_root_comes_from_the_environment(sample_root: Path) -> None:
         ["inspect", "--no-such-flag", "agent:a:b"],
         ["simulate", "--workers", "0"],
         ["--redis-url", "mongodb://127.0.0.1:1/0", "inspect", "agent:a:b"],
+        ["--redis-url", "memory://", "simulate", "--seconds", "1"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line_on_stderr(args: list[str], tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.errors import ConfigurationError
 from offload_registry.journal import read_journal
 from offload_registry.session_state import normalize_id
 from offload_registry.store.urls import TierOptions, redact
@@ -192,6 +193,11 @@ def _redis_for(args: argparse.Namespace) -> Iterator[tuple[str | None, RedisServ
     if args.no_redis:
         yield None, None
     elif args.redis_url:
+        if args.redis_url.startswith("memory:"):
+            raise ConfigurationError(
+                "memory:// lives inside one process; simulate's workers need a shared Redis "
+                "(leave --redis-url unset to start an embedded one)"
+            )
         yield args.redis_url, None
     else:
         with RedisServerProcess() as server:
