@@ -74,6 +74,7 @@ from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]
 
+from offload_registry.changes import APPEND, CLAIMS
 from offload_registry.errors import OffloadRegistryError
 from offload_registry.journal import FileIdentity, Watermark
 from offload_registry.jsjson import js_truthy
@@ -394,9 +395,6 @@ def _decode_index(blob: Any, offsets: Any, crc: Any) -> SortedIds:
 
 # --- deltas and watermark ids ---------------------------------------------------------------
 
-DELTA_APPEND: Final = "a"
-DELTA_CLAIMS: Final = "c"
-
 
 @dataclass(slots=True)
 class Delta:
@@ -470,7 +468,7 @@ def decode_delta(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Delta:
             max_ext_len=0,
         )
         schema, kind, ids, statuses, watermark = value
-        if schema != SCHEMA_VERSION or kind not in (DELTA_APPEND, DELTA_CLAIMS):
+        if schema != SCHEMA_VERSION or kind not in (APPEND, CLAIMS):
             raise _fail(f"unknown delta schema {schema!r} or kind {kind!r}")
         decoded_ids = [i.decode(_UTF8, _SURROGATES) for i in ids]
         decoded_statuses: list[tuple[str, Any]] = [

@@ -36,10 +36,6 @@ class LruCache(Generic[K, V]):
             data.move_to_end(key)
         return value
 
-    def peek(self, key: K) -> V | None:
-        """The value for ``key`` without touching its recency."""
-        return self._data.get(key)
-
     def put(self, key: K, value: V) -> list[tuple[K, V]]:
         """Insert or replace ``key``; returns the entries evicted to make room (oldest first)."""
         data = self._data

@@ -80,7 +80,6 @@ class Rebuilt:
     claims_watermark: Watermark | None
     corrupt: int
     invalid: int
-    seconds: float
 
     def snapshot(self) -> TierSnapshot:
         return TierSnapshot(self.state, self.claimed, self.watermark, self.claims_watermark)
@@ -149,7 +148,6 @@ class SessionFiles:
     # -- reads --------------------------------------------------------------------------
     def rebuild(self) -> Rebuilt:
         """Read the whole journal and claims record (shared lock; never creates a file)."""
-        started = time.perf_counter()
         # One shared lock over both files: claims are written under the journal's lock.
         with file_lock(self.paths.journal, shared=True, create=False):
             read = scan_journal(self.paths.journal, lock=False)
@@ -163,7 +161,6 @@ class SessionFiles:
             claims.watermark,
             read.corrupt,
             read.invalid,
-            time.perf_counter() - started,
         )
 
     def catch_up(self, since: Watermark | None, *, locked: bool = False) -> CatchUp:
@@ -251,8 +248,8 @@ class SessionFiles:
                 entries.append(entry)
                 return entry
 
-            started = time.perf_counter()
             watermark = rewrite_journal(self.paths.journal, transform, self.fsync)
+
             claims = scan_journal(self.paths.claims, lock=False)
             claimed = _all_forms(claims.ids)
             rebuilt = Rebuilt(
@@ -262,7 +259,6 @@ class SessionFiles:
                 claims.watermark,
                 0,
                 0,
-                time.perf_counter() - started,
             )
             return rebuilt, changed
 

@@ -189,11 +189,6 @@ class SessionState:
         """True when the journal already holds this id or one with the same normalized form."""
         return tool_call_id in self.processed or normalize_id(tool_call_id) in self.processed
 
-    def copy(self) -> SessionState:
-        return SessionState(
-            set(self.confirmed), set(self.deleted), IdSet(self.processed), self.entry_count
-        )
-
 
 class SetView(AbstractSet[str]):
     """A read-only live view of one or more sets (their union), without copying them.
