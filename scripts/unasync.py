@@ -34,6 +34,7 @@ REPLACEMENTS: list[tuple[str, str]] = [
     (r"\bFakeAsyncRedis\b", "FakeRedis"),
     (r"\baclose\b", "close"),
     (r"\bAsyncRetrying\b", "Retrying"),
+    (r"\basynccontextmanager\b", "contextmanager"),
 ]
 
 

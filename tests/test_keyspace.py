@@ -20,7 +20,7 @@ from offload_registry.store.keyspace import (
 )
 
 KEY_SHAPE = re.compile(
-    r"offload-registry:v1:[0-9a-f]{12}:\{[0-9a-f]{32}\}:(state|claims|deltas|lock)"
+    r"offload-registry:v1:[0-9a-f]{12}:\{[0-9a-f]{32}\}:(state|claims|deltas|lock|lease|fence)"
 )
 # Every code point, lone surrogates included.
 names = st.text(st.characters(exclude_categories=()), max_size=64)
@@ -54,8 +54,8 @@ def test_every_key_of_a_session_shares_one_cluster_hash_tag(keyspace: Keyspace) 
 def test_data_keys_are_the_state_claims_and_deltas_keys(keyspace: Keyspace) -> None:
     keys = keyspace.session("main", "s1")
     assert keys.data == (keys.state, keys.claims, keys.deltas)
-    assert set(keys.all) == {*keys.data, keys.lock}
-    assert len(set(keys.all)) == 4
+    assert set(keys.all) == {*keys.data, keys.lock, keys.lease, keys.fence}
+    assert len(set(keys.all)) == 6
 
 
 def test_session_keys_are_deterministic(keyspace: Keyspace) -> None:

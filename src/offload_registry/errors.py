@@ -6,7 +6,11 @@
     ├── InvalidSessionKeyError (ValueError)   a key or session id that cannot name a safe path
     ├── JournalError (OSError)                a journal or agent file could not be read or written
     ├── ConfigurationError (ValueError)       bad options: unknown URL scheme, bad fsync policy, ...
-    └── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
+    ├── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
+    └── LeaseError                            a session lease could not be used
+        ├── LeaseUnavailableError                 another holder has the lease
+        └── LeaseLostError                        the lease expired or was superseded: a
+                                                  write under it is refused (stale token)
 
 Wrapped errors are always raised ``from`` their cause, so the original traceback survives.
 """
@@ -42,3 +46,33 @@ class ConfigurationError(OffloadRegistryError, ValueError):
 
 class RegistryClosedError(OffloadRegistryError, RuntimeError):
     """The registry was used after it was closed."""
+
+
+class LeaseError(OffloadRegistryError):
+    """A session lease could not be taken or used."""
+
+
+class LeaseUnavailableError(LeaseError):
+    """Another holder has the session's lease (``retry_after``: seconds it may still hold it)."""
+
+    def __init__(self, session_key: str, retry_after: float) -> None:
+        self.session_key = session_key
+        self.retry_after = retry_after
+        super().__init__(
+            f"the lease of {session_key!r} is held by another worker"
+            f" (for up to {retry_after:.3f} s more)"
+        )
+
+
+class LeaseLostError(LeaseError):
+    """The lease expired, was released or was superseded by a newer holder: writes carrying
+    its fencing token are refused, so a worker that paused past its lease cannot overwrite the
+    new holder's work. ``current`` is the newest token known, when one is."""
+
+    def __init__(self, session_key: str, token: int, reason: str, current: int | None = None):
+        self.session_key = session_key
+        self.token = token
+        self.current = current
+        self.reason = reason
+        newer = f"; the current token is {current}" if current is not None else ""
+        super().__init__(f"lease {token} of {session_key!r} is lost: {reason}{newer}")

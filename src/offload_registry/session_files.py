@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from offload_registry import agent_files
+from offload_registry import agent_files, lease_files
 from offload_registry.changes import TierSnapshot
-from offload_registry.errors import InvalidSessionKeyError, JournalError
+from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
 from offload_registry.fsutil import FsyncPolicy, file_lock
 from offload_registry.journal import (
     StatusScan,
@@ -30,6 +30,7 @@ from offload_registry.journal import (
     scan_journal,
 )
 from offload_registry.keys import SessionIdentity
+from offload_registry.lease_files import LeaseRecord
 from offload_registry.session_state import SessionState, id_forms, normalize_id
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class SessionPaths:
     agent_dir: Path
     journal: Path
     claims: Path
+    lease: Path
 
     @classmethod
     def for_identity(cls, data_root: Path, identity: SessionIdentity) -> SessionPaths:
@@ -54,7 +56,8 @@ class SessionPaths:
         # Not named offload-*.jsonl, so the seed and our own journal scans never mistake it
         # for a session journal.
         claims = agent_dir / f"offload-{identity.session_id}.claims"
-        paths = cls(data_root, agent_dir, journal, claims)
+        lease = agent_dir / f"offload-{identity.session_id}.lease"
+        paths = cls(data_root, agent_dir, journal, claims, lease)
         paths._check_inside_root()
         return paths
 
@@ -191,18 +194,24 @@ class SessionFiles:
             raise JournalError(str(self.paths.journal), "registry opened read-only")
 
     def append(
-        self, state: SessionState, since: Watermark | None, entries: Sequence[Mapping[str, Any]]
+        self,
+        state: SessionState,
+        since: Watermark | None,
+        entries: Sequence[Mapping[str, Any]],
+        fence: int | None = None,
     ) -> AppendResult:
         """Append the entries whose id (or normalized id) the journal does not hold yet.
 
         Durability and concurrency: runs under the journal's exclusive ``flock``; first
-        catches up with lines other processes appended, then writes all new lines in one
-        ``write`` call, fsynced per the policy; a crash leaves the file without the batch or
-        with it whole (a torn last line is isolated on its own line by the next append).
+        checks ``fence`` (a lease token) against the lease record, then catches up with lines
+        other processes appended, then writes all new lines in one ``write`` call, fsynced per
+        the policy; a crash leaves the file without the batch or with it whole (a torn last
+        line is isolated on its own line by the next append).
         """
         self.require_writable()
         self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.paths.journal):
+            self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
             batch_forms: set[str] = set()
             fresh: list[dict[str, Any]] = []
@@ -222,10 +231,13 @@ class SessionFiles:
                 watermark = append_entries_to_file(self.paths.journal, fresh, self.fsync)
             return AppendResult(catch_up, fresh, watermark)
 
-    def mark(self, statuses: Mapping[str, OffloadStatus]) -> tuple[Rebuilt, int]:
+    def mark(
+        self, statuses: Mapping[str, OffloadStatus], fence: int | None = None
+    ) -> tuple[Rebuilt, int]:
         """Set ``offloaded`` on the entries named in ``statuses`` (matched by normalized id).
 
-        Durability and concurrency: under the journal's exclusive ``flock`` the file is
+        Durability and concurrency: under the journal's exclusive ``flock`` (after checking
+        ``fence`` against the lease record) the file is
         rewritten to a temp file, fsynced, renamed over the journal and the directory fsynced
         (per the policy); a crash leaves the old or the new journal, and an append racing the
         rewrite waits for the lock, so it is never lost.
@@ -233,9 +245,13 @@ class SessionFiles:
         self.require_writable()
         by_normalized = {normalize_id(k): v for k, v in statuses.items()}
         if not self.paths.journal.exists():
+            if fence is not None:
+                with file_lock(self.paths.journal):
+                    self._check_fence(fence)
             rebuilt = self.rebuild()
             return rebuilt, 0
         with file_lock(self.paths.journal):
+            self._check_fence(fence)
             entries: list[dict[str, Any]] = []
             changed = 0
 
@@ -271,6 +287,7 @@ class SessionFiles:
         claims_since: Watermark | None,
         ids: Iterable[str],
         owner: str,
+        fence: int | None = None,
     ) -> ClaimResult:
         """Win each id that neither the journal nor the claims record holds yet.
 
@@ -281,6 +298,7 @@ class SessionFiles:
         self.require_writable()
         self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.paths.journal):
+            self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
             claims_read = scan_journal(self.paths.claims, claims_since, lock=False)
             taken = _all_forms(claims_read.ids)
@@ -299,6 +317,82 @@ class SessionFiles:
                 records = [{"tool_call_id": i, "owner": owner, "claimed_at": stamp} for i in won]
                 claims_watermark = append_entries_to_file(self.paths.claims, records, self.fsync)
             return ClaimResult(catch_up, won, taken, claims_read.watermark, claims_watermark)
+
+    # -- leases (the journal side; see lease_files) ------------------------------------------
+    def _check_fence(self, fence: int | None) -> None:
+        """Refuse a write whose lease token a newer grant superseded (caller holds the lock)."""
+        if fence is None:
+            return
+        current = lease_files.current_token(self.paths.lease)
+        if current > fence:
+            raise LeaseLostError(
+                str(self.paths.journal), fence, "a newer holder took the session", current
+            )
+
+    def lease_floor(self) -> int:
+        """The highest token ever granted (a lock-free read: the record is replaced
+        atomically); a Redis grant must exceed it."""
+        return lease_files.current_token(self.paths.lease)
+
+    def commit_lease(self, record: LeaseRecord) -> str:
+        """Record a grant made by Redis: ``"ok"``, ``"behind"`` (the record already holds this
+        token or a newer one: Redis went backwards) or ``"busy"`` (an unexpired lease granted
+        without Redis by another holder).
+
+        Durability and concurrency: under the journal's exclusive ``flock``, the record is
+        replaced atomically and fsynced (per policy) before the grant is used; a crash before
+        that leaves the old record, and the grant is never used.
+        """
+        self.require_writable()
+        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.paths.journal):
+            current = lease_files.read_record(self.paths.lease)
+            if current is not None and current.token >= record.token:
+                return "behind"
+            if current is not None and current.held_by_other(record.holder, lease_files.now_ms()):
+                return "busy"
+            lease_files.write_record(self.paths.lease, record, self.fsync)
+            return "ok"
+
+    def grant_lease(self, holder: str, ttl_ms: int) -> LeaseRecord | None:
+        """Grant the lease from the record alone (no Redis): the next token, or ``None``
+        while another holder's lease is unexpired.
+
+        Durability and concurrency: as :meth:`commit_lease` (locked, atomic, fsynced).
+        """
+        self.require_writable()
+        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.paths.journal):
+            current = lease_files.read_record(self.paths.lease)
+            now = lease_files.now_ms()
+            if current is not None and current.held_by_other(holder, now):
+                return None
+            token = 1 if current is None else current.token + 1
+            record = LeaseRecord(token, holder, now + ttl_ms)
+            lease_files.write_record(self.paths.lease, record, self.fsync)
+            return record
+
+    def renew_lease(self, record: LeaseRecord) -> bool:
+        """Extend a lease in the record (used while Redis is unreachable); ``False`` when
+        the record names a newer token, so the lease is lost.
+
+        Durability and concurrency: as :meth:`commit_lease` (locked, atomic, fsynced).
+        """
+        with file_lock(self.paths.journal):
+            current = lease_files.read_record(self.paths.lease)
+            if current is not None and current.token > record.token:
+                return False
+            lease_files.write_record(self.paths.lease, record, self.fsync)
+            return True
+
+    def release_lease(self, token: int) -> None:
+        """Mark the lease expired in the record if it is still the newest (the token stays,
+        so tokens keep growing). Durability and concurrency: as :meth:`commit_lease`."""
+        with file_lock(self.paths.journal):
+            current = lease_files.read_record(self.paths.lease)
+            if current is not None and current.token == token:
+                expired = LeaseRecord(current.token, current.holder, 0)
+                lease_files.write_record(self.paths.lease, expired, self.fsync)
 
     def record_session(self, session_key: str, real_session_id: str | None) -> None:
         """Remember the last session key in ``state.json`` and, when the caller passed a real

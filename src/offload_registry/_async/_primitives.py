@@ -15,6 +15,7 @@ V = TypeVar("V")
 P = ParamSpec("P")
 
 Lock = asyncio.Lock
+Event = asyncio.Event
 Thunk: TypeAlias = Callable[[], Awaitable[V]]
 
 
@@ -32,9 +33,11 @@ async def run_to_completion(work: Thunk[V]) -> V:
     return await asyncio.shield(asyncio.ensure_future(work()))
 
 
-def spawn(work: Thunk[None]) -> asyncio.Task[None]:
+def spawn(work: Thunk[None], name: str = "offload-registry-listener") -> asyncio.Task[None]:
     """Run ``work`` in the background on the running loop."""
-    return asyncio.ensure_future(work())
+    task = asyncio.ensure_future(work())
+    task.set_name(name)
+    return task
 
 
 async def stop(task: asyncio.Task[None]) -> None:
@@ -50,6 +53,13 @@ def running(task: asyncio.Task[None]) -> bool:
 
 async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds pass; ``True`` when it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), max(timeout, 0.0))
+    return event.is_set()
 
 
 class SingleFlight(Generic[K, V]):

@@ -12,7 +12,7 @@ reflects, so a tier that lags is slower, never wrong).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from offload_registry._async._primitives import Thunk
 from offload_registry.changes import SessionChange, TierSnapshot
@@ -40,10 +40,15 @@ class SharedTier(Protocol):
         ...
 
     async def publish(
-        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+        self,
+        identity: SessionIdentity,
+        snapshot: TierSnapshot,
+        writer: str = "-",
+        fence: int | None = None,
     ) -> None:
         """Replace the session's state with a snapshot read from its journal (``writer``:
-        the watcher that made the write, which is not told of it)."""
+        the watcher that made the write, which is not told of it; ``fence``: the lease token
+        the write was made under, refused when a newer one was granted)."""
         ...
 
     async def publish_change(
@@ -52,9 +57,23 @@ class SharedTier(Protocol):
         change: SessionChange,
         snapshot: TierSnapshot,
         writer: str = "-",
+        fence: int | None = None,
     ) -> None:
         """Apply one write; ``snapshot`` (the state after it) replaces the session's state
         when the tier cannot continue from ``change.base``."""
+        ...
+
+    async def lease_call(
+        self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
+    ) -> Any:
+        """One lease operation (``lua/lease.lua``), or ``None`` when the tier cannot answer."""
+        ...
+
+    async def claim_filter(
+        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+    ) -> list[int] | None:
+        """One claim-filter operation (``lua/claim.lua``), or ``None`` when the tier cannot
+        answer (the journal's claims record always decides in the end)."""
         ...
 
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
@@ -92,7 +111,11 @@ class NoSharedTier:
         return await rebuild(), False
 
     async def publish(
-        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+        self,
+        identity: SessionIdentity,
+        snapshot: TierSnapshot,
+        writer: str = "-",
+        fence: int | None = None,
     ) -> None:
         return None
 
@@ -102,7 +125,18 @@ class NoSharedTier:
         change: SessionChange,
         snapshot: TierSnapshot,
         writer: str = "-",
+        fence: int | None = None,
     ) -> None:
+        return None
+
+    async def lease_call(
+        self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
+    ) -> Any:
+        return None
+
+    async def claim_filter(
+        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+    ) -> list[int] | None:
         return None
 
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:

@@ -15,6 +15,7 @@ V = TypeVar("V")
 P = ParamSpec("P")
 
 Lock = threading.Lock
+Event = threading.Event
 Thunk: TypeAlias = Callable[[], V]
 
 
@@ -28,9 +29,9 @@ def run_to_completion(work: Thunk[V]) -> V:
     return work()
 
 
-def spawn(work: Thunk[None]) -> threading.Thread:
+def spawn(work: Thunk[None], name: str = "offload-registry-listener") -> threading.Thread:
     """Run ``work`` on a daemon thread."""
-    thread = threading.Thread(target=work, name="offload-registry-listener", daemon=True)
+    thread = threading.Thread(target=work, name=name, daemon=True)
     thread.start()
     return thread
 
@@ -46,6 +47,11 @@ def running(thread: threading.Thread) -> bool:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def wait_event(event: threading.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds pass; ``True`` when it was set."""
+    return event.wait(max(timeout, 0.0))
 
 
 class _Flight(Generic[V]):

@@ -8,17 +8,19 @@ anything a reader can see.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from offload_registry import agent_files
 from offload_registry._sync._primitives import Lock, run_blocking, run_to_completion
+from offload_registry._sync.lease import Lease, LeaseKeeper
 from offload_registry._sync.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
@@ -58,6 +60,7 @@ class OffloadStateManager:
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
         self.invalid_lines = 0
+        self._leases = LeaseKeeper(identity, files, tier)
 
     # -- identity and state ---------------------------------------------------------------
     @property
@@ -179,20 +182,26 @@ class OffloadStateManager:
         self._watermark = catch_up.watermark
 
     # -- writes ---------------------------------------------------------------------------
-    def append_entries(self, entries: Sequence[Mapping[str, Any]]) -> int:
+    def append_entries(
+        self, entries: Sequence[Mapping[str, Any]], *, lease: Lease | None = None
+    ) -> int:
         """Append entries whose id (or normalized id) is new; returns how many were written.
 
         Durability and concurrency: when this returns, the written lines are in the journal,
         fsynced per the registry's policy, appended under the journal's inter-process lock
         after catching up with other writers; a crash before that leaves none of the batch.
         The shared tier is updated after the journal, best effort (a reader catches up from
-        the journal if it missed this write).
+        the journal if it missed this write). With ``lease``, the write is refused
+        (:class:`LeaseLostError`, nothing written) when a newer lease was granted.
         """
-        return run_to_completion(lambda: self._append(entries))
+        fence = self._fence(lease)
+        return run_to_completion(lambda: self._append(entries, fence))
 
-    def _append(self, entries: Sequence[Mapping[str, Any]]) -> int:
+    def _append(self, entries: Sequence[Mapping[str, Any]], fence: int | None) -> int:
         with self._lock:
-            result = run_blocking(self._files.append, self._state, self._watermark, entries)
+            result = run_blocking(
+                self._files.append, self._state, self._watermark, entries, fence
+            )
             base = result.catch_up.watermark
             self._apply_catch_up(result.catch_up)
             self._state.apply_entries(result.written)
@@ -206,54 +215,81 @@ class OffloadStateManager:
                     [(e["tool_call_id"], e.get("offloaded")) for e in result.written],
                 )
                 self._tier.publish_change(
-                    self.identity, change, self.snapshot(), self.writer_id
+                    self.identity, change, self.snapshot(), self.writer_id, fence
                 )
             return len(result.written)
 
-    def mark_offload_status(self, statuses: Mapping[str, OffloadStatus]) -> int:
+    def mark_offload_status(
+        self, statuses: Mapping[str, OffloadStatus], *, lease: Lease | None = None
+    ) -> int:
         """Set ``offloaded`` for the named ids (``True``, ``"deleted"``, ...); returns how many
         journal entries changed.
 
         Durability and concurrency: the journal is rewritten atomically (temp file, fsync,
         rename, directory fsync per policy) under its inter-process lock; a crash leaves the
         old or the new file, and appends racing the rewrite wait for the lock. The shared
-        tier then gets the whole new state.
+        tier then gets the whole new state. With ``lease``, refused as in ``append_entries``.
         """
-        return run_to_completion(lambda: self._mark(statuses))
+        fence = self._fence(lease)
+        return run_to_completion(lambda: self._mark(statuses, fence))
 
-    def _mark(self, statuses: Mapping[str, OffloadStatus]) -> int:
+    def _mark(self, statuses: Mapping[str, OffloadStatus], fence: int | None) -> int:
         with self._lock:
-            rebuilt, changed = run_blocking(self._files.mark, statuses)
+            rebuilt, changed = run_blocking(self._files.mark, statuses, fence)
             self._install(rebuilt.snapshot())
-            self._tier.publish(self.identity, self.snapshot(), self.writer_id)
+            self._tier.publish(self.identity, self.snapshot(), self.writer_id, fence)
             return changed
 
-    def claim(self, ids: Iterable[str]) -> list[str]:
+    def claim(self, ids: Iterable[str], *, lease: Lease | None = None) -> list[str]:
         """The ids this caller won: across every process sharing the data root each id (with
         its normalized form) is won once, and an id already in the journal is never won.
 
-        Durability and concurrency: won ids are appended to the session's claims record and
-        fsynced (per policy) under the journal's inter-process lock before this returns; the
-        record, not Redis, is the commit point, so a claim survives Redis losing it. A caller
-        cancelled meanwhile does not stop the claim: its ids stay won, and are not handed out
-        again.
+        Durability and concurrency: Redis's claim filter (``lua/claim.lua``, one atomic
+        script) first drops ids another worker committed or is committing; the rest are
+        decided and appended to the session's claims record, fsynced (per policy), under the
+        journal's inter-process lock before this returns. The record, not Redis, is the
+        commit point, so a claim survives Redis losing it and the filter can only make a
+        caller lose sooner, never win twice. A caller cancelled meanwhile does not stop the
+        claim: its ids stay won, and are not handed out again. With ``lease``, refused as in
+        ``append_entries``.
         """
         wanted = list(dict.fromkeys(ids))
+        fence = self._fence(lease)
         if not wanted:
             return []
-        return run_to_completion(lambda: self._claim(wanted))
+        return run_to_completion(lambda: self._claim(wanted, fence))
 
-    def _claim(self, wanted: list[str]) -> list[str]:
+    def _claim(self, wanted: list[str], fence: int | None) -> list[str]:
         with self._lock:
-            result = run_blocking(
-                self._files.claim,
-                self._state,
-                self._claimed,
-                since=self._watermark,
-                claims_since=self._claims_watermark,
-                ids=wanted,
-                owner=self._owner,
+            # Ids this copy already knows to be taken are lost without asking anyone.
+            wanted = [i for i in wanted if not self._known_taken(i)]
+            groups = [list(id_forms(i)) for i in wanted]
+            reserved = self._tier.claim_filter(
+                self.identity, "reserve", self.writer_id, groups
             )
+            candidates = wanted if reserved is None else [wanted[i] for i in reserved]
+            if not candidates:
+                return []
+            settled = [form for i in candidates for form in id_forms(i)]
+            try:
+                result = run_blocking(
+                    self._files.claim,
+                    self._state,
+                    self._claimed,
+                    since=self._watermark,
+                    claims_since=self._claims_watermark,
+                    ids=candidates,
+                    owner=self._owner,
+                    fence=fence,
+                )
+            except BaseException:
+                if reserved is not None:  # nothing committed: free the reservations
+                    self._tier.claim_filter(
+                        self.identity, "release", self.writer_id, [settled]
+                    )
+                raise
+            if reserved is not None:  # won here or taken before: committed either way
+                self._tier.claim_filter(self.identity, "commit", self.writer_id, [settled])
             self._apply_catch_up(result.catch_up)
             self._claimed |= result.claimed_since
             self._claims_watermark = result.claims_watermark
@@ -262,9 +298,54 @@ class OffloadStateManager:
                     CLAIMS, result.won, result.claims_base, result.claims_watermark
                 )
                 self._tier.publish_change(
-                    self.identity, change, self.snapshot(), self.writer_id
+                    self.identity, change, self.snapshot(), self.writer_id, fence
                 )
             return result.won
+
+    def _known_taken(self, tool_call_id: str) -> bool:
+        return any(
+            form in self._claimed or form in self._state.processed
+            for form in id_forms(tool_call_id)
+        )
+
+    # -- leases ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(self, ttl: float = 30.0, *, wait: float = 0.0) -> Iterator[Lease]:
+        """Hold the session's lease for the block: one holder across every worker.
+
+        ``ttl`` seconds without a renewal end it (it renews itself every ``ttl / 3``);
+        ``wait`` is how long to wait for another holder to let go before raising
+        :class:`LeaseUnavailableError`. Pass the lease to writes (``lease=lease``) to have
+        them fenced: refused once a newer holder exists. ``lease.lost`` and
+        ``lease.check()`` tell the holder when it lost the lease.
+
+        Durability and concurrency: each grant is committed to the journal's lease record
+        (locked, atomic, fsynced per policy) before the block starts, so its token is never
+        reused, even after Redis restarts empty; the block's end releases the lease.
+        """
+        held = self.acquire_lease(ttl, wait=wait)
+        try:
+            yield held
+        finally:
+            self.release_lease(held)
+
+    def acquire_lease(self, ttl: float = 30.0, *, wait: float = 0.0) -> Lease:
+        """Take the lease without a ``with`` block (pair with :meth:`release_lease`)."""
+        return self._leases.acquire(ttl, wait)
+
+    def release_lease(self, held: Lease) -> None:
+        """Give the lease up (it stops renewing; its token is never granted again)."""
+        self._leases.release(held)
+
+    def _fence(self, held: Lease | None) -> int | None:
+        if held is None:
+            return None
+        if held.identity.session_id != self.session_id or (
+            held.identity.agent_name != self.agent_name
+        ):
+            raise ValueError(f"{held!r} is not a lease of {self.session_key!r}")
+        held.check()
+        return held.token
 
     # -- runtime-only state (per process, as in the seed) ----------------------------------
     def add_pending_tool_pair(self, tool_call_id: str, pair: Any) -> bool:

@@ -74,6 +74,9 @@ MAX_DELTAS = 256
 REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
 EPOCH_CHECK_SECONDS = 5.0
+CLAIM_RESERVATION_MS = 10_000
+"""A claim reservation in Redis older than this was abandoned (its worker died between the
+filter and the journal); the id is offered again, and the journal still decides."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
 _OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
@@ -97,6 +100,7 @@ class TierStats:
     snapshots_published: int = 0
     deltas_published: int = 0
     gaps: int = 0
+    fenced: int = 0
 
 
 def _script(name: str) -> str:
@@ -189,6 +193,8 @@ class RedisTier:
         self._publish = client.register_script(_script("publish.lua"))
         self._delta = client.register_script(_script("delta.lua"))
         self._unlock = client.register_script(_script("unlock.lua"))
+        self._lease = client.register_script(_script("lease.lua"))
+        self._claim = client.register_script(_script("claim.lua"))
         self._epoch = ""
         self._epoch_checked = float("-inf")
         self._started = False
@@ -219,7 +225,7 @@ class RedisTier:
             self._refresh_epoch()
             self._check_deployment()
             self._warn_about_eviction_policy()
-            for script in (self._publish, self._delta, self._unlock):
+            for script in (self._publish, self._delta, self._unlock, self._lease, self._claim):
                 self._client.script_load(script.script)
             self._probe_permissions()
         except (NoPermissionError, AuthenticationError) as exc:
@@ -246,20 +252,29 @@ class RedisTier:
         probe = self.keyspace.session("probe", "start")
         snapshot = encode_snapshot(SessionState(), set(), None, 0)
         delta = encode_delta(Delta(APPEND, [], [], None))
-        state_keys = [probe.state, probe.deltas]
+        state_keys = [probe.state, probe.deltas, probe.fence]
+        lease_keys = [probe.lease, probe.fence]
         steps: list[tuple[str, Thunk[Any]]] = [
             (
-                "publish.lua (evalsha, type, del, hget, hset, hincrby, pexpire)",
+                "publish.lua (evalsha, get, type, del, hget, hset, hincrby, pexpire)",
                 lambda: self._publish(
                     keys=state_keys,
-                    args=[self._epoch, snapshot, "", "", b"", 60_000, "always", "", ""],
+                    args=[self._epoch, snapshot, "", "", b"", 60_000, "always", "", "", "0"],
                 ),
             ),
             (
-                "delta.lua (evalsha, hmget, llen, rpush, hset, hincrby, pexpire)",
+                "delta.lua (evalsha, get, hmget, llen, rpush, hset, hincrby, pexpire)",
                 lambda: self._delta(
-                    keys=state_keys, args=[self._epoch, "jwm", "", "", delta, 60_000, "", ""]
+                    keys=state_keys, args=[self._epoch, "jwm", "", "", delta, 60_000, "", "", "0"]
                 ),
+            ),
+            (
+                "lease.lua (evalsha, get, set, pttl, pexpire, del)",
+                lambda: self._probe_lease(lease_keys),
+            ),
+            (
+                "claim.lua (evalsha, hget, hset, hdel, pexpire)",
+                lambda: self._probe_claims(probe.claims),
             ),
             ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
             (
@@ -278,6 +293,15 @@ class RedisTier:
                     ) from exc
         finally:
             self._client.delete(*probe.all)
+
+    def _probe_lease(self, keys: list[str]) -> None:
+        self._lease(keys=keys, args=["acquire", "probe", 60_000, 0, 60_000])
+        self._lease(keys=keys, args=["renew", "probe", 60_000, 1, 60_000])
+        self._lease(keys=keys, args=["release", "probe", 60_000, 1, 60_000])
+
+    def _probe_claims(self, key: str) -> None:
+        for op in ("reserve", "release", "commit"):  # release runs HDEL: reserved first
+            self._claim(keys=[key], args=[op, "probe", 0, 1, 60_000, 1, "x"])
 
     def _refresh_epoch(self) -> None:
         marker = self.keyspace.marker()
@@ -459,10 +483,14 @@ class RedisTier:
 
     # -- writes -------------------------------------------------------------------------
     def publish(
-        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = NO_WRITER
+        self,
+        identity: SessionIdentity,
+        snapshot: TierSnapshot,
+        writer: str = NO_WRITER,
+        fence: int | None = None,
     ) -> None:
         keys = self.keyspace.session_for(identity)
-        self._publish_snapshot(keys, snapshot, "always", writer)
+        self._publish_snapshot(keys, snapshot, "always", writer, fence)
 
     def publish_change(
         self,
@@ -470,6 +498,7 @@ class RedisTier:
         change: SessionChange,
         snapshot: TierSnapshot,
         writer: str = NO_WRITER,
+        fence: int | None = None,
     ) -> None:
         keys = self.keyspace.session_for(identity)
         if not self.breaker.allow():
@@ -489,9 +518,10 @@ class RedisTier:
                 self._ttl_ms,
                 self._channel,
                 f"{keys.tag} {self.origin} {writer}",
+                _token(fence),
             ]
             reply = self._idempotent(
-                lambda: self._delta(keys=[keys.state, keys.deltas], args=args)
+                lambda: self._delta(keys=[keys.state, keys.deltas, keys.fence], args=args)
             )
         except (RedisError, OSError) as exc:
             # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
@@ -500,25 +530,36 @@ class RedisTier:
             # reconciliation when Redis is back (readers catch up from the journal meanwhile).
             self._failed(exc, "delta", keys)
             if not isinstance(exc, RedisTimeoutError):
-                self._publish_snapshot(keys, snapshot, "always", writer)
+                self._publish_snapshot(keys, snapshot, "always", writer, fence)
             return
         self._succeeded()
         version, detail = int(reply[0]), reply[1]
         if version:
             self.stats.deltas_published += 1
             if int(detail) > MAX_DELTAS:
-                self._publish_snapshot(keys, snapshot, str(version), writer)
+                self._publish_snapshot(keys, snapshot, str(version), writer, fence)
             return
         reason = detail.decode() if isinstance(detail, bytes) else str(detail)
+        if reason == "fenced":
+            # A newer lease holder exists. The journal accepted this write under its lock
+            # before that grant was committed, so it stands; Redis just lags by it, and
+            # readers catch up from the journal (the next writer reseeds the snapshot).
+            self.stats.fenced += 1
+            return
         if reason == "gap":
             self.stats.gaps += 1
         else:  # no snapshot of our epoch: Redis may have restarted and moved to a new one
             self._refresh_epoch_safely()
         mode = "always" if reason == "gap" else "if-absent"
-        self._publish_snapshot(keys, snapshot, mode, writer)
+        self._publish_snapshot(keys, snapshot, mode, writer, fence)
 
     def _publish_snapshot(
-        self, keys: SessionKeys, snapshot: TierSnapshot, mode: str, writer: str = NO_WRITER
+        self,
+        keys: SessionKeys,
+        snapshot: TierSnapshot,
+        mode: str,
+        writer: str = NO_WRITER,
+        fence: int | None = None,
     ) -> None:
         """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS)."""
         if not self.breaker.allow():
@@ -540,17 +581,66 @@ class RedisTier:
                 mode,
                 self._channel,
                 f"{keys.tag} {self.origin} {writer}",
+                _token(fence),
             ]
             written = self._idempotent(
-                lambda: self._publish(keys=[keys.state, keys.deltas], args=args)
+                lambda: self._publish(keys=[keys.state, keys.deltas, keys.fence], args=args)
             )
         except (RedisError, OSError) as exc:
             self._failed(exc, "publish", keys)
             return
         self._succeeded()
-        if written:
+        if written == -1:
+            self.stats.fenced += 1  # see publish_change: the journal holds the write
+        elif written:
             self.stats.snapshots_published += 1
             self._dirty.discard(keys)
+
+    # -- leases -----------------------------------------------------------------------------
+    def lease_call(
+        self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
+    ) -> Any:
+        """Run one ``lua/lease.lua`` operation; ``None`` when Redis cannot answer (the
+        journal's lease record then arbitrates). Not retried: a grant is not idempotent."""
+        if not self.breaker.allow():
+            return None
+        keys = self.keyspace.session_for(identity)
+        try:
+            reply = self._lease(
+                keys=[keys.lease, keys.fence], args=[op, holder, ttl_ms, token, self._ttl_ms]
+            )
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "lease", None)
+            return None
+        self._succeeded()
+        return reply
+
+    # -- the claim filter ---------------------------------------------------------------------
+    def claim_filter(
+        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+    ) -> list[int] | None:
+        """Run one ``lua/claim.lua`` operation over id groups (each id with its forms).
+
+        ``reserve`` answers the indexes of the groups reserved for ``owner``; ``commit`` and
+        ``release`` settle them. ``None`` when Redis cannot answer: the journal's claims
+        record decides alone, as it always does in the end.
+        """
+        if not self.breaker.allow():
+            return None
+        keys = self.keyspace.session_for(identity)
+        args: list[Any] = [op, owner, time.time_ns() // 1_000_000, CLAIM_RESERVATION_MS]
+        args.append(self._ttl_ms)
+        for group in groups:
+            if op == "reserve":
+                args.append(len(group))
+            args.extend(group)
+        try:
+            reply = self._claim(keys=[keys.claims], args=args)
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "claim", None)
+            return None
+        self._succeeded()
+        return [int(i) - 1 for i in reply] if op == "reserve" else []
 
     def _idempotent(self, call: Thunk[Any]) -> Any:
         """Run an idempotent call, retrying a refused or reset connection (the server
@@ -696,6 +786,10 @@ class RedisTier:
             self._listener = None
         if self._owns_client:
             self._client.close()
+
+
+def _token(fence: int | None) -> str:
+    return "" if fence is None else str(fence)
 
 
 def _decode(snap: bytes, claims_watermark: bytes, deltas: list[bytes]) -> TierSnapshot:

@@ -13,7 +13,7 @@ reflects, so a tier that lags is slower, never wrong).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from offload_registry._sync._primitives import Thunk
 from offload_registry.changes import SessionChange, TierSnapshot
@@ -41,10 +41,15 @@ class SharedTier(Protocol):
         ...
 
     def publish(
-        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+        self,
+        identity: SessionIdentity,
+        snapshot: TierSnapshot,
+        writer: str = "-",
+        fence: int | None = None,
     ) -> None:
         """Replace the session's state with a snapshot read from its journal (``writer``:
-        the watcher that made the write, which is not told of it)."""
+        the watcher that made the write, which is not told of it; ``fence``: the lease token
+        the write was made under, refused when a newer one was granted)."""
         ...
 
     def publish_change(
@@ -53,9 +58,23 @@ class SharedTier(Protocol):
         change: SessionChange,
         snapshot: TierSnapshot,
         writer: str = "-",
+        fence: int | None = None,
     ) -> None:
         """Apply one write; ``snapshot`` (the state after it) replaces the session's state
         when the tier cannot continue from ``change.base``."""
+        ...
+
+    def lease_call(
+        self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
+    ) -> Any:
+        """One lease operation (``lua/lease.lua``), or ``None`` when the tier cannot answer."""
+        ...
+
+    def claim_filter(
+        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+    ) -> list[int] | None:
+        """One claim-filter operation (``lua/claim.lua``), or ``None`` when the tier cannot
+        answer (the journal's claims record always decides in the end)."""
         ...
 
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
@@ -93,7 +112,11 @@ class NoSharedTier:
         return rebuild(), False
 
     def publish(
-        self, identity: SessionIdentity, snapshot: TierSnapshot, writer: str = "-"
+        self,
+        identity: SessionIdentity,
+        snapshot: TierSnapshot,
+        writer: str = "-",
+        fence: int | None = None,
     ) -> None:
         return None
 
@@ -103,7 +126,18 @@ class NoSharedTier:
         change: SessionChange,
         snapshot: TierSnapshot,
         writer: str = "-",
+        fence: int | None = None,
     ) -> None:
+        return None
+
+    def lease_call(
+        self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
+    ) -> Any:
+        return None
+
+    def claim_filter(
+        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+    ) -> list[int] | None:
         return None
 
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:

@@ -1,11 +1,16 @@
 -- Append one change to a session, only if it continues exactly where Redis stands.
--- KEYS[1] state hash, KEYS[2] deltas list
+-- KEYS[1] state hash, KEYS[2] deltas list, KEYS[3] lease fence (highest lease token)
 -- ARGV[1] epoch, ARGV[2] chained field ('jwm' journal or 'cwm' claims),
 -- ARGV[3] the watermark id the change starts from, ARGV[4] the one it ends at,
 -- ARGV[5] packed change, ARGV[6] idle TTL (ms),
--- ARGV[7] invalidation channel ('' for none), ARGV[8] message prefix ("<tag> <origin>")
+-- ARGV[7] invalidation channel ('' for none), ARGV[8] message prefix ("<tag> <origin>"),
+-- ARGV[9] the writer's lease token ('' for a write made without a lease)
 -- Returns {version, deltas} on success, {0, reason} when refused:
--- 'absent' (no snapshot of this epoch) or 'gap' (Redis is not where the change starts).
+-- 'absent' (no snapshot of this epoch), 'gap' (Redis is not where the change starts) or
+-- 'fenced' (a newer lease was granted: the writer's token is stale).
+if ARGV[9] ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[9]) then
+  return {0, 'fenced'}
+end
 local fields = redis.call('HMGET', KEYS[1], 'epoch', ARGV[2], 'deltas')
 if fields[1] ~= ARGV[1] then
   return {0, 'absent'}

@@ -1,11 +1,15 @@
 -- Replace a session's snapshot (built from its journal) and drop its deltas, atomically.
--- KEYS[1] state hash, KEYS[2] deltas list
+-- KEYS[1] state hash, KEYS[2] deltas list, KEYS[3] lease fence (highest lease token)
 -- ARGV[1] epoch, ARGV[2] snapshot, ARGV[3] journal watermark id, ARGV[4] claims watermark id,
 -- ARGV[5] packed claims watermark, ARGV[6] idle TTL (ms),
 -- ARGV[7] mode: 'always', 'if-absent' (only when there is no current-epoch snapshot),
 --         or a version number (compare and set: only when the stored version equals it),
--- ARGV[8] invalidation channel ('' for none), ARGV[9] message prefix ("<tag> <origin>")
--- Returns the new version, or 0 when the mode refused the write.
+-- ARGV[8] invalidation channel ('' for none), ARGV[9] message prefix ("<tag> <origin>"),
+-- ARGV[10] the writer's lease token ('' for a write made without a lease)
+-- Returns the new version, 0 when the mode refused the write, -1 when the token is stale.
+if ARGV[10] ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[10]) then
+  return -1
+end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then
   redis.call('DEL', KEYS[1])  -- a planted or foreign value: ours to replace

@@ -9,11 +9,13 @@ All keys of one deployment share one base, ``<prefix>:v<schema>:<deployment>``::
     offload-registry:v1:3f2a9c0d1e4b:deployment                string: which data root this is
     offload-registry:v1:3f2a9c0d1e4b:invalidate                pub/sub channel (not a key)
     offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:state   hash: the session's anchor
-    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:claims  set: claimed ids
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:claims  hash: claim filter (id -> state)
     offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:deltas  list: packed changes since the
                                                                 snapshot in ``state``
     offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:lock    string: single-flight rebuild
                                                                 lock (token, with an expiry)
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:lease   string: lease token and holder
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:fence   string: highest lease token
 
 ``prefix``
     ``--key-prefix``, default ``offload-registry``. It must be non-empty and free of ``{``,
@@ -56,7 +58,7 @@ mean "empty session"; the journal is the truth and Redis only saves work. Three 
    evicted or expired on its own is a miss and the session is reseeded. Only a full snapshot
    creates an anchor; a delta is refused when the anchor is missing, from another epoch, or
    not at the position the delta starts from, so a delta never lands on an empty or partial
-   session. (The ``claims`` set is reserved for the many-workers claim filter.)
+   session. (The ``claims`` hash is the claim filter's, see ``lua/claim.lua``.)
 2. **The epoch.** :meth:`Keyspace.marker` holds the deployment's epoch, a random token with
    no TTL (so ``volatile-*`` eviction policies never pick it). Each anchor stores the epoch
    it was seeded in. A script cannot read the marker itself (on Cluster it lives in another
@@ -184,12 +186,18 @@ class SessionKeys:
     """Hash, the session's anchor: packed snapshot, watermark, version, epoch, names, and the
     expected sizes of the side keys (see the module docstring)."""
     claims: str
-    """Set of claimed tool call ids, for atomic membership (``SADD`` in a script)."""
+    """Hash of tool call ids (every form) to their claim state, the fast filter in front of
+    the on-disk claims record (``lua/claim.lua``)."""
     deltas: str
     """List of packed changes applied after the snapshot in :attr:`state`, folded into it
     from time to time."""
     lock: str
     """String holding the single-flight rebuild lock's token, set with ``NX`` and an expiry."""
+    lease: str
+    """String ``<token> <holder>`` of the session's lease, with the lease's expiry."""
+    fence: str
+    """String: the highest lease token granted (raised to the journal's record on every
+    grant, since it alone goes backwards when Redis loses data)."""
 
     @property
     def data(self) -> tuple[str, str, str]:
@@ -197,9 +205,9 @@ class SessionKeys:
         return (self.state, self.claims, self.deltas)
 
     @property
-    def all(self) -> tuple[str, str, str, str]:
-        """Every key of the session, the lock included."""
-        return (self.state, self.claims, self.deltas, self.lock)
+    def all(self) -> tuple[str, ...]:
+        """Every key of the session, the locks and lease included."""
+        return (self.state, self.claims, self.deltas, self.lock, self.lease, self.fence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +261,8 @@ class Keyspace:
             claims=stem + "claims",
             deltas=stem + "deltas",
             lock=stem + "lock",
+            lease=stem + "lease",
+            fence=stem + "fence",
         )
 
     def session_for(self, identity: SessionIdentity) -> SessionKeys:

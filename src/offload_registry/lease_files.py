@@ -1,0 +1,81 @@
+"""The journal side of session leases: the highest fencing token ever granted, on disk.
+
+Redis hands out lease tokens with a counter, but a counter in Redis goes backwards when Redis
+restarts empty or fails over to a replica that missed the last grant. So every grant is also
+committed here, under the journal's ``flock``, before the holder may use it: the file
+``offload-<session-id>.lease`` (one JSON object, replaced atomically) holds the newest token,
+its holder and when it expires. Writers that carry a token check it against this record under
+the same lock, so the journal itself refuses a write from a superseded holder; and a grant
+from a Redis that went backwards is detected here and re-issued above the recorded token.
+
+When no Redis is reachable, the record alone arbitrates (expiry by the wall clock of the
+hosts sharing the data root). The seed never reads this file: its name does not end in
+``.jsonl``.
+
+All functions are blocking and expect the caller to hold the journal's exclusive lock,
+except :func:`read_record` (atomic replacement makes a lock-free read consistent).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from offload_registry.errors import JournalError
+from offload_registry.fsutil import FsyncPolicy, atomic_write_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """The newest lease of a session: its fencing token, holder and expiry (wall clock, ms)."""
+
+    token: int
+    holder: str
+    expires_ms: int
+
+    def held_by_other(self, holder: str, now_ms: int) -> bool:
+        return self.holder != holder and self.expires_ms > now_ms
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def read_record(path: Path) -> LeaseRecord | None:
+    """The record, or ``None`` when no lease was ever granted.
+
+    A record that cannot be decoded raises :class:`JournalError`: guessing would risk handing
+    out a token that was already used, which is exactly what fencing must never do.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot read the lease record: {exc}") from exc
+    try:
+        data = orjson.loads(raw)
+        record = LeaseRecord(int(data["token"]), str(data["holder"]), int(data["expires_ms"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise JournalError(
+            str(path), f"the lease record is damaged ({exc}); restore or remove it"
+        ) from exc
+    if record.token < 0:
+        raise JournalError(str(path), "the lease record holds a negative token")
+    return record
+
+
+def write_record(path: Path, record: LeaseRecord, fsync: FsyncPolicy) -> None:
+    """Replace the record atomically (temp file, fsync per policy, rename, directory fsync);
+    the caller holds the journal's exclusive lock, so grants and fenced writes serialize."""
+    data = {"token": record.token, "holder": record.holder, "expires_ms": record.expires_ms}
+    atomic_write_bytes(path, orjson.dumps(data) + b"\n", fsync)
+
+
+def current_token(path: Path) -> int:
+    """The highest token ever granted for the session (0 when none)."""
+    record = read_record(path)
+    return 0 if record is None else record.token

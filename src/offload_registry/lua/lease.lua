@@ -1,0 +1,53 @@
+-- A session lease: one holder at a time, with a fencing token that only grows.
+-- KEYS[1] lease (string "<token> <holder>", expiring with the lease),
+-- KEYS[2] fence (the highest token granted; raised to the journal's record on each grant,
+--         since a counter in Redis alone goes backwards when Redis loses data)
+-- ARGV[1] op, ARGV[2] holder, ARGV[3] lease TTL (ms), ARGV[4] token (acquire: the floor,
+--         i.e. the journal's highest token), ARGV[5] fence TTL (ms)
+-- acquire -> {token, 0} granted, or {0, remaining ms} while another holder has it
+-- renew   -> 1 renewed, 0 the lease key is gone (Redis lost it), -1 another holder has it
+-- restore -> 1 re-established after Redis lost it, -1 a newer token exists or another holds it
+-- release -> 1 released, 0 not ours
+local op, holder, ttl, token = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local current = redis.call('GET', KEYS[1])
+local fence = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if op == 'acquire' then
+  if current then
+    return {0, redis.call('PTTL', KEYS[1])}
+  end
+  local granted = math.max(fence, token) + 1
+  redis.call('SET', KEYS[2], granted, 'PX', ARGV[5])
+  redis.call('SET', KEYS[1], granted .. ' ' .. holder, 'PX', ttl)
+  return {granted, 0}
+end
+local mine = ARGV[4] .. ' ' .. holder
+if op == 'renew' then
+  if current == mine then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+    return 1
+  end
+  if not current then
+    return 0
+  end
+  return -1
+end
+if op == 'restore' then
+  if current == mine then
+    return 1
+  end
+  if current or fence > token then
+    return -1
+  end
+  redis.call('SET', KEYS[2], token, 'PX', ARGV[5])
+  redis.call('SET', KEYS[1], mine, 'PX', ttl)
+  return 1
+end
+if op == 'release' then
+  if current == mine then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+  return 0
+end
+return redis.error_reply('ERR unknown lease op ' .. tostring(op))
