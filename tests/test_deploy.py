@@ -633,3 +633,39 @@ def test_the_deploy_worker_command_passes_its_invariants_as_the_simulate_user(
     assert report["violations"] == []
     assert report["shared_tier"].startswith("redis ")
     assert sum(r["count"] for r in report["operations"].values()) > 0
+
+
+def test_the_deploy_warm_command_loads_the_journals_as_the_registry_user(
+    deploy_redis: RedisServerProcess, tmp_path: Path
+) -> None:
+    command = compose()["services"]["warm"]["command"]
+    probe = subprocess.run(
+        [sys.executable, "-m", "offload_registry.cli.main", command[0], "--help"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"`offload-registry {command[0]}` is not in this build yet (CONTRACT.md)")
+    root = tmp_path / "root"
+    with SessionRegistry(root) as journal_only:
+        manager = journal_only.resolve("agent:main:s1").manager
+        manager.append_entries([{"tool_call_id": "call_1", "summary": "s"}])
+    password = PASSWORDS["REDIS_REGISTRY_PASSWORD"]
+    env = {
+        **os.environ,
+        "OFFLOAD_REGISTRY_DATA_ROOT": str(root),
+        "OFFLOAD_REGISTRY_REDIS_URL": f"redis://registry:{password}@127.0.0.1:{deploy_redis.port}/0",
+        "OFFLOAD_REGISTRY_KEY_PREFIX": "offload-registry",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "offload_registry.cli.main", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["sessions"] == 1 and summary["entries"] >= 1 and "seconds" in summary
