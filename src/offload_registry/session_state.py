@@ -29,6 +29,17 @@ def id_forms(tool_call_id: str) -> tuple[str, ...]:
     return (tool_call_id,) if normalized == tool_call_id else (tool_call_id, normalized)
 
 
+STRING_BYTES = 49 + 32
+"""What one id string costs in CPython, approximately: the header of a compact ASCII ``str``
+plus a typical tool call id's length (used to weigh cached sessions, not for accounting)."""
+SET_SLOT_BYTES = 24
+"""Amortized bytes per member of a ``set`` table (hash + pointer, at its usual fill)."""
+
+
+def approx_set_bytes(members: int) -> int:
+    return members * (STRING_BYTES + SET_SLOT_BYTES)
+
+
 class SortedIds(Sequence[bytes]):
     """Ids as one UTF-8 blob, sorted bytewise, with the offset of each: a frozen index
     that answers membership by binary search without building any Python string."""
@@ -119,6 +130,16 @@ class IdSet(MutableSet[str]):
         self.update(other)
         return self
 
+    def approx_bytes(self) -> int:
+        """Approximate memory held: the index (blob and offsets), its decoded strings when
+        built, and the added set."""
+        total = approx_set_bytes(len(self._added))
+        if self._index is not None:
+            total += len(self._index.blob) + 8 * len(self._index.offsets)
+            if self._strings is not None:
+                total += len(self._strings) * (STRING_BYTES + 8)
+        return total
+
     def __repr__(self) -> str:
         return f"IdSet({len(self)} ids)"
 
@@ -184,6 +205,11 @@ class SessionState:
         self.confirmed |= newer.confirmed
         self.deleted |= newer.deleted
         self.entry_count += newer.entry_count
+
+    def approx_bytes(self) -> int:
+        """Approximate memory held by the sets (an estimate from their sizes: O(1))."""
+        sets = approx_set_bytes(len(self.confirmed) + len(self.deleted))
+        return sets + self.processed.approx_bytes()
 
     def contains_id(self, tool_call_id: str) -> bool:
         """True when the journal already holds this id or one with the same normalized form."""

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,12 @@ from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_files import CatchUp, OffloadStatus, SessionFiles
-from offload_registry.session_state import SessionState, SetView, id_forms
+from offload_registry.session_state import (
+    SessionState,
+    SetView,
+    approx_set_bytes,
+    id_forms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class OffloadStateManager:
         self.corrupt_lines = 0
         self.invalid_lines = 0
         self._leases = LeaseKeeper(identity, files, tier)
+        self.on_resize: Callable[[], None] | None = None  # the near cache re-weighs us
 
     # -- identity and state ---------------------------------------------------------------
     @property
@@ -101,6 +107,15 @@ class OffloadStateManager:
     def processed_tool_call_ids(self) -> SetView:
         """Ids in the journal, claimed by any worker, or taken from the pending buffer here."""
         return SetView(self._state.processed, self._claimed, self._runtime_processed)
+
+    def approx_bytes(self) -> int:
+        """Approximate memory this copy holds (O(1); the near cache's byte bound uses it)."""
+        runtime = approx_set_bytes(len(self._claimed) + len(self._runtime_processed))
+        return 1024 + self._state.approx_bytes() + runtime
+
+    def _resized(self) -> None:
+        if self.on_resize is not None:
+            self.on_resize()
 
     def is_processed(self, tool_call_id: str) -> bool:
         """True when the id or its normalized form is processed (journal, claims or runtime)."""
@@ -164,7 +179,10 @@ class OffloadStateManager:
         self._apply_catch_up(catch_up)
         self._claimed |= claimed
         self._claims_watermark = claims_watermark
-        return catch_up.changed or bool(claimed)
+        changed = catch_up.changed or bool(claimed)
+        if changed:
+            self._resized()
+        return changed
 
     def snapshot(self) -> TierSnapshot:
         """The state as a shared tier stores it (live sets, not copies)."""
@@ -216,6 +234,7 @@ class OffloadStateManager:
                 await self._tier.publish_change(
                     self.identity, change, self.snapshot(), self.writer_id, fence
                 )
+                self._resized()
             return len(result.written)
 
     async def mark_offload_status(
@@ -237,6 +256,7 @@ class OffloadStateManager:
             rebuilt, changed = await run_blocking(self._files.mark, statuses, fence)
             self._install(rebuilt.snapshot())
             await self._tier.publish(self.identity, self.snapshot(), self.writer_id, fence)
+            self._resized()
             return changed
 
     async def claim(self, ids: Iterable[str], *, lease: Lease | None = None) -> list[str]:
@@ -299,6 +319,7 @@ class OffloadStateManager:
                 await self._tier.publish_change(
                     self.identity, change, self.snapshot(), self.writer_id, fence
                 )
+                self._resized()
             return result.won
 
     def _known_taken(self, tool_call_id: str) -> bool:
@@ -401,6 +422,30 @@ class OffloadStateManager:
             lambda state: dataclasses.replace(state, **changes),
             self._files.fsync,
         )
+
+    async def compare_and_set_agent_state(
+        self, expected: Mapping[str, Any], **changes: Any
+    ) -> bool:
+        """Set ``changes`` only if every field in ``expected`` still has that value; ``True``
+        when applied. Lets many workers update ``state.json`` fields without lost updates.
+
+        Durability and concurrency: the comparison and the write happen under the
+        ``state.json`` lock, as one locked read-modify-write with an atomic replace (fsynced
+        per policy); a crash leaves the old or the new file.
+        """
+        unknown = (set(changes) | set(expected)) - _STATE_FIELDS
+        if unknown:
+            raise TypeError(f"unknown agent state fields: {sorted(unknown)}")
+        self._files.require_writable()
+        applied = False
+
+        def swap(state: AgentState) -> AgentState:
+            nonlocal applied
+            applied = all(getattr(state, name) == value for name, value in expected.items())
+            return dataclasses.replace(state, **changes) if applied else state
+
+        await run_blocking(agent_files.update_agent_state, self.agent_dir, swap, self._files.fsync)
+        return applied
 
     async def next_mmd_number(self) -> int:
         """The number the next Mermaid map would get (read only; see ``allocate_mmd_number``)."""

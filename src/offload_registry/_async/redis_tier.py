@@ -100,6 +100,9 @@ class TierStats:
     deltas_published: int = 0
     gaps: int = 0
     fenced: int = 0
+    version_gaps: int = 0
+    """Invalidations whose version skipped one this process never saw (a lost message);
+    the session is revalidated either way, so this only measures the stream's health."""
 
 
 def _script(name: str) -> str:
@@ -205,6 +208,7 @@ class RedisTier:
         self._listener: Any = None
         self._closing = False
         self.invalidations = 0
+        self._versions: dict[str, int] = {}  # last version seen per watched session tag
 
     def __repr__(self) -> str:
         return f"RedisTier({self.description}, {self.keyspace.base!r})"
@@ -673,12 +677,14 @@ class RedisTier:
                 watchers.pop(name, None)
                 if not watchers:
                     del self._watchers[tag]
+                    self._versions.pop(tag, None)
 
     def after_fork_in_child(self) -> None:
         # The parent's listener (task or thread) does not exist here; the next watch starts
         # one of our own. (redis-py's blocking pools open new connections in a new process.)
         self._watch_lock = threading.Lock()
         self._watchers = {}
+        self._versions = {}
         self._listener = None
         self.origin = uuid.uuid4().hex[:12]
 
@@ -699,12 +705,23 @@ class RedisTier:
         if len(parts) != 4:
             log.debug("ignoring a malformed invalidation message: %r", text[:80])
             return
-        tag, origin, writer, _version = parts
+        tag, origin, writer, version = parts
         ours = origin == self.origin
         if not ours:
             self.invalidations += 1  # writes by other processes (or other tiers)
+        self._note_version(tag, int(version) if version.isdigit() else 0)
         for mark_stale in self._marks(tag, skip=writer if ours else ""):
             mark_stale()
+
+    def _note_version(self, tag: str, version: int) -> None:
+        """Count a skipped version of a watched session (0: a reset, never a gap)."""
+        with self._watch_lock:
+            if tag not in self._watchers:
+                return
+            last = self._versions.get(tag)
+            if last is not None and version > last + 1:
+                self.stats.version_gaps += 1
+            self._versions[tag] = version
 
     async def _listen(self) -> None:
         """Follow the invalidation channel until closed. Whenever the subscription (re)starts,
@@ -723,6 +740,8 @@ class RedisTier:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
+                with self._watch_lock:
+                    self._versions.clear()  # messages were missed: start counting afresh
                 self._mark_all_stale()
                 delay = 0.05
                 while not self._closing:

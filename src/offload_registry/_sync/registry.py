@@ -35,6 +35,8 @@ from offload_registry.store.urls import TierOptions
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CACHED = 20
+DEFAULT_MAX_CACHED_BYTES = 256 * 1024 * 1024
+"""The near cache's default byte bound (approximate, see ``OffloadStateManager.approx_bytes``)."""
 DATA_ROOT_ENV = "OFFLOAD_REGISTRY_DATA_ROOT"
 
 
@@ -55,6 +57,10 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+def _weigh(ctx: SessionCtx) -> int:
+    return ctx.manager.approx_bytes()
+
+
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -69,7 +75,8 @@ class SessionCtx:
 
 
 class SessionRegistry:
-    """Routes session keys to per-session managers, with an O(1) LRU of ``max_cached`` entries.
+    """Routes session keys to per-session managers, with an O(1) LRU of at most ``max_cached``
+    entries and about ``max_cached_bytes`` bytes (``None``: no byte bound).
 
     Without ``redis_url`` (or ``tier``) the registry works on the journals alone, for one
     process at a time. ``read_only=True`` never writes to the data root (no directories, lock
@@ -82,6 +89,7 @@ class SessionRegistry:
         *,
         redis_url: str | None = None,
         max_cached: int = DEFAULT_MAX_CACHED,
+        max_cached_bytes: int | None = DEFAULT_MAX_CACHED_BYTES,
         fsync: FsyncPolicy | str = FsyncPolicy.ALWAYS,
         read_only: bool = False,
         key_prefix: str = DEFAULT_PREFIX,
@@ -108,7 +116,9 @@ class SessionRegistry:
             )
         self._tier: SharedTier = tier if tier is not None else NoSharedTier()
         self._started = False
-        self._cache: LruCache[str, SessionCtx] = LruCache(max_cached)
+        self._cache: LruCache[str, SessionCtx] = LruCache(
+            max_cached, max_bytes=max_cached_bytes, weigh=_weigh
+        )
         self._cache_lock = threading.Lock()  # uncontended in asyncio; guards threads in sync
         self._flights: SingleFlight[str, SessionCtx] = SingleFlight()
         self._clock_ms = clock_ms
@@ -174,10 +184,24 @@ class SessionRegistry:
         ctx = SessionCtx(session_key, manager, self._clock_ms())
         with self._cache_lock:
             evicted = self._cache.put(session_key, ctx)
+        manager.on_resize = lambda: self._reweigh(session_key)
+        self._forget(evicted)
+        return ctx
+
+    def _reweigh(self, session_key: str) -> None:
+        with self._cache_lock:
+            evicted = self._cache.reweigh(session_key)
+        self._forget(evicted)
+
+    def _forget(self, evicted: list[tuple[str, SessionCtx]]) -> None:
         for key, old in evicted:
             self._tier.unwatch(old.manager.identity, old.manager.writer_id)
             log.debug("evicted session from the near cache", extra={"session_key": key})
-        return ctx
+
+    @property
+    def cached_bytes(self) -> int:
+        """The near cache's approximate size in bytes (see ``max_cached_bytes``)."""
+        return self._cache.total_bytes
 
     # -- the seed's Map-like surface ---------------------------------------------------------
     def get(self, session_key: str) -> SessionCtx | None:
