@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from offload_registry.cli import inspect_cmd, simulate_cmd
+from offload_registry.cli import inspect_cmd, simulate_cmd, warm_cmd
 from offload_registry.errors import ConfigurationError, InvalidSessionKeyError
 
 PROG = "offload-registry"
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     inspect_cmd.register(commands)
     simulate_cmd.register(commands)
+    warm_cmd.register(commands)
     return parser
 
 
