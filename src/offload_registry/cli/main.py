@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from offload_registry.cli import inspect_cmd, simulate_cmd, warm_cmd
+from offload_registry.cli import inspect_cmd, simulate_cmd, verify_cmd, warm_cmd
 from offload_registry.errors import ConfigurationError, InvalidSessionKeyError
 
 PROG = "offload-registry"
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_cmd.register(commands)
     simulate_cmd.register(commands)
     warm_cmd.register(commands)
+    verify_cmd.register(commands)
     return parser
 
 
