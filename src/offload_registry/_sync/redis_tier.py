@@ -612,6 +612,11 @@ class RedisTier:
         return self._epoch
 
     @property
+    def idle_ttl_seconds(self) -> int:
+        """The idle TTL this tier sets on a session's keys."""
+        return self._ttl_ms // 1000
+
+    @property
     def client(self) -> Any:
         """The redis-py client, for operator tools' own read-only commands."""
         return self._client

@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from offload_registry.cli import inspect_cmd, simulate_cmd, verify_cmd, warm_cmd
+from offload_registry.cli import (
+    evict_cmd,
+    inspect_cmd,
+    simulate_cmd,
+    stats_cmd,
+    verify_cmd,
+    warm_cmd,
+)
 from offload_registry.errors import ConfigurationError, InvalidSessionKeyError
 
 PROG = "offload-registry"
@@ -58,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_cmd.register(commands)
     warm_cmd.register(commands)
     verify_cmd.register(commands)
+    stats_cmd.register(commands)
+    evict_cmd.register(commands)
     return parser
 
 
