@@ -3,6 +3,9 @@ example, exit 2 with one line for bad usage, ``--json`` shapes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -120,3 +123,18 @@ def test_evict_idle_for_falls_back_to_the_ttl_under_an_lfu_policy(
     time.sleep(1.2)
     status, report = ops(capsys, tmp_path, url, prefix, "evict", "--idle-for", "1s", "--json")
     assert status == 0 and report == {"scanned": 3, "evicted": 3, "rule": "ttl"}
+
+
+def test_bench_warm_runs_end_to_end_and_reports_both_rates() -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_warm.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--sessions", "40", "--entries", "5", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["entries"] == 200 and result["second_warm_skipped"] == 40
+    assert result["parse_only_entries_per_second"] > 0 and result["warm_entries_per_second"] > 0
