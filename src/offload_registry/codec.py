@@ -70,6 +70,7 @@ import zlib
 from array import array
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]
@@ -360,15 +361,18 @@ def decode_snapshot(
 def _sorted_index(ids: Set[str]) -> tuple[bytes, bytes]:
     """``(blob, offsets)``: the ids' UTF-8 sorted bytewise and concatenated, and the uint32
     little-endian offsets of each (one more than there are ids)."""
-    encoded = sorted(i.encode(_UTF8, _SURROGATES) for i in ids)
+    # UTF-8 (surrogatepass too) keeps code point order, so sorting the str objects sorts
+    # their encodings; one encode of the joined strings then serves every ASCII index.
+    strings = sorted(ids)
+    blob = "".join(strings).encode(_UTF8, _SURROGATES)
     offsets = array("I", [0])
-    position = 0
-    for item in encoded:
-        position += len(item)
-        offsets.append(position)
+    if len(blob) == sum(map(len, strings)):  # ASCII: one byte per character
+        offsets.extend(accumulate(map(len, strings)))
+    else:
+        offsets.extend(accumulate(len(i.encode(_UTF8, _SURROGATES)) for i in strings))
     if sys.byteorder == "big":
         offsets.byteswap()
-    return b"".join(encoded), offsets.tobytes()
+    return blob, offsets.tobytes()
 
 
 def _decode_index(blob: Any, offsets: Any, crc: Any) -> SortedIds:

@@ -49,6 +49,7 @@ __all__ = [
     "StatusScan",
     "Watermark",
     "append_entries_to_file",
+    "current_watermark",
     "journal_path",
     "parse_journal_bytes",
     "read_journal",
@@ -316,6 +317,31 @@ def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, b
         if newline == since.partial:  # the same piece, now ended: already counted
             data = data[newline + 1 :]
     return data, watermark, continued
+
+
+def current_watermark(path: Path) -> Watermark | None:
+    """The watermark a full read of ``path`` would end at, without reading the file: one
+    ``fstat``, the generation, and the bytes before the end (``None`` when it is missing).
+
+    Unlocked: a write in progress may show as a partial last line, which only makes the
+    watermark differ from one taken after the write, never match a wrong one.
+    """
+    try:
+        with path.open("rb") as f:
+            fd = f.fileno()
+            st = os.fstat(fd)
+            end = st.st_size
+            return Watermark(
+                FileIdentity.of(st),
+                end,
+                _tail_before(fd, end, b""),
+                _partial_length(fd, end, b""),
+                read_generation(path),
+            )
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
 
 
 def read_journal(path: Path, since: Watermark | None = None, *, lock: bool = True) -> JournalRead:

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
+    NoScriptError,
     ReadOnlyError,
     RedisError,
     ResponseError,
@@ -87,6 +88,52 @@ _policy_warned = False
 
 class RedisPermissionError(ConfigurationError):
     """The Redis user lacks a permission the registry needs (the message names it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """What a session's ``state`` hash says about itself, without its snapshot (operator
+    tools compare it with the journal's position to skip sessions Redis already holds)."""
+
+    exists: bool
+    wrong_type: bool = False
+    epoch: str = ""
+    journal_position: str = ""
+    """``codec.watermark_id`` of the journal position the anchor reflects (deltas included)."""
+    claims_position: str = ""
+    version: str = ""
+    intact: bool = False
+    """The recorded delta count equals the ``deltas`` list's length (else readers miss)."""
+
+    def usable(self, epoch: str) -> bool:
+        """True when a reader of ``epoch`` would take this anchor (barring an undecodable
+        snapshot, which only a full read sees)."""
+        return self.exists and not self.wrong_type and self.epoch == epoch and self.intact
+
+    def cas_mode(self, epoch: str) -> str:
+        """The ``publish.lua`` mode that replaces this anchor only if nobody wrote since it
+        was read: its version, or ``if-absent`` when there was no current-epoch anchor."""
+        if self.exists and not self.wrong_type and self.epoch == epoch and self.version:
+            return self.version
+        return "if-absent"
+
+    @classmethod
+    def parse(cls, fields: Any, length: Any) -> Anchor:
+        if isinstance(fields, ResponseError):
+            return cls(exists=True, wrong_type=True)
+        if isinstance(fields, Exception):
+            raise fields
+        epoch, jwm, cwm, version, recorded = (_text(f) for f in fields)
+        if not epoch and not version:
+            return cls(exists=False)
+        intact = not isinstance(length, Exception) and recorded == str(length)
+        return cls(True, False, epoch, jwm, cwm, version, intact)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(slots=True)
@@ -155,14 +202,19 @@ def data_root_id(data_root: Path, *, create: bool) -> str | None:
         if not create:
             return None
     data_root.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text("ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as f:
+    # Written whole to a temp file, then linked into place: a reader racing the creator
+    # never sees an empty id file (link, unlike O_EXCL creation, publishes it complete).
+    temp = data_root / f"{DATA_ROOT_ID_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with temp.open("w", encoding="ascii") as f:
         f.write(uuid.uuid4().hex + "\n")
         f.flush()
         os.fsync(f.fileno())
+    try:
+        os.link(temp, path)
+    except FileExistsError:  # another process made it first: use theirs
+        pass
+    finally:
+        temp.unlink()
     return path.read_text("ascii").strip()
 
 
@@ -645,6 +697,158 @@ class RedisTier:
             return None
         self._succeeded()
         return [int(i) - 1 for i in reply] if op == "reserve" else []
+
+    # -- operator tools: many sessions per round trip (offload_registry.ops) -----------------
+    # Not used by the registry itself. Errors are raised to the caller (an operator tool
+    # must fail loudly), not absorbed by the breaker.
+    @property
+    def epoch(self) -> str:
+        """The deployment epoch this tier reads and writes in (``store.keyspace``)."""
+        return self._epoch
+
+    @property
+    def idle_ttl_seconds(self) -> int:
+        """The idle TTL this tier sets on a session's keys."""
+        return self._ttl_ms // 1000
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client, for operator tools' own read-only commands."""
+        return self._client
+
+    def read_anchors(self, sessions: Sequence[SessionKeys]) -> list[Anchor]:
+        """The anchors of many sessions in one pipelined round trip (plain reads, no
+        script; a value of the wrong type reads as ``Anchor(wrong_type=True)``)."""
+        with self._client.pipeline(transaction=False) as pipe:
+            for keys in sessions:
+                pipe.hmget(keys.state, "epoch", "jwm", "cwm", "ver", "deltas")
+                pipe.llen(keys.deltas)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        return [Anchor.parse(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
+
+    def fetch_many(self, sessions: Sequence[SessionKeys]) -> list[Any]:
+        """:meth:`fetch` for many sessions in one pipelined round trip (not one transaction:
+        a session written meanwhile may read torn; callers re-check a difference with
+        :meth:`fetch`). A failed read (``WRONGTYPE``) is its ``ResponseError``."""
+        with self._client.pipeline(transaction=False) as pipe:
+            for keys in sessions:
+                pipe.hmget(keys.state, "epoch", "cwmb", "deltas")
+                pipe.hget(keys.state, "snap")
+                pipe.lrange(keys.deltas, 0, -1)
+                pipe.pttl(keys.state)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        out: list[Any] = []
+        for i in range(0, len(replies), 4):
+            reply = replies[i : i + 4]
+            failed = next((r for r in reply if isinstance(r, Exception)), None)
+            out.append(failed if failed is not None else reply)
+        return out
+
+    def read_reply(self, reply: Any) -> tuple[str, TierSnapshot | None]:
+        """How a reader would take a :meth:`fetch` reply: ``("ok", snapshot)``, or
+        ``(reason, None)`` with reason ``missing``, ``stale_epoch``, ``broken_deltas`` (the
+        deltas list does not match its recorded length) or ``undecodable``."""
+        if isinstance(reply, Exception):
+            return "undecodable", None
+        (epoch, _, recorded), snap, deltas, _ = reply
+        if snap is None and epoch is None:
+            return "missing", None
+        if epoch is None or epoch.decode("ascii", "replace") != self._epoch:
+            return "stale_epoch", None
+        if recorded is None or int(recorded) != len(deltas):
+            return "broken_deltas", None
+        try:
+            snapshot = self._snapshot_from(reply)
+        except (CodecError, ValueError, TypeError, AttributeError):
+            return "undecodable", None
+        return ("ok", snapshot) if snapshot is not None else ("undecodable", None)
+
+    def publish_many(
+        self, items: Sequence[tuple[SessionKeys, TierSnapshot, str]], *, announce: bool
+    ) -> list[int]:
+        """Publish many snapshots read from their journals, in one pipelined round trip, each
+        with its ``publish.lua`` mode (``always``, ``if-absent``, or a version to compare and
+        set). Returns each new version; 0 where the mode refused, -1 where the snapshot could
+        not be encoded (nothing sent for it).
+
+        Durability and concurrency: Redis only, journals untouched; each publish is one
+        atomic script call, so a compare-and-set never overwrites a write made after the
+        version it names. Announced on the invalidation channel only when ``announce``.
+        """
+        results = [-1] * len(items)
+        sent: list[int] = []
+        calls: list[list[Any]] = []
+        channel = self._channel if announce else ""
+        for i, (keys, snapshot, mode) in enumerate(items):
+            try:
+                packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
+            except CodecError as exc:
+                log.error("cannot encode a snapshot for Redis: %s", exc)
+                continue
+            calls.append(
+                [
+                    3,
+                    keys.state,
+                    keys.deltas,
+                    keys.fence,
+                    self._epoch,
+                    packed,
+                    watermark_id(snapshot.watermark),
+                    watermark_id(snapshot.claims_watermark),
+                    encode_watermark(snapshot.claims_watermark),
+                    self._ttl_ms,
+                    mode,
+                    channel,
+                    f"{keys.tag} {self.origin} {NO_WRITER}",
+                    _token(None),
+                ]
+            )
+            sent.append(i)
+        replies = self._pipelined_evalsha(self._publish, calls) if calls else []
+        for i, reply in zip(sent, replies, strict=True):
+            results[i] = int(reply)
+        self.stats.snapshots_published += sum(1 for r in results if r > 0)
+        return results
+
+    def _pipelined_evalsha(self, script: Any, calls: list[list[Any]]) -> list[Any]:
+        """Run many calls of one script in one pipelined round trip, with plain ``EVALSHA``
+        (redis-py's pipelined scripts would first send ``SCRIPT EXISTS``, a command the
+        least-privilege ACL does not grant); loads the script and retries once on
+        ``NOSCRIPT`` (the server restarted)."""
+        for attempt in (1, 2):
+            with self._client.pipeline(transaction=False) as pipe:
+                for call in calls:
+                    pipe.evalsha(script.sha, *call)
+                try:
+                    replies: list[Any] = pipe.execute()
+                    return replies
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    self._client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def drop_sessions(self, sessions: Sequence[SessionKeys]) -> int:
+        """Delete the Redis copies of many sessions and announce each on the invalidation
+        channel, in one round trip; returns how many had a copy.
+
+        Durability and concurrency: journals untouched, so nothing is lost: a reader then
+        misses and rebuilds from the journal, and a writer racing the delete finds no anchor
+        and republishes a full snapshot. A rebuild lock in flight is left to expire.
+        """
+        with self._client.pipeline(transaction=False) as pipe:
+            for keys in sessions:
+                pipe.delete(*keys.data)
+                pipe.publish(self._channel, f"{keys.tag} {self.origin} {NO_WRITER} 0")
+            replies: list[Any] = pipe.execute()
+        return sum(1 for deleted in replies[0::2] if deleted)
+
+    def scan_state_keys(self, count: int = 1000) -> Iterator[str]:
+        """The ``state`` key of every session of this deployment (``SCAN MATCH``, never
+        ``KEYS``: the server never blocks; a key may be reported twice)."""
+        pattern = self.keyspace.state_pattern()
+        for key in self._client.scan_iter(match=pattern, count=count):
+            yield _text(key)
 
     def _idempotent(self, call: Thunk[Any]) -> Any:
         """Run an idempotent call, retrying a refused or reset connection (the server

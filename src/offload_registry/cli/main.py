@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from offload_registry.cli import inspect_cmd, simulate_cmd
+from offload_registry.cli import (
+    evict_cmd,
+    inspect_cmd,
+    simulate_cmd,
+    stats_cmd,
+    verify_cmd,
+    warm_cmd,
+)
 from offload_registry.errors import ConfigurationError, InvalidSessionKeyError
 
 PROG = "offload-registry"
@@ -56,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     inspect_cmd.register(commands)
     simulate_cmd.register(commands)
+    warm_cmd.register(commands)
+    verify_cmd.register(commands)
+    stats_cmd.register(commands)
+    evict_cmd.register(commands)
     return parser
 
 

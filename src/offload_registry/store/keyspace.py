@@ -129,6 +129,7 @@ MAX_PREFIX_CHARS: Final = 128
 # the Cluster hash tag) and the glob metacharacters of SCAN MATCH and ACL key patterns.
 _BAD_PREFIX_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f{}*?\[\]\\]")
 _DEPLOYMENT = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_TAG = re.compile(r"\{[0-9a-f]{32}\}")  # "{" + TAG_HEX_CHARS hex digits + "}"
 
 
 def validate_prefix(prefix: str) -> str:
@@ -253,7 +254,13 @@ class Keyspace:
     def session(self, identity_agent: str, session_id: str) -> SessionKeys:
         """The keys of one session, named by its journal's on-disk names: the journal is
         ``<data root>/<identity_agent>/offload-<session_id>.jsonl``."""
-        tag = session_tag(identity_agent, session_id)
+        return self.session_by_tag(session_tag(identity_agent, session_id))
+
+    def session_by_tag(self, tag: str) -> SessionKeys:
+        """The keys of the session whose hash tag (braces included) is ``tag``, as
+        :meth:`tag_of` finds it in a key name (operator tools scanning Redis)."""
+        if not _TAG.fullmatch(tag):
+            raise ConfigurationError(f"not a session hash tag: {tag!r}")
         stem = f"{self.base}:{tag}:"
         return SessionKeys(
             tag=tag,
@@ -264,6 +271,14 @@ class Keyspace:
             lease=stem + "lease",
             fence=stem + "fence",
         )
+
+    def tag_of(self, key: str) -> str | None:
+        """The session hash tag in one of this deployment's key names, or ``None``."""
+        prefix = self.base + ":"
+        if not key.startswith(prefix):
+            return None
+        tag = key[len(prefix) :].split(":", 1)[0]
+        return tag if _TAG.fullmatch(tag) else None
 
     def session_for(self, identity: SessionIdentity) -> SessionKeys:
         """:meth:`session` of a resolved identity's on-disk names."""

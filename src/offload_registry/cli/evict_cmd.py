@@ -1,0 +1,56 @@
+"""``offload-registry evict``: drop Redis copies of sessions (journals stay)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from offload_registry.cli.ops_common import existing_data_root, run_job
+from offload_registry.errors import ConfigurationError
+from offload_registry.ops.evict import evict_idle, evict_keys, parse_duration
+from offload_registry.ops.tier import check_url, open_tier
+
+HELP = "drop the Redis copies of sessions (journals stay; workers rebuild on next use)"
+EXAMPLE = """\
+Example: offload-registry evict agent:main:s1 agent:review:pr-42
+         offload-registry evict --idle-for 2h --json
+
+Idle means OBJECT IDLETIME of the session's state hash (or, under an LFU policy, the idle
+TTL minus its PTTL). Every evicted session is announced to live workers."""
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "evict",
+        help=HELP,
+        description=HELP,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("keys", nargs="*", metavar="KEY", help="sessions to evict")
+    parser.add_argument("--idle-for", metavar="DURATION", help="every session idle this long")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.keys) == bool(args.idle_for):
+        raise ConfigurationError("evict needs session keys or --idle-for DURATION (not both)")
+    idle = parse_duration(args.idle_for) if args.idle_for else None
+    url = check_url(args.redis_url, "evict")
+    root = existing_data_root(args.data_root)
+
+    async def job() -> int:
+        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=True) as tier:
+            if idle is None:
+                report = await evict_keys(tier, args.keys)
+            else:
+                report = await evict_idle(tier, idle)
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            print(f"evict: {report.evicted} of {report.scanned} sessions dropped ({report.rule})")
+        return 0
+
+    return run_job(job())

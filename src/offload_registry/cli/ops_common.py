@@ -1,0 +1,46 @@
+"""What the operator commands (warm, verify, stats, evict) share: the data root they work
+on, the Redis they need, and running their asyncio job with one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from offload_registry._async.registry import default_data_root
+from offload_registry.errors import ConfigurationError
+from offload_registry.ops.tier import RedisUnavailableError
+
+EXIT_FAILURE = 1
+PROG = "offload-registry"
+
+
+def existing_data_root(configured: str | None) -> Path:
+    """The data root to work on; :class:`ConfigurationError` (exit 2) when it is missing."""
+    root = Path(configured) if configured else default_data_root()
+    if not root.is_dir():
+        raise ConfigurationError(f"the data root {root} is not a directory")
+    return root
+
+
+def show_progress_logs(name: str) -> logging.Logger:
+    """The job's logger, at INFO at least, so its periodic progress lines reach stderr
+    without ``-v`` (other loggers stay at WARNING)."""
+    logger = logging.getLogger(name)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+def run_job(job: Coroutine[Any, Any, int]) -> int:
+    """Run an operator job; a Redis that fails midway is one line on stderr and exit 1."""
+    try:
+        return asyncio.run(job)
+    except (RedisUnavailableError, RedisError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,52 @@
+"""``offload-registry stats``: sessions and memory in Redis, journals on disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from offload_registry.cli.ops_common import existing_data_root, run_job
+from offload_registry.ops.stats import DEFAULT_SAMPLE, Stats, stats
+from offload_registry.ops.tier import check_url, open_tier
+
+HELP = "sessions and memory in Redis (SCAN, sampled MEMORY USAGE), journals on disk"
+EXAMPLE = "Example: offload-registry stats --json --sample 500"
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("stats", help=HELP, description=HELP, epilog=EXAMPLE)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--sample", type=int, default=DEFAULT_SAMPLE, help="sessions to measure (200)"
+    )
+    parser.set_defaults(run=run)
+
+
+def _print_text(result: Stats) -> None:
+    r, d = result.redis, result.disk
+    print(
+        f"redis: {r.sessions} sessions; sampled {r.sampled}: {r.bytes_per_session} bytes/session,"
+    )
+    print(f"       {r.bytes_per_entry} bytes/entry; maxmemory-policy {r.maxmemory_policy}")
+    print(
+        f"disk:  {d.sessions} sessions, {d.journals} journals ({d.journal_bytes} bytes), "
+        f"{d.claims_records} claims records ({d.claims_bytes} bytes), {d.entries} entries, "
+        f"{d.corrupt} corrupt and {d.invalid} invalid lines"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    url = check_url(args.redis_url, "stats")
+    root = existing_data_root(args.data_root)
+
+    async def job() -> int:
+        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=True) as tier:
+            result = await stats(tier, root, sample=max(args.sample, 0))
+        if args.json:
+            print(json.dumps(result.as_json()))
+        else:
+            _print_text(result)
+        return 0
+
+    return run_job(job())

@@ -1,0 +1,68 @@
+"""``offload-registry verify``: compare Redis with the journals; ``--repair`` fixes Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from offload_registry.cli.ops_common import existing_data_root, run_job
+from offload_registry.ops.tier import check_url, open_tier
+from offload_registry.ops.verify import KINDS, VerifyReport, sessions_for_keys, verify
+
+HELP = "compare Redis with the journals; exit 1 on drift unless --repair fixed it"
+EXAMPLE = (
+    """\
+Example: offload-registry verify --json
+         offload-registry verify --repair agent:main:s1
+
+Kinds of drift: """
+    + ", ".join(KINDS)
+    + """.
+Exit status 0 when Redis agrees with the journals (or --repair made it agree), 1 on drift,
+2 for bad usage. Journals are never written."""
+)
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "verify",
+        help=HELP,
+        description=HELP,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("keys", nargs="*", metavar="KEY", help="only these sessions")
+    parser.add_argument("--repair", action="store_true", help="rewrite Redis from the journals")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary object")
+    parser.set_defaults(run=run)
+
+
+def _print_text(report: VerifyReport) -> None:
+    for d in report.differences:
+        print(f"{d.kind}: {d.session}" + (f" ({d.detail})" if d.detail else ""))
+    kinds = ", ".join(f"{report.by_kind[k]} {k}" for k in KINDS if report.by_kind[k])
+    print(
+        f"verify: {report.sessions} sessions, {report.drift} differences"
+        + (f" ({kinds})" if kinds else "")
+        + f", {report.repaired} repaired, {report.seconds:.2f} s"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    url = check_url(args.redis_url, "verify")
+    root = existing_data_root(args.data_root)
+    sessions = sessions_for_keys(root, args.keys) if args.keys else None
+
+    async def job() -> int:
+        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=not args.repair) as t:
+            report = await verify(t, root, sessions=sessions, repair=args.repair)
+        if args.json:
+            print(json.dumps(report.as_json(), ensure_ascii=False))
+        else:
+            _print_text(report)
+        if args.repair:
+            return 1 if report.unrepaired else 0
+        return 1 if report.drift else 0
+
+    return run_job(job())

@@ -1,0 +1,88 @@
+"""``offload-registry warm``: load every journal under the data root into Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from offload_registry.cli.ops_common import (
+    existing_data_root,
+    run_job,
+    show_progress_logs,
+)
+from offload_registry.errors import ConfigurationError
+from offload_registry.ops.discover import agent_names, count_sessions
+from offload_registry.ops.progress import Progress
+from offload_registry.ops.tier import check_url, open_tier
+from offload_registry.ops.warm import DEFAULT_BATCH, WarmReport, warm
+
+HELP = "load every journal under the data root into Redis (idempotent, resumable)"
+EXAMPLE = """\
+Example: offload-registry --redis-url redis://10.0.0.5:6379/0 warm --agent main --json
+
+Exit status 0 when every session is in Redis (damaged lines are reported, not fatal),
+1 when a session could not be loaded, 2 for bad usage."""
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "warm",
+        help=HELP,
+        description=HELP,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--agent", action="append", metavar="NAME", help="only this agent directory (repeatable)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON summary object")
+    parser.add_argument(
+        "--batch", type=_positive, default=DEFAULT_BATCH, help="sessions per round trip (256)"
+    )
+    parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def summary(report: WarmReport) -> str:
+    return (
+        f"warm: {report.sessions} sessions ({report.published} published, {report.skipped} "
+        f"skipped, {report.raced} raced, {report.failed} failed), {report.entries} entries, "
+        f"{report.corrupt} corrupt and {report.invalid} invalid lines, "
+        f"{report.seconds:.2f} s ({report.as_json()['entries_per_second']:,} entries/s)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    url = check_url(args.redis_url, "warm")
+    root = existing_data_root(args.data_root)
+    agents = list(dict.fromkeys(args.agent or []))
+    missing = sorted(set(agents) - set(agent_names(root)))
+    if missing:
+        raise ConfigurationError(f"no agent directory {missing[0]!r} under {root}")
+    logger = show_progress_logs("offload_registry.ops.warm")
+
+    async def job() -> int:
+        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=False) as tier:
+            total = count_sessions(root, agents) if sys.stderr.isatty() else None
+            progress = Progress("warm", total, logger=logger)
+            try:
+                report = await warm(
+                    tier, root, agents=agents, batch_size=args.batch, progress=progress
+                )
+            finally:
+                progress.close()
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            print(summary(report))
+        return 1 if report.failed else 0
+
+    return run_job(job())

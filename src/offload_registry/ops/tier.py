@@ -1,0 +1,53 @@
+"""Open the deployment's Redis for an operator tool: like a worker's tier, but a Redis that
+cannot be reached is an error here (a worker would fall back to the journals)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from redis.exceptions import RedisError
+
+from offload_registry._async.redis_tier import RedisTier, open_redis_tier
+from offload_registry.errors import ConfigurationError, OffloadRegistryError
+from offload_registry.store.urls import TierOptions, parse_redis_url
+
+
+class RedisUnavailableError(OffloadRegistryError):
+    """The tool's Redis did not answer."""
+
+
+def check_url(url: str | None, command: str) -> str:
+    """The Redis URL a tool needs, or :class:`ConfigurationError` naming how to give one."""
+    if not url:
+        raise ConfigurationError(
+            f"{command} needs a Redis: pass --redis-url or set OFFLOAD_REGISTRY_REDIS_URL"
+        )
+    if parse_redis_url(url).scheme == "memory":
+        raise ConfigurationError(f"{command} needs a shared Redis; memory:// lives in one process")
+    return url
+
+
+@contextlib.asynccontextmanager
+async def open_tier(
+    data_root: Path, url: str, *, key_prefix: str, read_only: bool
+) -> AsyncIterator[RedisTier]:
+    """A started tier on the data root's keyspace (its deployment id checked as a worker's
+    is); raises :class:`RedisUnavailableError` when Redis does not answer."""
+    tier = open_redis_tier(
+        data_root,
+        url=url,
+        client=None,
+        options=TierOptions(key_prefix=key_prefix),
+        read_only=read_only,
+    )
+    try:
+        try:  # first, so an unreachable server is one error, not a breaker warning too
+            await tier.client.ping()
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"cannot reach Redis at {tier.description}: {exc}") from exc
+        await tier.start()
+        yield tier
+    finally:
+        await tier.close()
