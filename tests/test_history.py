@@ -61,6 +61,6 @@ def test_a_longer_run_with_more_workers_and_faults_keeps_every_invariant(
 ) -> None:
     plan = Plan(
         seed=seed, seconds=60, workers=6, sessions=3, redis_restarts=8, random_kills=10,
-        crash_points=5,
+        pauses=6, crash_points=5, pool=600,
     )  # fmt: skip
     run_and_check(tmp_path, private_redis_server, plan)

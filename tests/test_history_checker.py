@@ -268,8 +268,9 @@ def test_a_reader_that_disagrees_with_the_files_is_a_violation() -> None:
 
 
 # -- leases -------------------------------------------------------------------------------
-def lease(process: str, index: int, token: int, **kw: Any) -> Op:
-    return op(process, index, "lease-acquire", {"ttl": 100}, {"token": token}, **kw)
+def lease(process: str, index: int, token: int, ttl: float = 100.0, **kw: Any) -> Op:
+    """A grant; ``ttl`` in seconds, so the default outlives these histories' times (ns)."""
+    return op(process, index, "lease-acquire", {"ttl": ttl}, {"token": token}, **kw)
 
 
 def release(process: str, index: int, acquire: str, **kw: Any) -> Op:
@@ -314,10 +315,37 @@ def test_a_lease_past_its_ttl_may_be_granted_again() -> None:
     assert check_leases(ops) == []  # a never released, but its lease expired after 1 ns
 
 
+def fenced_append(process: str, index: int, token: int, outcome: str = "ok", **kw: Any) -> Op:
+    written = append(process, index, ["call_1"], 1 if outcome == "ok" else None, **kw)
+    return Op(**{**_fields(written), "args": {**written.args, "token": token}, "outcome": outcome})
+
+
+def _fields(o: Op) -> dict[str, Any]:
+    return {name: getattr(o, name) for name in Op.__slots__}
+
+
+def test_a_write_fenced_by_a_superseded_token_must_not_succeed() -> None:
+    ops = [
+        lease("a", 0, 1, ttl=100e-9, at=0, until=1),  # a pauses past its ttl (100 ns)...
+        lease("b", 0, 2, at=200, until=201),  # ...b is granted a newer token...
+        fenced_append("a", 1, token=1, at=300, until=301),  # ...and a's write still lands
+    ]
+    assert any("fenced by token 1 succeeded after b:0" in v for v in check_leases(ops))
+    refused = [*ops[:2], fenced_append("a", 1, token=1, outcome="fail", at=300, until=301)]
+    assert check_leases(refused) == []
+
+
+def test_a_refused_write_that_left_a_line_is_a_violation() -> None:
+    refused = fenced_append("a", 0, token=1, outcome="fail", at=0, until=1)
+    files = final(journal=[entry("call_1", "a:0")])
+    assert any("failed" in v for v in check_appends([refused], {S: files}))
+
+
 # -- availability and the whole --------------------------------------------------------------
-def test_an_operation_that_raised_is_reported() -> None:
+def test_an_operation_that_raised_an_error_of_unknown_effect_is_reported() -> None:
     failed = op("a", 0, "append", {"entries": []}, None, at=0, until=1, outcome="info")
-    assert check_availability([failed]) != []
+    refused = op("a", 1, "lease-acquire", {"ttl": 1}, None, at=2, until=3, outcome="fail")
+    assert len(check_availability([failed, refused])) == 1
 
 
 def test_the_whole_check_passes_a_consistent_run() -> None:
@@ -341,7 +369,7 @@ def test_a_history_file_round_trips_and_a_killed_call_stays_open(tmp_path: Path)
     done = writer.invoke("claim", S, {"ids": ["call_1"]})
     writer.ok(done, {"won": ["call_1"]})
     failed = writer.invoke("refresh", S, {})
-    writer.info(failed, OSError("disk"))
+    writer.failed(failed, OSError("disk"), definite=False)
     writer.invoke("append", S, {"entries": []})  # then the process is killed
     writer.close()
     with path.open("a") as torn:

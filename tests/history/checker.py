@@ -22,9 +22,12 @@ invoked took effect first.
 * **views**: every fresh reader (a registry with Redis, one rebuilding from the journal,
   ``inspect --json`` with and without Redis, the raw Redis snapshot when it claims to reflect
   the whole journal) agrees exactly with the state computed here from the raw files.
-* **leases**: per session, tokens are distinct and increase in grant order, and no two
-  holders certainly held the lease at the same moment.
-* **availability**: no operation but a lease raised (Redis outages must fall back silently).
+* **leases**: per session, tokens are distinct and increase in grant order, no two holders
+  certainly held the lease at the same moment, and no write fenced by a token succeeds
+  once a newer token had certainly been granted.
+* **availability**: no operation raised an error of unknown effect (Redis outages must fall
+  back to the journals silently; only definite refusals, such as a lease held elsewhere,
+  may fail).
 """
 
 from __future__ import annotations
@@ -205,6 +208,11 @@ def check_appends(ops: list[Op], finals: Mapping[str, SessionFinal]) -> list[str
     for op in ops:
         if op.f != "append":
             continue
+        if op.outcome == "fail" and tagged[op.id]:
+            violations.append(
+                f"{op.session}: append {op.id} failed ({op.error}), yet the journal holds "
+                f"{tagged[op.id]} of its lines"
+            )
         if op.ok and tagged[op.id] != op.result["written"]:
             violations.append(
                 f"{op.session}: append {op.id} reported {op.result['written']} written, "
@@ -356,7 +364,7 @@ def check_leases(ops: list[Op]) -> list[str]:
                         f"{session}: lease {b.id} got token {b.result['token']} after "
                         f"{a.id} got {a.result['token']}: tokens must increase"
                     )
-                if a.index == b.index and a.process == b.process:
+                if a is b:
                     continue
                 (a_from, a_until), (b_from, b_until) = _held(a, releases), _held(b, releases)
                 if a.id < b.id and a_from < b_until and b_from < a_until:
@@ -364,16 +372,25 @@ def check_leases(ops: list[Op]) -> list[str]:
                         f"{session}: leases {a.id} (token {a.result['token']}) and {b.id} "
                         f"(token {b.result['token']}) were held at the same time"
                     )
+    for write in ops:
+        if not (write.ok and "token" in write.args):
+            continue
+        newer = [
+            grant
+            for grant in grants.get(write.session, [])
+            if grant.result["token"] > write.args["token"] and grant.precedes(write)
+        ]
+        if newer:
+            violations.append(
+                f"{write.session}: {write.f} {write.id} fenced by token {write.args['token']} "
+                f"succeeded after {newer[0].id} was granted token {newer[0].result['token']}"
+            )
     return violations
 
 
 # -- availability -------------------------------------------------------------------------
 def check_availability(ops: list[Op]) -> list[str]:
-    return [
-        f"{op.session}: {op.f} {op.id} raised {op.error}"
-        for op in ops
-        if op.outcome == "info" and not op.f.startswith("lease")
-    ]
+    return [f"{op.session}: {op.f} {op.id} raised {op.error}" for op in ops if op.outcome == "info"]
 
 
 def check(ops: list[Op], finals: Mapping[str, SessionFinal]) -> list[str]:

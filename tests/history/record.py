@@ -2,7 +2,8 @@
 
 Each worker process appends to its own file, one JSON object per line, flushed and fsynced
 before the call it describes is made (``invoke``) and after it returns (``ok``, with the
-result) or raises (``info``: an exception leaves the outcome unknown). A process killed during
+result) or raises (``fail`` for an error that guarantees no effect, such as a fenced write
+refused; ``info`` for any other, whose effect is unknown). A process killed during
 a call leaves an ``invoke`` with no completion: an indeterminate operation, which may or may
 not have taken effect. The first line (``start``) names the process and its pid.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OK, INFO = "ok", "info"
+OK, FAIL, INFO = "ok", "fail", "info"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +93,10 @@ class HistoryWriter:
     def ok(self, index: int, result: Any) -> None:
         self._write({"type": OK, "index": index, "result": result, "time": time.time_ns()})
 
-    def info(self, index: int, error: BaseException) -> None:
-        self._write({"type": INFO, "index": index, "error": repr(error), "time": time.time_ns()})
+    def failed(self, index: int, error: BaseException, *, definite: bool) -> None:
+        """The call raised: ``definite`` when the error guarantees it had no effect."""
+        outcome = FAIL if definite else INFO
+        self._write({"type": outcome, "index": index, "error": repr(error), "time": time.time_ns()})
 
     def close(self) -> None:
         os.close(self._fd)

@@ -1,11 +1,13 @@
 """The controller: run worker processes under faults, then read the final state.
 
 During the run, at seeded random moments, it restarts Redis empty (kill, then a fresh server on
-the same port) and SIGKILLs a random worker; some workers are also told to kill themselves at
-an exact crash point (``faults.CRASH_POINTS``). Every dead worker is replaced by a new process
-with a new history file while time remains. Afterwards every session's journal and claims
-record are read raw, and fresh readers report what they see: the snapshot Redis holds, a new
-registry with Redis, one without, and ``offload-registry inspect --json`` with and without.
+the same port), SIGKILLs a random worker, and freezes one (SIGSTOP, then SIGCONT after longer
+than a lease's ttl, so a holder wakes up with a lost lease); some workers are also told to
+kill themselves at an exact crash point (``faults.CRASH_POINTS``). Every dead worker is
+replaced by a new process with a new history file while time remains. Afterwards every
+session's journal and claims record are read raw, and fresh readers report what they see:
+the snapshot Redis holds, a new registry with Redis, one without, and
+``offload-registry inspect --json`` with and without.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Plan:
     sessions: int = 3
     redis_restarts: int = 2
     random_kills: int = 2
+    pauses: int = 1  # SIGSTOP a random worker for pause_seconds (past a lease's ttl)
+    pause_seconds: float = 1.5
     crash_points: int = 3  # how many of the first workers die at a named crash point
     max_cached: int = 2
     pool: int = 120
@@ -144,7 +148,11 @@ class _Controller:
         for n in range(self.plan.workers):
             self.spawn(f"w{n}", targets[n] if n < len(targets) else None)
         start = self.deadline - self.plan.seconds
-        kinds = ["restart"] * self.plan.redis_restarts + ["kill"] * self.plan.random_kills
+        kinds = (
+            ["restart"] * self.plan.redis_restarts
+            + ["kill"] * self.plan.random_kills
+            + ["pause"] * self.plan.pauses
+        )
         events = sorted((start + self.rng.uniform(0.1, 0.9) * self.plan.seconds, k) for k in kinds)
         running = dict.fromkeys(self.procs, True)
         while time.time() < self.deadline or any(p.poll() is None for p in self.procs.values()):
@@ -153,20 +161,36 @@ class _Controller:
                 self.reap(name, proc, running)
             if events and time.time() >= events[0][0]:
                 _, kind = events.pop(0)
-                if kind == "restart":
-                    self.server.restart()
-                    self.faults.append(f"Redis restarted empty at {self.elapsed()}")
-                else:
-                    alive = sorted(name for name, up in running.items() if up)
-                    if alive:
-                        victim = self.rng.choice(alive)
-                        self.procs[victim].kill()
-                        self.faults.append(f"SIGKILL {victim} at {self.elapsed()}")
+                self.fault(kind, running, events)
             if time.time() > self.deadline + 60:
                 raise RuntimeError("workers still running a minute after the deadline")
             time.sleep(0.02)
         for name, proc in self.procs.items():
             self.reap(name, proc, running)
+
+    def fault(self, kind: str, running: dict[str, bool], events: list[tuple[float, str]]) -> None:
+        if kind == "restart":
+            self.server.restart()
+            self.faults.append(f"Redis restarted empty at {self.elapsed()}")
+            return
+        if kind.startswith("resume "):
+            victim = kind.removeprefix("resume ")
+            if running[victim]:
+                self.procs[victim].send_signal(signal.SIGCONT)
+                self.faults.append(f"SIGCONT {victim} at {self.elapsed()}")
+            return
+        alive = sorted(name for name, up in running.items() if up)
+        if not alive:
+            return
+        victim = self.rng.choice(alive)
+        if kind == "kill":
+            self.procs[victim].kill()
+            self.faults.append(f"SIGKILL {victim} at {self.elapsed()}")
+        else:
+            self.procs[victim].send_signal(signal.SIGSTOP)
+            self.faults.append(f"SIGSTOP {victim} at {self.elapsed()}")
+            events.append((time.time() + self.plan.pause_seconds, f"resume {victim}"))
+            events.sort()
 
 
 def run_history(workdir: Path, server: RedisServerProcess, plan: Plan) -> Run:

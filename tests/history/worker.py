@@ -9,7 +9,10 @@ reloaded often, and until the deadline picks a session and an operation at rando
   worker, spelled in several forms that normalize alike (``call_7``, ``call7``, ``ca_ll_7``);
 * ``mark`` of 1-3 ids as ``True`` or ``"deleted"``;
 * ``claim`` of 1-4 pool ids, sometimes an id together with its normalized form;
-* a ``lease`` (acquire, 1-2 appends under it, release) when the manager offers leases.
+* a ``lease`` (acquire, 1-2 appends fenced by it, release) when the manager offers leases.
+
+Errors that guarantee the call had no effect (the lease is held by another worker, a write's
+lease was lost, so it was fenced off) are recorded as ``fail``; any other as ``info``.
 
 Each journal entry carries the id of the operation that wrote it (``op``), which lets the
 checker tie every line back to its append.
@@ -18,6 +21,7 @@ checker tie every line back to its append.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import random
@@ -37,6 +41,7 @@ OPERATIONS = ("resolve", "read", "append", "mark", "claim", "evict", "refresh", 
 WEIGHTS = (2, 2, 5, 2, 5, 1, 1, 1)
 SPELLINGS = ("call_{}", "call{}", "ca_ll_{}")
 SOCKET_TIMEOUT = 0.5
+DEFINITE_ERRORS = ("LeaseUnavailableError", "LeaseLostError")  # refused, nothing done
 
 
 @dataclass
@@ -53,7 +58,8 @@ class WorkerConfig:
     pool: int = 40
     crash_target: str | None = None  # die right after this function's crash_call-th call
     crash_call: int = 0
-    lease_ttl: float = 2.0
+    lease_ttl: float = 1.0
+    lease_wait: float = 0.2
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -115,8 +121,10 @@ class Worker:
         try:
             result = call()
         except Exception as exc:
-            self.history.info(index, exc)
-            logging.getLogger("history.worker").warning("%s failed: %r", f, exc)
+            definite = type(exc).__name__ in DEFINITE_ERRORS
+            self.history.failed(index, exc, definite=definite)
+            if not definite:
+                logging.getLogger("history.worker").warning("%s failed: %r", f, exc)
             return None
         self.history.ok(index, result)
         return result
@@ -124,15 +132,17 @@ class Worker:
     def manager(self, session: str) -> OffloadStateManager:
         return self.registry.resolve(session).manager
 
-    def append(self, session: str, token: int | None = None) -> None:
+    def append(self, session: str, lease: Any = None) -> None:
         op = f"{self.config.name}:{self.history.next_index}"
+        token = None if lease is None else int(lease.token)
         entries = self.entries(op, token)
         args: dict[str, Any] = {"entries": entries}
-        if token is not None:
-            args["token"] = token
+        fenced: dict[str, Any] = {}
+        if lease is not None and _accepts(OffloadStateManager.append_entries, "lease"):
+            args["token"], fenced["lease"] = token, lease
 
         def call() -> dict[str, int]:
-            return {"written": self.manager(session).append_entries(entries)}
+            return {"written": self.manager(session).append_entries(entries, **fenced)}
 
         if self.record("append", session, args, call) is not None:
             self.mine[session] += [e["tool_call_id"] for e in entries]
@@ -179,25 +189,26 @@ class Worker:
         return {"unseen": [i for i in probe if not manager.is_processed(i)]}
 
     def lease(self, session: str) -> None:
-        ttl = self.config.lease_ttl
+        ttl, wait = self.config.lease_ttl, self.config.lease_wait
         with contextlib.ExitStack() as stack:
+            held: list[Any] = []
 
             def acquire() -> dict[str, int]:
-                lease = stack.enter_context(self.manager(session).lease(ttl=ttl))  # type: ignore[attr-defined]
-                return {"token": int(lease.token)}
+                manager: Any = self.manager(session)
+                options = {"wait": wait} if _accepts(manager.lease, "wait") else {}
+                held.append(stack.enter_context(manager.lease(ttl=ttl, **options)))
+                return {"token": int(held[0].token)}
 
-            acquire_index = self.history.next_index
-            granted = self.record("lease-acquire", session, {"ttl": ttl}, acquire)
-            if granted is None:
+            acquire_id = f"{self.config.name}:{self.history.next_index}"
+            if self.record("lease-acquire", session, {"ttl": ttl}, acquire) is None:
                 return
             for _ in range(self.rng.randint(1, 2)):
-                self.append(session, granted["token"])
-            self.record(
-                "lease-release",
-                session,
-                {"acquire": f"{self.config.name}:{acquire_index}"},
-                stack.close,
-            )
+                self.append(session, held[0])
+            self.record("lease-release", session, {"acquire": acquire_id}, stack.close)
+
+
+def _accepts(function: Any, parameter: str) -> bool:
+    return parameter in inspect.signature(function).parameters
 
 
 def main(argv: list[str]) -> int:
