@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -444,6 +445,34 @@ async def test_another_data_root_at_the_same_path_is_refused_with_a_clear_error(
         async with refused:
             pass
     await refused.close()  # idempotent: never leave a connection open
+
+
+def ids_made_at_once(root: Path, callers: int) -> list[str | None]:
+    """``data_root_id(root, create=True)`` from ``callers`` threads released together."""
+    start = threading.Barrier(callers)
+    ids: list[str | None] = []
+
+    def make_id() -> None:
+        start.wait()
+        ids.append(redis_tier.data_root_id(root, create=True))
+
+    threads = [threading.Thread(target=make_id) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return ids
+
+
+def test_processes_starting_together_on_a_new_data_root_all_read_one_id(tmp_path: Path) -> None:
+    # Found by the history suite (seed 13): four workers started at once on a fresh data root;
+    # one read the id file its creator had made but not yet written, took "" for the data
+    # root's id and was refused with "Redis keys ... belong to another data root (id , ...)".
+    for trial in range(20):
+        root = tmp_path / f"root{trial}"
+        ids = ids_made_at_once(root, callers=8)
+        assert len(set(ids)) == 1 and ids[0], f"trial {trial}: {ids}"
+        assert sorted(p.name for p in root.iterdir()) == [redis_tier.DATA_ROOT_ID_FILE]
 
 
 # --------------------------------------------------------------------------------------------

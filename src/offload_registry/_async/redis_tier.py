@@ -59,6 +59,7 @@ from offload_registry.codec import (
     watermark_id,
 )
 from offload_registry.errors import ConfigurationError
+from offload_registry.fsutil import fsync_dir
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
@@ -201,19 +202,20 @@ def data_root_id(data_root: Path, *, create: bool) -> str | None:
         if not create:
             return None
     data_root.mkdir(parents=True, exist_ok=True)
-    # Written whole to a temp file, then linked into place: a reader racing the creator
-    # never sees an empty id file (link, unlike O_EXCL creation, publishes it complete).
-    temp = data_root / f"{DATA_ROOT_ID_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with temp.open("w", encoding="ascii") as f:
-        f.write(uuid.uuid4().hex + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    # Written whole under a temporary name, then linked into place (which fails if the file
+    # exists): the id file never exists empty, so processes starting together on a new data
+    # root all read the one id that won, never an empty or half-written one.
+    temp = data_root / f"{DATA_ROOT_ID_FILE}.{uuid.uuid4().hex}.tmp"
     try:
-        os.link(temp, path)
-    except FileExistsError:  # another process made it first: use theirs
-        pass
+        with open(temp, "x", encoding="ascii") as f:
+            f.write(uuid.uuid4().hex + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs
+            os.link(temp, path)
+            fsync_dir(data_root)
     finally:
-        temp.unlink()
+        temp.unlink(missing_ok=True)
     return path.read_text("ascii").strip()
 
 
