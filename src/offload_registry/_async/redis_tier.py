@@ -45,6 +45,15 @@ from tenacity import (
 )
 
 from offload_registry._async._primitives import Thunk, running, sleep, spawn, stop
+from offload_registry._async.cluster import (
+    MASTER_CHECK_SECONDS,
+    ShardListener,
+    close_client,
+    cluster_client,
+    is_cluster,
+    master_moved,
+    sentinel_client,
+)
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
@@ -104,7 +113,9 @@ def _script(name: str) -> str:
 
 def connect(target: RedisTarget, options: TierOptions) -> Any:
     """A redis-py client for ``target`` (hiredis-backed when installed), without redis-py's
-    own retries: the tier decides what is safe to retry."""
+    own retries: the tier decides what is safe to retry. (``redis+cluster://`` and
+    ``redis+sentinel://``: see ``cluster.py``; a cluster client keeps a few short retries of
+    its own to follow redirections and slot-map refreshes.)"""
     common: dict[str, Any] = {
         "socket_timeout": options.socket_timeout,
         "socket_connect_timeout": options.connect_timeout,
@@ -131,10 +142,11 @@ def connect(target: RedisTarget, options: TierOptions) -> Any:
                 "ssl_keyfile": options.ssl_keyfile,
             }
         return redis_client.Redis(host=host, port=port, **common, **tls)
-    raise ConfigurationError(
-        f"{target.scheme}:// is not supported by this build yet (supported: redis, rediss, "
-        "unix, memory)"
-    )
+    if target.scheme == "redis+cluster":
+        return cluster_client(target, options, common)
+    if target.scheme == "redis+sentinel":
+        return sentinel_client(target, options, common)
+    raise ConfigurationError(f"{target.scheme}:// is not supported by this build")
 
 
 def data_root_id(data_root: Path, *, create: bool) -> str | None:
@@ -194,6 +206,9 @@ class RedisTier:
         self._dirty: set[SessionKeys] = set()
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
         self._channel = keyspace.channel()
+        # On Redis Cluster each session has its own shard channel (SPUBLISH), see cluster.py.
+        self._sharded = is_cluster(client)
+        self._publish_mode = "sharded" if self._sharded else "plain"
         self._watchers: dict[str, dict[str, Callable[[], None]]] = {}
         self._watch_lock = threading.Lock()  # the sync twin's listener thread reads these
         self._listener: Any = None
@@ -262,8 +277,8 @@ class RedisTier:
             ),
             ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
             (
-                f"invalidations (publish to the channel {self._channel})",
-                lambda: self._client.publish(self._channel, f"{probe.tag} {self.origin} - 0"),
+                f"invalidations (publish to the channel {self._channel_of(probe)})",
+                lambda: self._announce(self._client, probe, f"{probe.tag} {self.origin} - 0"),
             ),
             ("unlock.lua (evalsha, get, del)", lambda: self._unlock(keys=[probe.lock], args=["x"])),
         ]
@@ -486,8 +501,9 @@ class RedisTier:
                 watermark_id(change.watermark),
                 encode_delta(delta),
                 self._ttl_ms,
-                self._channel,
+                self._channel_of(keys),
                 f"{keys.tag} {self.origin} {writer}",
+                self._publish_mode,
             ]
             reply = await self._idempotent(
                 lambda: self._delta(keys=[keys.state, keys.deltas], args=args)
@@ -537,8 +553,9 @@ class RedisTier:
                 encode_watermark(snapshot.claims_watermark),
                 self._ttl_ms,
                 mode,
-                self._channel,
+                self._channel_of(keys),
                 f"{keys.tag} {self.origin} {writer}",
+                self._publish_mode,
             ]
             written = await self._idempotent(
                 lambda: self._publish(keys=[keys.state, keys.deltas], args=args)
@@ -597,6 +614,25 @@ class RedisTier:
             groups = self._watchers.values() if tag is None else [self._watchers.get(tag, {})]
             return [mark for group in groups for name, mark in group.items() if name != skip]
 
+    def _channel_of(self, keys: SessionKeys) -> str:
+        """Where writes to a session are announced: the deployment's channel, or on Redis
+        Cluster the session's own shard channel (in its slot)."""
+        return self.keyspace.session_channel(keys.tag) if self._sharded else self._channel
+
+    def _announce(self, client: Any, keys: SessionKeys, message: str) -> Any:
+        """PUBLISH (or on Redis Cluster SPUBLISH) ``message`` on the session's channel, with
+        ``client`` (a client or a pipeline)."""
+        command = "SPUBLISH" if self._sharded else "PUBLISH"
+        return client.execute_command(command, self._channel_of(keys), message)
+
+    def _mark_tag_stale(self, tag: str) -> None:
+        for mark_stale in self._marks(tag):
+            mark_stale()
+
+    def _watched_tags(self) -> set[str]:
+        with self._watch_lock:
+            return set(self._watchers)
+
     def _mark_all_stale(self) -> None:
         for mark_stale in self._marks(None):
             mark_stale()
@@ -622,7 +658,16 @@ class RedisTier:
         are lost, so nothing cached before then can be trusted without a revalidation. If
         the listener ends for any other reason, everything is marked stale too."""
         try:
-            await self._follow_channel()
+            if self._sharded:
+                await ShardListener(self._client, self.keyspace.session_channel).follow(
+                    lambda: self._closing,
+                    self._watched_tags,
+                    self._on_message,
+                    self._mark_tag_stale,
+                    self._mark_all_stale,
+                )
+            else:
+                await self._follow_channel()
         finally:
             if not self._closing:
                 self._mark_all_stale()
@@ -635,10 +680,15 @@ class RedisTier:
                 await pubsub.subscribe(self._channel)
                 self._mark_all_stale()
                 delay = 0.05
+                checked = time.monotonic()
                 while not self._closing:
                     message = await pubsub.get_message(timeout=0.5)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
+                    if time.monotonic() - checked >= MASTER_CHECK_SECONDS:
+                        checked = time.monotonic()
+                        if await master_moved(self._client, pubsub):  # Sentinel failover
+                            raise RedisConnectionError("the master moved; resubscribing")
             except (RedisError, OSError, ValueError) as exc:
                 self._mark_all_stale()
                 log.debug("invalidation listener: %s; resubscribing", exc)
@@ -682,7 +732,7 @@ class RedisTier:
                 # Writes made during the outage were never announced: announce them now.
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.delete(keys.state, keys.deltas)
-                    pipe.publish(self._channel, f"{keys.tag} {self.origin} {NO_WRITER} 0")
+                    self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
                     await pipe.execute()
                 self._dirty.discard(keys)
         except (RedisError, OSError) as exc:
@@ -694,7 +744,7 @@ class RedisTier:
             await stop(self._listener)
             self._listener = None
         if self._owns_client:
-            await self._client.aclose()
+            await close_client(self._client)
 
 
 def _decode(snap: bytes, claims_watermark: bytes, deltas: list[bytes]) -> TierSnapshot:

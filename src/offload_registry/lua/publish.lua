@@ -4,7 +4,9 @@
 -- ARGV[5] packed claims watermark, ARGV[6] idle TTL (ms),
 -- ARGV[7] mode: 'always', 'if-absent' (only when there is no current-epoch snapshot),
 --         or a version number (compare and set: only when the stored version equals it),
--- ARGV[8] invalidation channel ('' for none), ARGV[9] message prefix ("<tag> <origin>")
+-- ARGV[8] invalidation channel ('' for none), ARGV[9] message prefix ("<tag> <origin>"),
+-- ARGV[10] 'sharded' to SPUBLISH (Redis Cluster: the session's own shard channel, in its
+--          slot), anything else or absent to PUBLISH
 -- Returns the new version, or 0 when the mode refused the write.
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then
@@ -26,6 +28,6 @@ redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'snap', ARGV[2], 'jwm', ARGV[3],
 local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[8] ~= '' then
-  redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. version)
+  redis.call(ARGV[10] == 'sharded' and 'SPUBLISH' or 'PUBLISH', ARGV[8], ARGV[9] .. ' ' .. version)
 end
 return version
