@@ -204,6 +204,25 @@ class LocalCluster:
             )
         ]
 
+    def migrate_slot(
+        self, slot: int, dst: RedisServerProcess, pause: float = 0.0
+    ) -> RedisServerProcess:
+        """Move ``slot`` to master ``dst`` as ``redis-cli --cluster reshard`` does (IMPORTING,
+        MIGRATING, MIGRATE key by key, SETSLOT NODE), sleeping ``pause`` between keys so
+        that clients meet the slot half moved. Returns the source master."""
+        src = self.master_of_slot(slot)
+        src_id, dst_id = self.ids[src.port], self.ids[dst.port]
+        command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := command(src, "CLUSTER", "GETKEYSINSLOT", slot, 10):
+            for key in keys:
+                command(src, "MIGRATE", dst.host, dst.port, "", 0, 5000, "KEYS", key)
+                time.sleep(pause)
+        for node in (dst, src, *self.running):
+            if self.role(node) == "master":
+                command(node, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        return src
+
     def slot_of(self, key: str) -> int:
         return int(command(self.running[0], "CLUSTER", "KEYSLOT", key))
 
