@@ -317,7 +317,7 @@ class LocalSentinel:
     def _settled(self) -> bool:
         for sentinel in self.sentinels:
             info = command(sentinel, "SENTINEL", "MASTER", self.service)
-            fields = dict(zip(info[::2], info[1::2], strict=True))
+            fields = info  # redis-py parses SENTINEL MASTER into a dict
             if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < 2:
                 return False
         return True
