@@ -31,6 +31,7 @@ from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -84,7 +85,9 @@ REBUILD_WAIT_SECONDS = 5.0
 EPOCH_CHECK_SECONDS = 5.0
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, RedisClusterException, OSError)
+_FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 _policy_warned = False
@@ -244,7 +247,7 @@ class RedisTier:
             raise self._permission_error(exc) from exc
         except ConfigurationError:
             raise
-        except (RedisError, OSError) as exc:  # down, read-only replica, failing over: later
+        except _FAILURES as exc:  # down, read-only replica, failing over: later
             self.breaker.record_failure(exc, "start")
         self._started = True
 
@@ -403,7 +406,7 @@ class RedisTier:
                 pipe.pexpire(keys.state, self._ttl_ms)
                 pipe.pexpire(keys.deltas, self._ttl_ms)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "touch", None)
 
     def _bad_value(self, identity: SessionIdentity, exc: Exception) -> None:
@@ -428,7 +431,7 @@ class RedisTier:
         token = uuid.uuid4().hex
         try:
             leader = await self._client.set(keys.lock, token, nx=True, px=REBUILD_LOCK_MS)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "lock", keys)
             return await rebuild(), False
         if leader and status == "miss":
@@ -468,7 +471,7 @@ class RedisTier:
     async def _release(self, keys: SessionKeys, token: str) -> None:
         try:
             await self._unlock(keys=[keys.lock], args=[token])
-        except RedisError as exc:  # it expires by itself
+        except _FAILURES as exc:  # it expires by itself
             self._failed(exc, "unlock", keys)
 
     # -- writes -------------------------------------------------------------------------
@@ -508,7 +511,7 @@ class RedisTier:
             reply = await self._idempotent(
                 lambda: self._delta(keys=[keys.state, keys.deltas], args=args)
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
             # assume either way. After a reset, replace the snapshot (idempotent); after a
             # timeout the server is slow or gone, so only mark the session for
@@ -560,7 +563,7 @@ class RedisTier:
             written = await self._idempotent(
                 lambda: self._publish(keys=[keys.state, keys.deltas], args=args)
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "publish", keys)
             return
         await self._succeeded()
@@ -689,7 +692,7 @@ class RedisTier:
                         checked = time.monotonic()
                         if await master_moved(self._client, pubsub):  # Sentinel failover
                             raise RedisConnectionError("the master moved; resubscribing")
-            except (RedisError, OSError, ValueError) as exc:
+            except (*_FAILURES, ValueError) as exc:
                 self._mark_all_stale()
                 log.debug("invalidation listener: %s; resubscribing", exc)
             except Exception:  # a failing handler must not leave copies trusted
@@ -716,7 +719,7 @@ class RedisTier:
     async def _refresh_epoch_safely(self) -> None:
         try:
             await self._refresh_epoch()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "epoch", None)
 
     async def _maybe_refresh_epoch(self) -> None:
@@ -735,7 +738,7 @@ class RedisTier:
                     self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
                     await pipe.execute()
                 self._dirty.discard(keys)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self.breaker.record_failure(exc, "reconcile")
 
     async def close(self) -> None:

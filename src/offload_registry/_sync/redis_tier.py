@@ -32,6 +32,7 @@ from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -85,7 +86,9 @@ REBUILD_WAIT_SECONDS = 5.0
 EPOCH_CHECK_SECONDS = 5.0
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, RedisClusterException, OSError)
+_FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 _policy_warned = False
@@ -245,7 +248,7 @@ class RedisTier:
             raise self._permission_error(exc) from exc
         except ConfigurationError:
             raise
-        except (RedisError, OSError) as exc:  # down, read-only replica, failing over: later
+        except _FAILURES as exc:  # down, read-only replica, failing over: later
             self.breaker.record_failure(exc, "start")
         self._started = True
 
@@ -404,7 +407,7 @@ class RedisTier:
                 pipe.pexpire(keys.state, self._ttl_ms)
                 pipe.pexpire(keys.deltas, self._ttl_ms)
                 pipe.execute()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "touch", None)
 
     def _bad_value(self, identity: SessionIdentity, exc: Exception) -> None:
@@ -429,7 +432,7 @@ class RedisTier:
         token = uuid.uuid4().hex
         try:
             leader = self._client.set(keys.lock, token, nx=True, px=REBUILD_LOCK_MS)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "lock", keys)
             return rebuild(), False
         if leader and status == "miss":
@@ -469,7 +472,7 @@ class RedisTier:
     def _release(self, keys: SessionKeys, token: str) -> None:
         try:
             self._unlock(keys=[keys.lock], args=[token])
-        except RedisError as exc:  # it expires by itself
+        except _FAILURES as exc:  # it expires by itself
             self._failed(exc, "unlock", keys)
 
     # -- writes -------------------------------------------------------------------------
@@ -509,7 +512,7 @@ class RedisTier:
             reply = self._idempotent(
                 lambda: self._delta(keys=[keys.state, keys.deltas], args=args)
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
             # assume either way. After a reset, replace the snapshot (idempotent); after a
             # timeout the server is slow or gone, so only mark the session for
@@ -561,7 +564,7 @@ class RedisTier:
             written = self._idempotent(
                 lambda: self._publish(keys=[keys.state, keys.deltas], args=args)
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "publish", keys)
             return
         self._succeeded()
@@ -690,7 +693,7 @@ class RedisTier:
                         checked = time.monotonic()
                         if master_moved(self._client, pubsub):  # Sentinel failover
                             raise RedisConnectionError("the master moved; resubscribing")
-            except (RedisError, OSError, ValueError) as exc:
+            except (*_FAILURES, ValueError) as exc:
                 self._mark_all_stale()
                 log.debug("invalidation listener: %s; resubscribing", exc)
             except Exception:  # a failing handler must not leave copies trusted
@@ -717,7 +720,7 @@ class RedisTier:
     def _refresh_epoch_safely(self) -> None:
         try:
             self._refresh_epoch()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "epoch", None)
 
     def _maybe_refresh_epoch(self) -> None:
@@ -736,7 +739,7 @@ class RedisTier:
                     self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
                     pipe.execute()
                 self._dirty.discard(keys)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self.breaker.record_failure(exc, "reconcile")
 
     def close(self) -> None:
