@@ -32,6 +32,7 @@ from redis.exceptions import (
     NoPermissionError,
     NoScriptError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -46,6 +47,15 @@ from tenacity import (
 )
 
 from offload_registry._async._primitives import Thunk, running, sleep, spawn, stop
+from offload_registry._async.cluster import (
+    MASTER_CHECK_SECONDS,
+    ShardListener,
+    close_client,
+    cluster_client,
+    is_cluster,
+    master_moved,
+    sentinel_client,
+)
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
@@ -80,7 +90,9 @@ CLAIM_RESERVATION_MS = 10_000
 filter and the journal); the id is offered again, and the journal still decides."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, RedisClusterException, OSError)
+_FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 _policy_warned = False
@@ -159,7 +171,9 @@ def _script(name: str) -> str:
 
 def connect(target: RedisTarget, options: TierOptions) -> Any:
     """A redis-py client for ``target`` (hiredis-backed when installed), without redis-py's
-    own retries: the tier decides what is safe to retry."""
+    own retries: the tier decides what is safe to retry. (``redis+cluster://`` and
+    ``redis+sentinel://``: see ``cluster.py``; a cluster client keeps a few short retries of
+    its own to follow redirections and slot-map refreshes.)"""
     common: dict[str, Any] = {
         "socket_timeout": options.socket_timeout,
         "socket_connect_timeout": options.connect_timeout,
@@ -186,10 +200,11 @@ def connect(target: RedisTarget, options: TierOptions) -> Any:
                 "ssl_keyfile": options.ssl_keyfile,
             }
         return redis_client.Redis(host=host, port=port, **common, **tls)
-    raise ConfigurationError(
-        f"{target.scheme}:// is not supported by this build yet (supported: redis, rediss, "
-        "unix, memory)"
-    )
+    if target.scheme == "redis+cluster":
+        return cluster_client(target, options, common)
+    if target.scheme == "redis+sentinel":
+        return sentinel_client(target, options, common)
+    raise ConfigurationError(f"{target.scheme}:// is not supported by this build")
 
 
 def data_root_id(data_root: Path, *, create: bool) -> str | None:
@@ -257,6 +272,9 @@ class RedisTier:
         self._dirty: set[SessionKeys] = set()
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
         self._channel = keyspace.channel()
+        # On Redis Cluster each session has its own shard channel (SPUBLISH), see cluster.py.
+        self._sharded = is_cluster(client)
+        self._publish_mode = "sharded" if self._sharded else "plain"
         self._watchers: dict[str, dict[str, Callable[[], None]]] = {}
         self._watch_lock = threading.Lock()  # the sync twin's listener thread reads these
         self._listener: Any = None
@@ -293,7 +311,7 @@ class RedisTier:
             raise self._permission_error(exc) from exc
         except ConfigurationError:
             raise
-        except (RedisError, OSError) as exc:  # down, read-only replica, failing over: later
+        except _FAILURES as exc:  # down, read-only replica, failing over: later
             self.breaker.record_failure(exc, "start")
         self._started = True
 
@@ -335,8 +353,8 @@ class RedisTier:
             ),
             ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
             (
-                f"invalidations (publish to the channel {self._channel})",
-                lambda: self._client.publish(self._channel, f"{probe.tag} {self.origin} - 0"),
+                f"invalidations (publish to the channel {self._channel_of(probe)})",
+                lambda: self._announce(self._client, probe, f"{probe.tag} {self.origin} - 0"),
             ),
             ("unlock.lua (evalsha, get, del)", lambda: self._unlock(keys=[probe.lock], args=["x"])),
         ]
@@ -470,7 +488,7 @@ class RedisTier:
                 pipe.pexpire(keys.state, self._ttl_ms)
                 pipe.pexpire(keys.deltas, self._ttl_ms)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "touch", None)
 
     def _bad_value(self, identity: SessionIdentity, exc: Exception) -> None:
@@ -495,7 +513,7 @@ class RedisTier:
         token = uuid.uuid4().hex
         try:
             leader = await self._client.set(keys.lock, token, nx=True, px=REBUILD_LOCK_MS)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "lock", keys)
             return await rebuild(), False
         if leader and status == "miss":
@@ -535,7 +553,7 @@ class RedisTier:
     async def _release(self, keys: SessionKeys, token: str) -> None:
         try:
             await self._unlock(keys=[keys.lock], args=[token])
-        except RedisError as exc:  # it expires by itself
+        except _FAILURES as exc:  # it expires by itself
             self._failed(exc, "unlock", keys)
 
     # -- writes -------------------------------------------------------------------------
@@ -573,14 +591,15 @@ class RedisTier:
                 watermark_id(change.watermark),
                 encode_delta(delta),
                 self._ttl_ms,
-                self._channel,
+                self._channel_of(keys),
                 f"{keys.tag} {self.origin} {writer}",
                 _token(fence),
+                self._publish_mode,
             ]
             reply = await self._idempotent(
                 lambda: self._delta(keys=[keys.state, keys.deltas, keys.fence], args=args)
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
             # assume either way. After a reset, replace the snapshot (idempotent); after a
             # timeout the server is slow or gone, so only mark the session for
@@ -636,14 +655,15 @@ class RedisTier:
                 encode_watermark(snapshot.claims_watermark),
                 self._ttl_ms,
                 mode,
-                self._channel,
+                self._channel_of(keys),
                 f"{keys.tag} {self.origin} {writer}",
                 _token(fence),
+                self._publish_mode,
             ]
             written = await self._idempotent(
                 lambda: self._publish(keys=[keys.state, keys.deltas, keys.fence], args=args)
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "publish", keys)
             return
         await self._succeeded()
@@ -779,7 +799,6 @@ class RedisTier:
         results = [-1] * len(items)
         sent: list[int] = []
         calls: list[list[Any]] = []
-        channel = self._channel if announce else ""
         for i, (keys, snapshot, mode) in enumerate(items):
             try:
                 packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
@@ -799,9 +818,10 @@ class RedisTier:
                     encode_watermark(snapshot.claims_watermark),
                     self._ttl_ms,
                     mode,
-                    channel,
+                    self._channel_of(keys) if announce else "",
                     f"{keys.tag} {self.origin} {NO_WRITER}",
                     _token(None),
+                    self._publish_mode,
                 ]
             )
             sent.append(i)
@@ -840,7 +860,7 @@ class RedisTier:
         async with self._client.pipeline(transaction=False) as pipe:
             for keys in sessions:
                 pipe.delete(*keys.data)
-                pipe.publish(self._channel, f"{keys.tag} {self.origin} {NO_WRITER} 0")
+                self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
             replies: list[Any] = await pipe.execute()
         return sum(1 for deleted in replies[0::2] if deleted)
 
@@ -899,6 +919,25 @@ class RedisTier:
             groups = self._watchers.values() if tag is None else [self._watchers.get(tag, {})]
             return [mark for group in groups for name, mark in group.items() if name != skip]
 
+    def _channel_of(self, keys: SessionKeys) -> str:
+        """Where writes to a session are announced: the deployment's channel, or on Redis
+        Cluster the session's own shard channel (in its slot)."""
+        return self.keyspace.session_channel(keys.tag) if self._sharded else self._channel
+
+    def _announce(self, client: Any, keys: SessionKeys, message: str) -> Any:
+        """PUBLISH (or on Redis Cluster SPUBLISH) ``message`` on the session's channel, with
+        ``client`` (a client or a pipeline)."""
+        command = "SPUBLISH" if self._sharded else "PUBLISH"
+        return client.execute_command(command, self._channel_of(keys), message)
+
+    def _mark_tag_stale(self, tag: str) -> None:
+        for mark_stale in self._marks(tag):
+            mark_stale()
+
+    def _watched_tags(self) -> set[str]:
+        with self._watch_lock:
+            return set(self._watchers)
+
     def _mark_all_stale(self) -> None:
         for mark_stale in self._marks(None):
             mark_stale()
@@ -935,7 +974,16 @@ class RedisTier:
         are lost, so nothing cached before then can be trusted without a revalidation. If
         the listener ends for any other reason, everything is marked stale too."""
         try:
-            await self._follow_channel()
+            if self._sharded:
+                await ShardListener(self._client, self.keyspace.session_channel).follow(
+                    lambda: self._closing,
+                    self._watched_tags,
+                    self._on_message,
+                    self._mark_tag_stale,
+                    self._mark_all_stale,
+                )
+            else:
+                await self._follow_channel()
         finally:
             if not self._closing:
                 self._mark_all_stale()
@@ -950,11 +998,16 @@ class RedisTier:
                     self._versions.clear()  # messages were missed: start counting afresh
                 self._mark_all_stale()
                 delay = 0.05
+                checked = time.monotonic()
                 while not self._closing:
                     message = await pubsub.get_message(timeout=0.5)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
-            except (RedisError, OSError, ValueError) as exc:
+                    if time.monotonic() - checked >= MASTER_CHECK_SECONDS:
+                        checked = time.monotonic()
+                        if await master_moved(self._client, pubsub):  # Sentinel failover
+                            raise RedisConnectionError("the master moved; resubscribing")
+            except (*_FAILURES, ValueError) as exc:
                 self._mark_all_stale()
                 log.debug("invalidation listener: %s; resubscribing", exc)
             except Exception:  # a failing handler must not leave copies trusted
@@ -981,7 +1034,7 @@ class RedisTier:
     async def _refresh_epoch_safely(self) -> None:
         try:
             await self._refresh_epoch()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "epoch", None)
 
     async def _maybe_refresh_epoch(self) -> None:
@@ -997,10 +1050,10 @@ class RedisTier:
                 # Writes made during the outage were never announced: announce them now.
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.delete(keys.state, keys.deltas)
-                    pipe.publish(self._channel, f"{keys.tag} {self.origin} {NO_WRITER} 0")
+                    self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
                     await pipe.execute()
                 self._dirty.discard(keys)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self.breaker.record_failure(exc, "reconcile")
 
     async def close(self) -> None:
@@ -1009,7 +1062,7 @@ class RedisTier:
             await stop(self._listener)
             self._listener = None
         if self._owns_client:
-            await self._client.aclose()
+            await close_client(self._client)
 
 
 def _token(fence: int | None) -> str:

@@ -4,11 +4,13 @@
 -- ARGV[3] the watermark id the change starts from, ARGV[4] the one it ends at,
 -- ARGV[5] packed change, ARGV[6] idle TTL (ms),
 -- ARGV[7] invalidation channel ('' for none), ARGV[8] message prefix ("<tag> <origin>"),
--- ARGV[9] the writer's lease token ('' for a write made without a lease)
+-- ARGV[9] the writer's lease token ('' for a write made without a lease),
+-- ARGV[10] 'sharded' to SPUBLISH (Redis Cluster: the session's own shard channel, in its
+--          slot), anything else or absent to PUBLISH
 -- Returns {version, deltas} on success, {0, reason} when refused:
 -- 'absent' (no snapshot of this epoch), 'gap' (Redis is not where the change starts) or
 -- 'fenced' (a newer lease was granted: the writer's token is stale).
-if ARGV[9] ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[9]) then
+if (ARGV[9] or '') ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[9]) then
   return {0, 'fenced'}
 end
 local fields = redis.call('HMGET', KEYS[1], 'epoch', ARGV[2], 'deltas')
@@ -25,6 +27,6 @@ local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 if ARGV[7] ~= '' then
-  redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. version)
+  redis.call(ARGV[10] == 'sharded' and 'SPUBLISH' or 'PUBLISH', ARGV[7], ARGV[8] .. ' ' .. version)
 end
 return {version, count}

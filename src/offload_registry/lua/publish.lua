@@ -5,9 +5,11 @@
 -- ARGV[7] mode: 'always', 'if-absent' (only when there is no current-epoch snapshot),
 --         or a version number (compare and set: only when the stored version equals it),
 -- ARGV[8] invalidation channel ('' for none), ARGV[9] message prefix ("<tag> <origin>"),
--- ARGV[10] the writer's lease token ('' for a write made without a lease)
+-- ARGV[10] the writer's lease token ('' for a write made without a lease),
+-- ARGV[11] 'sharded' to SPUBLISH (Redis Cluster: the session's own shard channel, in its
+--          slot), anything else or absent to PUBLISH
 -- Returns the new version, 0 when the mode refused the write, -1 when the token is stale.
-if ARGV[10] ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[10]) then
+if (ARGV[10] or '') ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[10]) then
   return -1
 end
 local kind = redis.call('TYPE', KEYS[1])['ok']
@@ -30,6 +32,6 @@ redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'snap', ARGV[2], 'jwm', ARGV[3],
 local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[8] ~= '' then
-  redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. version)
+  redis.call(ARGV[11] == 'sharded' and 'SPUBLISH' or 'PUBLISH', ARGV[8], ARGV[9] .. ' ' .. version)
 end
 return version

@@ -8,6 +8,8 @@ All keys of one deployment share one base, ``<prefix>:v<schema>:<deployment>``::
     offload-registry:v1:3f2a9c0d1e4b:marker                    string: the epoch (see below)
     offload-registry:v1:3f2a9c0d1e4b:deployment                string: which data root this is
     offload-registry:v1:3f2a9c0d1e4b:invalidate                pub/sub channel (not a key)
+    offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:invalidate  Redis Cluster only: the
+                                                                session's shard channel
     offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:state   hash: the session's anchor
     offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:claims  hash: claim filter (id -> state)
     offload-registry:v1:3f2a9c0d1e4b:{9b1c...32 hex...}:deltas  list: packed changes since the
@@ -303,3 +305,9 @@ class Keyspace:
     def channel(self) -> str:
         """The pub/sub channel for invalidation messages (ACL ``&<channel>``)."""
         return f"{self.base}:invalidate"
+
+    def session_channel(self, tag: str) -> str:
+        """The shard channel (``SPUBLISH``/``SSUBSCRIBE``) of the session whose hash tag is
+        ``tag``, used on Redis Cluster. It carries the tag, so it lives in the session's slot:
+        the only slot a script that touches the session's keys may ``SPUBLISH`` to."""
+        return f"{self.base}:{tag}:invalidate"

@@ -1,0 +1,259 @@
+"""Redis Cluster and Sentinel: building their clients, and following invalidations on a cluster.
+
+Clients (called by ``redis_tier.connect``):
+
+* ``redis+cluster://h1:p1,h2:p2/`` -> :func:`cluster_client`, a redis-py ``RedisCluster`` over
+  those startup nodes. redis-py follows ``MOVED``/``ASK`` redirections and refreshes its slot
+  map after a connection error; its own retries are kept few and short
+  (:data:`CLUSTER_RETRIES`), enough to ride the redirections and refreshes that follow a
+  failover or a reshard, while a master that is down for longer is the tier's business (its
+  circuit breaker answers from the journals meanwhile).
+* ``redis+sentinel://s1:p1,s2:p2/service`` -> :func:`sentinel_client`, the client of
+  ``Sentinel(...).master_for(service)``: every new connection asks the sentinels for the
+  current master, and a connection to a demoted master fails (``READONLY``) and is replaced.
+
+Invalidations on a cluster (:class:`ShardListener`): a plain ``PUBLISH`` on a cluster is
+broadcast over the cluster bus to every node, and a script may only ``SPUBLISH`` to a shard
+channel of its own slot (checked on Redis 7.0 and Valkey 9: another slot is refused with
+"non local key"). So each session has its own shard channel, carrying the session's hash tag
+(``Keyspace.session_channel``); the write scripts ``SPUBLISH`` to it in the same atomic step
+as the write, and the message travels only from the slot's master to its subscribers. A
+registry ``SSUBSCRIBE``s, on the master owning each slot, to the channels of the sessions
+its near cache holds, so it receives only what it caches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis.asyncio as redis_client
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisClusterException, RedisError
+
+from offload_registry._async._primitives import sleep
+from offload_registry.store.urls import RedisTarget, TierOptions
+
+log = logging.getLogger("offload_registry.redis")
+
+CLUSTER_RETRIES = 3
+"""redis-py's own retries of one cluster command (connection errors, CLUSTERDOWN, TRYAGAIN),
+each after a slot-map refresh, with 50-500 ms jittered backoff."""
+POLL_SECONDS = 0.05
+"""One sweep over every node's subscription waits at most this long: a new watch is
+subscribed, and a message on a quiet node is read, within about this delay."""
+MASTER_CHECK_SECONDS = 1.0
+"""How often the listener of a Sentinel deployment asks whether the master moved."""
+_NODE_KWARGS = (
+    "username",
+    "password",
+    "credential_provider",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "client_name",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
+
+
+def cluster_client(target: RedisTarget, options: TierOptions, common: dict[str, Any]) -> Any:
+    """A ``RedisCluster`` over the URL's startup nodes, with the tier's timeouts, credentials
+    and TLS settings (``common``, without ``db`` and the per-connection retry)."""
+    kwargs = {k: v for k, v in common.items() if k not in ("db", "retry")}
+    return RedisCluster(
+        startup_nodes=[cast(Any, ClusterNode)(host, port) for host, port in target.hosts],
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), CLUSTER_RETRIES),
+        **kwargs,
+    )
+
+
+def sentinel_client(target: RedisTarget, options: TierOptions, common: dict[str, Any]) -> Any:
+    """The master of ``target.service_name``, as the URL's sentinels name it now."""
+    query = dict(target.query)
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.connect_timeout,
+    }
+    if "sentinel_password" in query:
+        sentinel_kwargs["password"] = query["sentinel_password"]
+        sentinel_kwargs["username"] = query.get("sentinel_username")
+    sentinel = cast(Any, Sentinel)(
+        [tuple(host) for host in target.hosts], sentinel_kwargs=sentinel_kwargs, **common
+    )
+    return cast(Any, sentinel).master_for(target.service_name or "", redis_class=redis_client.Redis)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+async def close_client(client: Any) -> None:
+    """Close a client and, for a Sentinel master client, its connections to the sentinels."""
+    pool = getattr(client, "connection_pool", None)
+    await client.aclose()
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            with contextlib.suppress(RedisError, OSError):
+                await sentinel.aclose()
+
+
+async def master_moved(client: Any, pubsub: Any) -> bool:
+    """True when ``pubsub`` (of ``client``) is connected to a server that is no longer the
+    master the sentinels name (a Sentinel failover that left the old connection open)."""
+    pool = getattr(client, "connection_pool", None)
+    connection = getattr(pubsub, "connection", None)
+    if not isinstance(pool, SentinelConnectionPool) or connection is None:
+        return False
+    host, port = await cast(Any, pool).get_master_address()
+    return (str(connection.host), int(connection.port)) != (str(host), int(port))
+
+
+def _node_kwargs(cluster: Any) -> dict[str, Any]:
+    """Connection settings for a plain client to one node, taken from the cluster client."""
+    given = cluster.get_connection_kwargs()
+    kwargs = {k: given[k] for k in _NODE_KWARGS if given.get(k) is not None}
+    connection_class = given.get("connection_class")
+    if given.get("ssl") or "SSL" in getattr(connection_class, "__name__", ""):
+        kwargs["ssl"] = True
+    return kwargs
+
+
+class _Resubscribe(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The server dropped one of our shard subscriptions (its slot moved)."""
+
+
+class ShardListener:
+    """Keeps one ``SSUBSCRIBE`` per watched session, on the master that owns its slot.
+
+    :meth:`follow` runs until ``closing()``. Every subscription confirmed by the server calls
+    ``on_subscribed(tag)`` (the session's cached copies must be revalidated: writes made
+    before the subscription were not heard). Any break (a node down, a failover, a slot
+    moved away, which the server announces with an ``sunsubscribe``) calls ``on_gap()``,
+    closes every subscription, refreshes the slot map and subscribes again.
+    """
+
+    def __init__(self, cluster: Any, channel_of: Callable[[str], str]) -> None:
+        self._cluster = cluster
+        self._channel_of = channel_of
+        self._kwargs = _node_kwargs(cluster)
+        self._pubsubs: dict[str, Any] = {}  # node name -> PubSub
+        self._clients: dict[str, Any] = {}  # node name -> its client
+        self._where: dict[str, str] = {}  # tag -> node name
+        self._tags: dict[bytes, str] = {}  # channel -> tag
+        self._refresh = False
+        self.restarts = 0
+
+    async def follow(
+        self,
+        closing: Callable[[], bool],
+        wanted: Callable[[], set[str]],
+        on_message: Callable[[Any], None],
+        on_subscribed: Callable[[str], None],
+        on_gap: Callable[[], None],
+    ) -> None:
+        delay = 0.05
+        while not closing():
+            try:
+                await self._topology()
+                while not closing():
+                    await self._sync(wanted())
+                    await self._poll(on_message, on_subscribed)
+                    delay = 0.05
+            except (RedisError, RedisClusterException, OSError, ValueError, _Resubscribe) as exc:
+                on_gap()
+                log.debug("shard invalidation listener: %s; resubscribing", exc)
+            except Exception:  # a failing handler must not leave copies trusted
+                on_gap()
+                log.exception("invalidation listener failed; every cached session revalidates")
+            finally:
+                await self._close_all()
+            if not closing():
+                self.restarts += 1
+                self._refresh = True
+                await sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _topology(self) -> None:
+        """Refresh the client's slot map after a break (or when it never loaded one)."""
+        if self._refresh or not self._cluster.nodes_manager.slots_cache:
+            await self._cluster.nodes_manager.initialize()
+            self._refresh = False
+
+    async def _sync(self, wanted: set[str]) -> None:
+        for tag in set(self._where) - wanted:
+            channel = self._channel_of(tag)
+            self._tags.pop(channel.encode(), None)
+            pubsub = self._pubsubs.get(self._where.pop(tag))
+            if pubsub is not None:
+                await pubsub.sunsubscribe(channel)
+        groups: dict[str, tuple[Any, list[str]]] = {}
+        for tag in wanted - set(self._where):
+            node = self._cluster.get_node_from_key(self._channel_of(tag))
+            groups.setdefault(node.name, (node, []))[1].append(tag)
+        for name, (node, tags) in groups.items():
+            pubsub = self._pubsubs.get(name)
+            if pubsub is None:
+                client: Any = redis_client.Redis(host=node.host, port=node.port, **self._kwargs)
+                self._clients[name] = client
+                pubsub = self._pubsubs[name] = client.pubsub()
+            for tag in tags:
+                channel = self._channel_of(tag)
+                self._where[tag] = name
+                self._tags[channel.encode()] = tag
+                # One channel per command: the server refuses channels of several slots in one.
+                await pubsub.ssubscribe(channel)
+
+    async def _poll(
+        self, on_message: Callable[[Any], None], on_subscribed: Callable[[str], None]
+    ) -> None:
+        pubsubs = [p for p in self._pubsubs.values() if p.subscribed]
+        if not pubsubs:
+            await sleep(POLL_SECONDS)
+            return
+        budget = POLL_SECONDS / len(pubsubs)
+        for pubsub in pubsubs:
+            message = await pubsub.get_message(timeout=budget)
+            while message is not None:
+                self._handle(message, on_message, on_subscribed)
+                message = await pubsub.get_message(timeout=0.0)
+
+    def _handle(
+        self,
+        message: dict[str, Any],
+        on_message: Callable[[Any], None],
+        on_subscribed: Callable[[str], None],
+    ) -> None:
+        kind = message.get("type")
+        if kind == "smessage":
+            on_message(message["data"])
+            return
+        channel = message.get("channel")
+        tag = self._tags.get(channel) if isinstance(channel, bytes) else None
+        if tag is None:
+            return
+        if kind == "ssubscribe" and tag in self._where:
+            on_subscribed(tag)
+        elif kind == "sunsubscribe" and tag in self._where:
+            raise _Resubscribe(f"the server dropped {channel!r} (its slot moved)")
+
+    async def _close_all(self) -> None:
+        for pubsub in self._pubsubs.values():
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+        for client in self._clients.values():
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+        self._pubsubs.clear()
+        self._clients.clear()
+        self._where.clear()
+        self._tags.clear()
