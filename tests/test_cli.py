@@ -100,3 +100,7 @@ def test_simulate_runs_workers_and_reports_no_violation() -> None:
     assert report["ok"] is True and report["violations"] == []
     assert report["operations"]["claim"]["count"] > 0
     assert report["claims"]["won"] > 0 and report["written"] > 0
+    assert report["leases"]["granted"] > 0
+    assert 0 < report["cache_hit_ratio"] < 1
+    staleness = report["staleness_ms"]
+    assert staleness["samples"] > 0 and 0 <= staleness["p50"] <= staleness["p99"]

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from offload_registry._async.lease import Lease, LeaseKeeper
 from offload_registry._async.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
+from offload_registry.errors import LeaseUnavailableError
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_files import CatchUp, OffloadStatus, SessionFiles
@@ -32,6 +34,7 @@ from offload_registry.session_state import (
     approx_set_bytes,
     id_forms,
 )
+from offload_registry.stats import RegistryStats
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class OffloadStateManager:
         self.invalid_lines = 0
         self._leases = LeaseKeeper(identity, files, tier)
         self.on_resize: Callable[[], None] | None = None  # the near cache re-weighs us
+        self.stats = RegistryStats()  # replaced by the registry's own, shared by its sessions
 
     # -- identity and state ---------------------------------------------------------------
     @property
@@ -143,7 +147,10 @@ class OffloadStateManager:
             await self._tier.publish(self.identity, self.snapshot(), self.writer_id)
 
     async def _rebuild(self) -> TierSnapshot:
+        started = time.perf_counter()
         rebuilt = await run_blocking(self._files.rebuild)
+        self.stats.rebuilds += 1
+        self.stats.rebuild_seconds += time.perf_counter() - started
         self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
         return rebuilt.snapshot()
 
@@ -162,6 +169,7 @@ class OffloadStateManager:
         """
         async with self._lock:
             seen = self._invalidations
+            self.stats.revalidations += 1
             await self._catch_up_files()
             if self._invalidations == seen:
                 self.stale = False
@@ -276,7 +284,10 @@ class OffloadStateManager:
         fence = self._fence(lease)
         if not wanted:
             return []
-        return await run_to_completion(lambda: self._claim(wanted, fence))
+        won = await run_to_completion(lambda: self._claim(wanted, fence))
+        self.stats.claims_won += len(won)
+        self.stats.claims_lost += len(wanted) - len(won)
+        return won
 
     async def _claim(self, wanted: list[str], fence: int | None) -> list[str]:
         async with self._lock:
@@ -351,7 +362,13 @@ class OffloadStateManager:
 
     async def acquire_lease(self, ttl: float = 30.0, *, wait: float = 0.0) -> Lease:
         """Take the lease without a ``with`` block (pair with :meth:`release_lease`)."""
-        return await self._leases.acquire(ttl, wait)
+        try:
+            held = await self._leases.acquire(ttl, wait)
+        except LeaseUnavailableError:
+            self.stats.leases_unavailable += 1
+            raise
+        self.stats.leases_granted += 1
+        return held
 
     async def release_lease(self, held: Lease) -> None:
         """Give the lease up (it stops renewing; its token is never granted again)."""

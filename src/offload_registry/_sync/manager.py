@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from offload_registry._sync.lease import Lease, LeaseKeeper
 from offload_registry._sync.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
+from offload_registry.errors import LeaseUnavailableError
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_files import CatchUp, OffloadStatus, SessionFiles
@@ -33,6 +35,7 @@ from offload_registry.session_state import (
     approx_set_bytes,
     id_forms,
 )
+from offload_registry.stats import RegistryStats
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class OffloadStateManager:
         self.invalid_lines = 0
         self._leases = LeaseKeeper(identity, files, tier)
         self.on_resize: Callable[[], None] | None = None  # the near cache re-weighs us
+        self.stats = RegistryStats()  # replaced by the registry's own, shared by its sessions
 
     # -- identity and state ---------------------------------------------------------------
     @property
@@ -144,7 +148,10 @@ class OffloadStateManager:
             self._tier.publish(self.identity, self.snapshot(), self.writer_id)
 
     def _rebuild(self) -> TierSnapshot:
+        started = time.perf_counter()
         rebuilt = run_blocking(self._files.rebuild)
+        self.stats.rebuilds += 1
+        self.stats.rebuild_seconds += time.perf_counter() - started
         self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
         return rebuilt.snapshot()
 
@@ -163,6 +170,7 @@ class OffloadStateManager:
         """
         with self._lock:
             seen = self._invalidations
+            self.stats.revalidations += 1
             self._catch_up_files()
             if self._invalidations == seen:
                 self.stale = False
@@ -277,7 +285,10 @@ class OffloadStateManager:
         fence = self._fence(lease)
         if not wanted:
             return []
-        return run_to_completion(lambda: self._claim(wanted, fence))
+        won = run_to_completion(lambda: self._claim(wanted, fence))
+        self.stats.claims_won += len(won)
+        self.stats.claims_lost += len(wanted) - len(won)
+        return won
 
     def _claim(self, wanted: list[str], fence: int | None) -> list[str]:
         with self._lock:
@@ -352,7 +363,13 @@ class OffloadStateManager:
 
     def acquire_lease(self, ttl: float = 30.0, *, wait: float = 0.0) -> Lease:
         """Take the lease without a ``with`` block (pair with :meth:`release_lease`)."""
-        return self._leases.acquire(ttl, wait)
+        try:
+            held = self._leases.acquire(ttl, wait)
+        except LeaseUnavailableError:
+            self.stats.leases_unavailable += 1
+            raise
+        self.stats.leases_granted += 1
+        return held
 
     def release_lease(self, held: Lease) -> None:
         """Give the lease up (it stops renewing; its token is never granted again)."""

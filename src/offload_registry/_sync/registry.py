@@ -29,6 +29,7 @@ from offload_registry.fsutil import FsyncPolicy
 from offload_registry.keys import is_internal_memory_session, resolve_identity
 from offload_registry.near_cache import LruCache
 from offload_registry.session_files import SessionFiles, SessionPaths
+from offload_registry.stats import RegistryStats
 from offload_registry.store.keyspace import DEFAULT_PREFIX
 from offload_registry.store.urls import TierOptions
 
@@ -122,6 +123,7 @@ class SessionRegistry:
         self._cache_lock = threading.Lock()  # uncontended in asyncio; guards threads in sync
         self._flights: SingleFlight[str, SessionCtx] = SingleFlight()
         self._clock_ms = clock_ms
+        self.stats = RegistryStats()
         self._closed = False
         _live_registries.add(self)
 
@@ -171,6 +173,7 @@ class SessionRegistry:
         paths = SessionPaths.for_identity(self._data_root, identity)
         files = SessionFiles(paths, self._fsync, self._read_only)
         manager = OffloadStateManager(identity, files, self._tier)
+        manager.stats = self.stats
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
         self._tier.watch(identity, manager.writer_id, manager.mark_stale)
@@ -181,6 +184,7 @@ class SessionRegistry:
         except BaseException:
             self._tier.unwatch(identity, manager.writer_id)
             raise
+        self.stats.cold_resolves[manager.source] += 1
         ctx = SessionCtx(session_key, manager, self._clock_ms())
         with self._cache_lock:
             evicted = self._cache.put(session_key, ctx)

@@ -29,16 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry.embedded_server import RedisServerProcess
-from offload_registry.errors import ConfigurationError
+from offload_registry.errors import ConfigurationError, LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
+from offload_registry.metrics import serve_metrics
 from offload_registry.session_state import normalize_id
 from offload_registry.store.urls import TierOptions, redact
 from offload_registry.sync import SessionRegistry
 
 HELP = "run worker processes over shared sessions and check the invariants"
 EXAMPLE = "Example: offload-registry simulate --workers 4 --sessions 3 --seconds 5"
-OPERATIONS = ("resolve", "append", "mark", "claim", "refresh")
+OPERATIONS = ("resolve", "append", "mark", "claim", "refresh", "lease")
+WEIGHTS = (5, 3, 1, 3, 1, 1)
 SOCKET_TIMEOUT = 0.5
+PROBE_KEY = "agent:sim:staleness-probe"
+PROBE_EVERY = 0.05  # seconds between a worker's probe writes
+PROBE_POLL = 0.001  # seconds between a worker's probe reads
+LEASE_TTL = 2.0
 
 
 def register(commands: Any) -> None:
@@ -53,6 +59,12 @@ def register(commands: Any) -> None:
         "--no-restart", action="store_true", help="do not restart the embedded server midway"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve each worker's Prometheus metrics on PORT + worker index (metrics extra)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -73,6 +85,7 @@ class WorkerPlan:
     ids_per_session: int
     redis_url: str | None
     key_prefix: str
+    metrics_port: int | None = None
 
 
 @dataclass
@@ -83,8 +96,14 @@ class WorkerReport:
     won: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     claims_tried: int = 0
     sources: Counter[str] = field(default_factory=Counter)
+    hits: int = 0
+    resolves: int = 0
     redis_errors: int = 0
     outages: int = 0
+    leases: Counter[str] = field(default_factory=Counter)
+    lease_tokens: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    probe_written: dict[str, float] = field(default_factory=dict)  # id -> acknowledged at
+    probe_seen: dict[str, float] = field(default_factory=dict)  # others' ids -> first seen at
 
 
 def _entry(tool_call_id: str, worker: int) -> dict[str, Any]:
@@ -107,7 +126,8 @@ def _open(plan_root: str, url: str | None, prefix: str, **kwargs: Any) -> Sessio
 
 
 def run_worker(plan: WorkerPlan) -> WorkerReport:
-    """One worker process: random agent-like traffic until the deadline."""
+    """One worker process: random agent-like traffic until the deadline, plus a staleness
+    probe (a thread writing stamped ids to a probe session and watching for others')."""
     logging.basicConfig(
         level=logging.WARNING,
         format=f"%(asctime)s worker-{plan.index} %(levelname)s %(name)s: %(message)s",
@@ -115,40 +135,110 @@ def run_worker(plan: WorkerPlan) -> WorkerReport:
     rng = random.Random(plan.seed * 1_000 + plan.index)
     report = WorkerReport(plan.index)
     deadline = time.monotonic() + plan.seconds
-    cache = max(2, len(plan.session_keys) // 2)
+    cache = max(2, len(plan.session_keys) // 2) + 1  # + the probe session
     with _open(plan.data_root, plan.redis_url, plan.key_prefix, max_cached=cache) as reg:
+        if plan.metrics_port is not None:
+            serve_metrics(plan.metrics_port + plan.index, reg, addr="127.0.0.1")
+        probe = threading.Thread(target=_probe, args=(reg, plan, report, deadline), daemon=True)
+        probe.start()
         while time.monotonic() < deadline:
             key = rng.choice(plan.session_keys)
-            op = rng.choices(OPERATIONS, weights=(5, 3, 1, 3, 1))[0]
+            op = rng.choices(OPERATIONS, weights=WEIGHTS)[0]
             ids = [f"call_{rng.randrange(plan.ids_per_session)}" for _ in range(rng.randint(1, 5))]
             started = time.perf_counter()
             cold = reg.get(key) is None
             manager = reg.resolve(key).manager
+            report.resolves += 1
             if cold:
                 report.sources[manager.source] += 1
-            if op == "append":
-                before = set(manager.processed_tool_call_ids)
-                manager.append_entries([_entry(i, plan.index) for i in ids])
-                report.written[key].extend(
-                    i
-                    for i in dict.fromkeys(ids)
-                    if i in manager.processed_tool_call_ids and i not in before
-                )
-            elif op == "mark":
-                manager.mark_offload_status({i: rng.choice([True, "deleted"]) for i in ids})
-            elif op == "claim":
-                report.claims_tried += len(ids)
-                report.won[key].extend(manager.claim(ids))
-            elif op == "refresh":
-                manager.refresh()
+            else:
+                report.hits += 1
+            _operate(op, key, ids, manager, rng=rng, plan=plan, report=report)
             if rng.random() < 0.05:
                 reg.evict(key)
             report.latencies[op].append(time.perf_counter() - started)
+        probe.join()
         stats = getattr(reg.tier, "stats", None)
         if stats is not None:
             report.redis_errors = stats.errors
             report.outages = reg.tier.breaker.outages  # type: ignore[attr-defined]
     return report
+
+
+def _operate(
+    op: str,
+    key: str,
+    ids: list[str],
+    manager: Any,
+    *,
+    rng: random.Random,
+    plan: WorkerPlan,
+    report: WorkerReport,
+) -> None:
+    if op == "append":
+        before = set(manager.processed_tool_call_ids)
+        manager.append_entries([_entry(i, plan.index) for i in ids])
+        report.written[key].extend(
+            i
+            for i in dict.fromkeys(ids)
+            if i in manager.processed_tool_call_ids and i not in before
+        )
+    elif op == "mark":
+        manager.mark_offload_status({i: rng.choice([True, "deleted"]) for i in ids})
+    elif op == "claim":
+        report.claims_tried += len(ids)
+        report.won[key].extend(manager.claim(ids))
+    elif op == "refresh":
+        manager.refresh()
+    elif op == "lease":
+        _lease_turn(key, ids, manager, plan, report)
+
+
+def _lease_turn(
+    key: str, ids: list[str], manager: Any, plan: WorkerPlan, report: WorkerReport
+) -> None:
+    """An agent turn under the session's lease: claim and append with the lease's token."""
+    try:
+        with manager.lease(ttl=LEASE_TTL, wait=0.05) as lease:
+            report.leases["granted"] += 1
+            report.lease_tokens[key].append(lease.token)
+            won = manager.claim(ids, lease=lease)
+            report.claims_tried += len(ids)
+            report.won[key].extend(won)
+            before = set(manager.processed_tool_call_ids)
+            manager.append_entries([_entry(i, plan.index) for i in won], lease=lease)
+            after = manager.processed_tool_call_ids
+            report.written[key].extend(i for i in won if i in after and i not in before)
+    except LeaseUnavailableError:
+        report.leases["busy"] += 1
+    except LeaseLostError:
+        report.leases["lost"] += 1  # refused by fencing: nothing was written under it
+
+
+def _probe(reg: Any, plan: WorkerPlan, report: WorkerReport, deadline: float) -> None:
+    """Write a stamped probe id every PROBE_EVERY seconds, and poll the probe session every
+    PROBE_POLL seconds, noting when each other worker's id first became visible here."""
+    mine = f"probe-{plan.index}-"
+    next_write = time.monotonic()
+    counter = seen_count = 0
+    try:
+        while time.monotonic() < deadline:
+            manager = reg.resolve(PROBE_KEY).manager
+            if time.monotonic() >= next_write:
+                probe_id = f"{mine}{counter}"
+                counter += 1
+                manager.append_entries([_entry(probe_id, plan.index)])
+                report.probe_written[probe_id] = time.time()
+                next_write += PROBE_EVERY
+            now = time.time()
+            if manager.entry_count != seen_count:  # something new arrived: look at it
+                seen_count = manager.entry_count
+                for tool_call_id in list(manager.processed_tool_call_ids):
+                    if tool_call_id.startswith("probe-") and not tool_call_id.startswith(mine):
+                        report.probe_seen.setdefault(tool_call_id, now)
+            time.sleep(PROBE_POLL)
+    except Exception:  # the probe only measures; a failure must not stop the worker
+        logging.getLogger(__name__).exception("staleness probe failed")
 
 
 def check_invariants(
@@ -160,6 +250,10 @@ def check_invariants(
         (key, normalize_id(i)) for r in reports for key, ids in r.won.items() for i in ids
     )
     violations += [f"{key}: id {i!r} won {n} times" for (key, i), n in won.items() if n > 1]
+    tokens = Counter((key, t) for r in reports for key, ts in r.lease_tokens.items() for t in ts)
+    violations += [
+        f"{key}: lease token {t} granted {n} times" for (key, t), n in tokens.items() if n > 1
+    ]
     with SessionRegistry(data_root, read_only=True, max_cached=len(keys)) as fresh:
         for key in keys:
             manager = fresh.resolve(key).manager
@@ -218,7 +312,17 @@ def run(args: argparse.Namespace) -> int:
         prefix = f"{args.key_prefix}-sim{random.randrange(1 << 30):x}"
         with _redis_for(args) as (url, server):
             plans = [
-                WorkerPlan(i, str(data_root), keys, args.seconds, args.seed, args.ids, url, prefix)
+                WorkerPlan(
+                    i,
+                    str(data_root),
+                    keys,
+                    args.seconds,
+                    args.seed,
+                    args.ids,
+                    url,
+                    prefix,
+                    args.metrics_port,
+                )
                 for i in range(args.workers)
             ]
             done = threading.Event()
@@ -280,8 +384,12 @@ def _summarize(
     if url is not None:
         tier = f"redis {redact(url)}" + (" (embedded)" if server is not None else "")
     sources: Counter[str] = Counter()
+    leases: Counter[str] = Counter()
     for r in reports:
         sources.update(r.sources)
+        leases.update(r.leases)
+    resolves = sum(r.resolves for r in reports)
+    tried = sum(r.claims_tried for r in reports)
     return {
         "workers": args.workers,
         "sessions": args.sessions,
@@ -290,12 +398,36 @@ def _summarize(
         "redis_restarted_midway": restarter is not None,
         "operations": operations,
         "cold_resolves": dict(sources),
+        "cache_hit_ratio": round(sum(r.hits for r in reports) / resolves, 3) if resolves else None,
+        "staleness_ms": _staleness(reports),
+        "leases": {"granted": leases["granted"], "busy": leases["busy"], "lost": leases["lost"]},
         "redis_errors": sum(r.redis_errors for r in reports),
         "redis_outages_seen": sum(r.outages for r in reports),
-        "claims": {"tried": sum(r.claims_tried for r in reports), "won": won},
+        "claims": {"tried": tried, "won": won, "contested": tried - won},
         "written": sum(len(ids) for r in reports for ids in r.written.values()),
         "violations": violations,
         "ok": not violations,
+    }
+
+
+def _staleness(reports: list[WorkerReport]) -> dict[str, Any]:
+    """Write acknowledged in one worker -> first seen by another's resolve, over the probe ids
+    (wall clock: all workers run on this machine)."""
+    written = {i: t for r in reports for i, t in r.probe_written.items()}
+    windows = [
+        max(seen - written[i], 0.0)
+        for r in reports
+        for i, seen in r.probe_seen.items()
+        if i in written
+    ]
+    if len(windows) < 2:
+        return {"samples": len(windows)}
+    cuts = statistics.quantiles(windows, n=100)
+    return {
+        "samples": len(windows),
+        "p50": round(cuts[49] * 1e3, 2),
+        "p99": round(cuts[98] * 1e3, 2),
+        "max": round(max(windows) * 1e3, 2),
     }
 
 
@@ -316,9 +448,26 @@ def _print_report(summary: dict[str, Any]) -> None:
             f"{row['p50_ms']:>8} {row['p99_ms']:>8}"
         )
     sources = ", ".join(f"{n} from {s}" for s, n in sorted(summary["cold_resolves"].items()))
-    print(f"  cold resolves: {sources or 'none'}")
+    print(
+        f"  cold resolves: {sources or 'none'}; near-cache hit ratio {summary['cache_hit_ratio']}"
+    )
+    staleness = summary["staleness_ms"]
+    if "p50" in staleness:
+        print(
+            f"  staleness (write in one worker -> visible in another): p50 {staleness['p50']}"
+            f" ms, p99 {staleness['p99']} ms, max {staleness['max']} ms"
+            f" ({staleness['samples']} samples)"
+        )
     claims = summary["claims"]
-    print(f"  claims: {claims['tried']} attempted, {claims['won']} won")
+    print(
+        f"  claims: {claims['tried']} attempted, {claims['won']} won,"
+        f" {claims['contested']} lost to another worker or already processed"
+    )
+    leases = summary["leases"]
+    print(
+        f"  leases: {leases['granted']} granted, {leases['busy']} busy,"
+        f" {leases['lost']} writes refused by fencing"
+    )
     print(f"  entries written: {summary['written']}, all found by a fresh registry")
     if summary["violations"]:
         print(f"  VIOLATIONS ({len(summary['violations'])}):")
