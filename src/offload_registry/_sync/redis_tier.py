@@ -642,25 +642,10 @@ class RedisTier:
         if not self.breaker.allow():
             self._dirty.add(keys)
             return
-        try:
-            packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
-        except CodecError as exc:
-            log.error("cannot encode a snapshot for Redis: %s", exc)
+        args = self._snapshot_args(keys, snapshot, mode, writer, fence, announce=True)
+        if args is None:
             return
         try:
-            args = [
-                self._epoch,
-                packed,
-                watermark_id(snapshot.watermark),
-                watermark_id(snapshot.claims_watermark),
-                encode_watermark(snapshot.claims_watermark),
-                self._ttl_ms,
-                mode,
-                self._channel_of(keys),
-                f"{keys.tag} {self.origin} {writer}",
-                _token(fence),
-                self._publish_mode,
-            ]
             written = self._idempotent(
                 lambda: self._publish(keys=[keys.state, keys.deltas, keys.fence], args=args)
             )
@@ -679,7 +664,11 @@ class RedisTier:
         self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
     ) -> Any:
         """Run one ``lua/lease.lua`` operation; ``None`` when Redis cannot answer (the
-        journal's lease record then arbitrates). Not retried: a grant is not idempotent."""
+        journal's lease record then arbitrates). Not retried: a grant is not idempotent.
+
+        Durability and concurrency: one atomic script on the session's slot, in Redis only (a
+        grant becomes usable only once the journal's lease record commits it).
+        """
         if not self.breaker.allow():
             return None
         keys = self.keyspace.session_for(identity)
@@ -702,6 +691,9 @@ class RedisTier:
         ``reserve`` answers the indexes of the groups reserved for ``owner``; ``commit`` and
         ``release`` settle them. ``None`` when Redis cannot answer: the journal's claims
         record decides alone, as it always does in the end.
+
+        Durability and concurrency: one atomic script on the session's slot, in Redis only; a
+        lost reservation or commit costs a trip to the journal's lock, never a double win.
         """
         if not self.breaker.allow():
             return None
@@ -801,31 +793,10 @@ class RedisTier:
         sent: list[int] = []
         calls: list[list[Any]] = []
         for i, (keys, snapshot, mode) in enumerate(items):
-            try:
-                packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
-            except CodecError as exc:
-                log.error("cannot encode a snapshot for Redis: %s", exc)
-                continue
-            calls.append(
-                [
-                    3,
-                    keys.state,
-                    keys.deltas,
-                    keys.fence,
-                    self._epoch,
-                    packed,
-                    watermark_id(snapshot.watermark),
-                    watermark_id(snapshot.claims_watermark),
-                    encode_watermark(snapshot.claims_watermark),
-                    self._ttl_ms,
-                    mode,
-                    self._channel_of(keys) if announce else "",
-                    f"{keys.tag} {self.origin} {NO_WRITER}",
-                    _token(None),
-                    self._publish_mode,
-                ]
-            )
-            sent.append(i)
+            args = self._snapshot_args(keys, snapshot, mode, NO_WRITER, None, announce=announce)
+            if args is not None:
+                calls.append([3, keys.state, keys.deltas, keys.fence, *args])
+                sent.append(i)
         replies = self._pipelined_evalsha(self._publish, calls) if calls else []
         for i, reply in zip(sent, replies, strict=True):
             results[i] = int(reply)
@@ -871,6 +842,37 @@ class RedisTier:
         pattern = self.keyspace.state_pattern()
         for key in self._client.scan_iter(match=pattern, count=count):
             yield _text(key)
+
+    def _snapshot_args(
+        self,
+        keys: SessionKeys,
+        snapshot: TierSnapshot,
+        mode: str,
+        writer: str,
+        fence: int | None,
+        *,
+        announce: bool,
+    ) -> list[Any] | None:
+        """The ``publish.lua`` arguments for one snapshot; ``None`` (logged) when it cannot be
+        encoded."""
+        try:
+            packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
+        except CodecError as exc:
+            log.error("cannot encode a snapshot for Redis: %s", exc)
+            return None
+        return [
+            self._epoch,
+            packed,
+            watermark_id(snapshot.watermark),
+            watermark_id(snapshot.claims_watermark),
+            encode_watermark(snapshot.claims_watermark),
+            self._ttl_ms,
+            mode,
+            self._channel_of(keys) if announce else "",
+            f"{keys.tag} {self.origin} {writer}",
+            _token(fence),
+            self._publish_mode,
+        ]
 
     def _idempotent(self, call: Thunk[Any]) -> Any:
         """Run an idempotent call, retrying a refused or reset connection (the server
