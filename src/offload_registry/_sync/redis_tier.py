@@ -250,8 +250,11 @@ class RedisTier:
         root_id: str | None,
         owns_client: bool = True,
         breaker: CircuitBreaker | None = None,
+        reconnect: Callable[[], Any] | None = None,
     ) -> None:
         self._client = client
+        self._reconnect = reconnect  # builds a new client of our own (after a fork)
+        self._inherited: list[Any] = []  # a parent's clients, never used nor closed here
         self.keyspace = keyspace
         self._options = options
         self.description = description
@@ -262,11 +265,7 @@ class RedisTier:
         self._ttl_ms = options.idle_ttl_seconds * 1000
         # Refresh the idle TTL only when less than 90 % of it remains: reads stay reads.
         self._refresh_below_ms = self._ttl_ms * 9 // 10
-        self._publish = client.register_script(_script("publish.lua"))
-        self._delta = client.register_script(_script("delta.lua"))
-        self._unlock = client.register_script(_script("unlock.lua"))
-        self._lease = client.register_script(_script("lease.lua"))
-        self._claim = client.register_script(_script("claim.lua"))
+        self._register_scripts(client)
         self._epoch = ""
         self._epoch_checked = float("-inf")
         self._started = False
@@ -285,6 +284,13 @@ class RedisTier:
 
     def __repr__(self) -> str:
         return f"RedisTier({self.description}, {self.keyspace.base!r})"
+
+    def _register_scripts(self, client: Any) -> None:
+        self._publish = client.register_script(_script("publish.lua"))
+        self._delta = client.register_script(_script("delta.lua"))
+        self._unlock = client.register_script(_script("unlock.lua"))
+        self._lease = client.register_script(_script("lease.lua"))
+        self._claim = client.register_script(_script("claim.lua"))
 
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
@@ -910,7 +916,14 @@ class RedisTier:
 
     def after_fork_in_child(self) -> None:
         # The parent's listener (task or thread) does not exist here; the next watch starts
-        # one of our own. (redis-py's blocking pools open new connections in a new process.)
+        # one of our own. A client we built is replaced: redis-py's blocking pools notice a
+        # new process, but asyncio ones would share the parent's sockets. The parent's client
+        # is kept, unused and unclosed, so that nothing in the child touches its sockets.
+        # (A client the application passed in is the application's to handle.)
+        if self._owns_client and self._reconnect is not None:
+            self._inherited.append(self._client)
+            self._client = self._reconnect()
+            self._register_scripts(self._client)
         self._watch_lock = threading.Lock()
         self._watchers = {}
         self._versions = {}
@@ -1111,10 +1124,12 @@ def open_redis_tier(
         )
     if url is None:
         raise ConfigurationError("a Redis tier needs a URL or a client")
+    target = parse_redis_url(url)
     return RedisTier(
-        connect(parse_redis_url(url), options),
+        connect(target, options),
         keyspace,
         options,
         description=redact(url),
         root_id=root_id,
+        reconnect=lambda: connect(target, options),
     )
