@@ -17,7 +17,9 @@ from offload_registry.codec import (
     CodecError,
     DecodedSnapshot,
     decode_snapshot,
+    decode_watermark,
     encode_snapshot,
+    encode_watermark,
 )
 from offload_registry.errors import OffloadRegistryError
 from offload_registry.journal import FileIdentity, Watermark
@@ -382,3 +384,13 @@ def test_any_single_byte_corruption_decodes_or_raises_codec_error(position: int,
     data[position % len(data)] = byte
     with contextlib.suppress(CodecError):
         decode_snapshot(bytes(data))
+
+
+def test_a_watermark_written_before_mtime_existed_decodes_with_the_check_off() -> None:
+    old = msgpack.packb([1, 2, 30, b"tail", 0, 4], use_bin_type=True)
+    assert decode_watermark(old) == Watermark(FileIdentity(1, 2), 30, b"tail", 0, 4, 0)
+
+
+def test_a_watermark_round_trips_with_its_mtime() -> None:
+    watermark = Watermark(FileIdentity(1, 2), 30, b"tail", 3, 4, 1_700_000_000_123_456_789)
+    assert decode_watermark(encode_watermark(watermark)) == watermark

@@ -337,6 +337,36 @@ def test_read_since_after_an_in_place_rewrite_of_the_same_inode_is_a_full_read(
     assert (ids(later), later.replaced) == (["a", "b"], True)
 
 
+def test_a_same_length_in_place_rewrite_keeping_the_tail_is_a_full_read(tmp_path: Path) -> None:
+    # The seed marks a status by truncating and rewriting the file; "null" -> "true" keeps the
+    # length, and a first line changed leaves the last 64 bytes as they were. Only the
+    # modification time tells.
+    lines = [line(f"call_{i}", offloaded=None) for i in range(6)]
+    path = write(tmp_path, b"\n".join(lines) + b"\n")
+    first = read_journal(path)
+    assert first.watermark is not None and first.watermark.mtime_ns
+    lines[0] = line("call_0", offloaded=True)
+    rewritten = b"\n".join(lines) + b"\n"
+    assert len(rewritten) == path.stat().st_size and rewritten[-64:] == path.read_bytes()[-64:]
+    inode = path.stat().st_ino
+    with path.open("r+b") as f:
+        f.truncate(0)
+        f.write(rewritten)
+    later_mtime = first.watermark.mtime_ns + 1_000_000  # past any timestamp granularity
+    os.utime(path, ns=(later_mtime, later_mtime))
+    assert path.stat().st_ino == inode
+    later = read_journal(path, first.watermark)
+    assert later.replaced and len(later.entries) == 6
+    assert later.entries[0]["offloaded"] is True
+
+
+def test_an_unmodified_journal_continues_without_reading(tmp_path: Path) -> None:
+    path = write(tmp_path, line("a") + b"\n")
+    first = read_journal(path)
+    again = read_journal(path, first.watermark)
+    assert (ids(again), again.replaced, again.watermark) == ([], False, first.watermark)
+
+
 def test_a_watermark_without_tail_trusts_identity_and_size(tmp_path: Path) -> None:
     path = write(tmp_path, line("a") + b"\n")
     first = read_journal(path).watermark

@@ -110,7 +110,7 @@ _SURROGATES: Final = "surrogatepass"
 _N_SETS: Final = 4  # processed, confirmed, deleted, claimed: mask bits 1, 2, 4, 8
 _ALL_MASKS: Final = (1 << _N_SETS) - 1
 _FIELDS: Final = 9
-_WATERMARK_FIELDS: Final = 6
+_WATERMARK_FIELDS: Final = 7
 
 
 class CodecError(OffloadRegistryError, ValueError):
@@ -165,6 +165,7 @@ def _pack_watermark(watermark: Watermark | None) -> list[Any] | None:
         bytes(watermark.tail),
         watermark.partial,
         watermark.generation,
+        watermark.mtime_ns,
     ]
 
 
@@ -232,9 +233,11 @@ def _uint(value: Any, name: str) -> int:
 def _decode_watermark(value: Any) -> Watermark | None:
     if value is None:
         return None
-    if type(value) is not list or len(value) != _WATERMARK_FIELDS:
+    if type(value) is not list or len(value) not in {_WATERMARK_FIELDS - 1, _WATERMARK_FIELDS}:
         raise _fail(f"watermark must be nil or an array of {_WATERMARK_FIELDS}")
-    device, inode, offset, tail, partial, generation = value
+    if len(value) == _WATERMARK_FIELDS - 1:  # written before mtime_ns existed: not checked
+        value = [*value, 0]
+    device, inode, offset, tail, partial, generation, mtime_ns = value
     if type(tail) is not bytes or len(tail) > MAX_TAIL_BYTES:
         raise _fail(f"watermark tail must be at most {MAX_TAIL_BYTES} bytes of bin")
     return Watermark(
@@ -243,6 +246,7 @@ def _decode_watermark(value: Any) -> Watermark | None:
         tail,
         _uint(partial, "partial"),
         _uint(generation, "generation"),
+        _uint(mtime_ns, "mtime_ns"),
     )
 
 
@@ -418,7 +422,7 @@ def watermark_id(watermark: Watermark | None) -> str:
     identity = watermark.identity
     return (
         f"{identity.device}:{identity.inode}:{watermark.generation}:{watermark.offset}:"
-        f"{watermark.partial}:{zlib.crc32(watermark.tail)}"
+        f"{watermark.partial}:{zlib.crc32(watermark.tail)}:{watermark.mtime_ns}"
     )
 
 

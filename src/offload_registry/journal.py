@@ -86,9 +86,12 @@ class Watermark:
     watermark continues only when the bytes before ``offset`` are still ``tail``. An empty
     ``tail`` (a watermark built by hand or by an older version) skips that check.
 
-    This is a strong heuristic, not a proof: a foreign in-place rewrite (the seed truncates
-    and rewrites) that keeps the length of everything up to ``offset`` and the last
-    ``TAIL_BYTES`` of it unchanged goes unnoticed. Our own writers only append or replace.
+    A foreign in-place rewrite (the seed truncates and rewrites) that keeps the file's length
+    is caught by ``mtime_ns``: a file that did not grow but was modified is read again. What
+    remains a heuristic: an in-place rewrite that keeps the length of everything up to
+    ``offset`` and its last ``TAIL_BYTES`` and is *also* appended to before the next read, or
+    one made within the file system's timestamp granularity of the previous read. Our own
+    writers only append or replace.
     """
 
     identity: FileIdentity
@@ -101,6 +104,8 @@ class Watermark:
     generation: int = 0
     """How many times our writers have replaced the file (kept in its lock file), so an inode
     reused by a second replace is never mistaken for the file this watermark read."""
+    mtime_ns: int = 0
+    """The file's modification time when this watermark was taken (0: unknown, not checked)."""
 
 
 @dataclass(slots=True)
@@ -277,6 +282,8 @@ def _continues(fd: int, st: os.stat_result, since: Watermark, generation: int) -
         return False
     if generation != since.generation:
         return False
+    if since.mtime_ns and st.st_size == since.offset and st.st_mtime_ns != since.mtime_ns:
+        return False  # modified in place without growing: a foreign rewrite
     if not since.tail:
         return True
     if len(since.tail) > since.offset:
@@ -310,7 +317,12 @@ def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, b
         end = start + len(data)
         partial = _partial_length(fd, end, data)
         watermark = Watermark(
-            FileIdentity.of(st), end, _tail_before(fd, end, data), partial, generation
+            FileIdentity.of(st),
+            end,
+            _tail_before(fd, end, data),
+            partial,
+            generation,
+            st.st_mtime_ns if end == st.st_size else 0,  # 0: it grew while we read
         )
     if since is not None and continued and start < since.offset:
         newline = data.find(b"\n")
@@ -337,6 +349,7 @@ def current_watermark(path: Path) -> Watermark | None:
                 _tail_before(fd, end, b""),
                 _partial_length(fd, end, b""),
                 read_generation(path),
+                st.st_mtime_ns,
             )
     except FileNotFoundError:
         return None
@@ -529,6 +542,7 @@ def append_entries_to_file(
                 _tail_before(fd, end, blob),
                 _partial_length(fd, end, blob),
                 read_generation(path),
+                st.st_mtime_ns,
             )
         finally:
             os.close(fd)
@@ -583,4 +597,6 @@ def rewrite_journal(
         st = path.stat()
     except OSError as exc:
         raise JournalError(str(path), f"cannot rewrite journal: {_reason(exc)}") from exc
-    return Watermark(FileIdentity.of(st), len(blob), blob[-TAIL_BYTES:], 0, generation)
+    return Watermark(
+        FileIdentity.of(st), len(blob), blob[-TAIL_BYTES:], 0, generation, st.st_mtime_ns
+    )
