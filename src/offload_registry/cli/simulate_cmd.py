@@ -475,6 +475,6 @@ def _print_report(summary: dict[str, Any]) -> None:
             print(f"    {line}")
     else:
         print(
-            "  invariants: OK (no id won twice, no lost write, no duplicate line, "
-            "Redis agrees with the journals)"
+            "  invariants: OK (no id won twice, no lease token granted twice, no lost write, "
+            "no duplicate line, Redis agrees with the journals)"
         )
