@@ -74,6 +74,7 @@ from offload_registry.fsutil import fsync_dir
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
+from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.keyspace import Keyspace, SessionKeys
 from offload_registry.store.memory import memory_server
 from offload_registry.store.urls import RedisTarget, TierOptions, parse_redis_url, redact
@@ -991,19 +992,35 @@ class RedisTier:
 
     def _follow_channel(self) -> None:
         delay = 0.05
+        poll = min(0.5, self._options.socket_timeout)
         while not self._closing:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub()
+            heartbeat = Heartbeat(self._options.socket_timeout)
             try:
                 pubsub.subscribe(self._channel)
-                with self._watch_lock:
-                    self._versions.clear()  # messages were missed: start counting afresh
-                self._mark_all_stale()
-                delay = 0.05
                 checked = time.monotonic()
                 while not self._closing:
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(message["data"])
+                    message = pubsub.get_message(timeout=poll)
+                    if message is not None:
+                        heartbeat.heard()
+                        kind = message.get("type")
+                        if kind == "message":
+                            self._on_message(message["data"])
+                        elif kind == "subscribe":
+                            # Only now does the server deliver our channel's messages: what was
+                            # written before may have been missed, so revalidate everything.
+                            with self._watch_lock:
+                                self._versions.clear()  # start counting gaps afresh
+                            self._mark_all_stale()
+                            delay = 0.05
+                    if heartbeat.dead():  # a half-open connection never ends by itself
+                        raise RedisConnectionError(
+                            f"nothing heard on the invalidation subscription for "
+                            f"{heartbeat.silence():.1f} s, a PING unanswered; resubscribing"
+                        )
+                    if heartbeat.due():
+                        pubsub.ping()
+                        heartbeat.sent()
                     if time.monotonic() - checked >= MASTER_CHECK_SECONDS:
                         checked = time.monotonic()
                         if master_moved(self._client, pubsub):  # Sentinel failover
