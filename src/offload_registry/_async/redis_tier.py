@@ -313,6 +313,9 @@ class RedisTier:
         except ConfigurationError:
             raise
         except _FAILURES as exc:  # down, read-only replica, failing over: later
+            denied = _denial_in(exc)
+            if denied is not None:  # a cluster client wraps what it could not run
+                raise self._permission_error(denied) from exc
             self.breaker.record_failure(exc, "start")
         self._started = True
 
@@ -1080,6 +1083,23 @@ class RedisTier:
             self._listener = None
         if self._owns_client:
             await close_client(self._client)
+
+
+def _denial_in(exc: BaseException) -> Exception | None:
+    """A refused permission or password behind ``exc``, if any. redis-py's cluster client
+    turns a ``NOPERM`` on ``CLUSTER SLOTS`` (or ``COMMAND``) into "Cluster mode is not enabled
+    on this node", and a wrong password into "Redis Cluster cannot be connected", keeping
+    the server's error only as the cause or context of its own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, NoPermissionError | AuthenticationError):
+            return current
+        if isinstance(current, ResponseError) and "NOPERM" in str(current):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _token(fence: int | None) -> str:
