@@ -36,6 +36,7 @@ from offload_registry.embedded_server import RedisServerProcess, ServerOptions
 from offload_registry.store.urls import parse_redis_url
 from offload_registry.sync import SessionRegistry
 from redis_fixtures import server_binary_or_fail
+from test_cluster_acl import CLUSTER_EXTRA_COMMANDS
 from test_redis_faults import REGISTRY_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -543,6 +544,19 @@ def test_the_acl_gives_the_registry_users_exactly_the_registry_commands() -> Non
         "&@KEY_PREFIX@-sim*",
     ]
     assert "off" in users["default"] and "-@all" in users["default"]
+
+
+def test_the_acl_templates_commented_cluster_variant_adds_exactly_the_cluster_commands() -> None:
+    text = (REDIS_DIR / "users.acl.template").read_text()
+    commented = [line.lstrip("# ") for line in text.splitlines() if line.startswith("# user ")]
+    variant = acl_users("\n".join(commented))["registry"]
+    plain = acl_users(text)["registry"]
+    wanted = set(REGISTRY_COMMANDS.split()) | set(CLUSTER_EXTRA_COMMANDS.split())
+    assert {r for r in variant if r.startswith("+")} == wanted
+    assert [r for r in variant if not r.startswith("+")] == [
+        r for r in plain if not r.startswith("+")
+    ]
+    assert all(line.startswith("#") for line in text.splitlines() if "+asking" in line)
 
 
 def test_render_acl_refuses_missing_short_or_unsafe_passwords(tmp_path: Path) -> None:

@@ -34,9 +34,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from offload_registry._async._primitives import sleep
+from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.urls import RedisTarget, TierOptions
 
 log = logging.getLogger("offload_registry.redis")
@@ -147,6 +149,8 @@ class ShardListener:
         self._channel_of = channel_of
         self._kwargs = _node_kwargs(cluster)
         self._pubsubs: dict[str, Any] = {}  # node name -> PubSub
+        self._heartbeats: dict[str, Heartbeat] = {}  # node name -> its connection's liveness
+        self._timeout = float(self._kwargs.get("socket_timeout") or 1.0)
         self._clients: dict[str, Any] = {}  # node name -> its client
         self._where: dict[str, str] = {}  # tag -> node name
         self._tags: dict[bytes, str] = {}  # channel -> tag
@@ -206,6 +210,7 @@ class ShardListener:
                 client: Any = redis_client.Redis(host=node.host, port=node.port, **self._kwargs)
                 self._clients[name] = client
                 pubsub = self._pubsubs[name] = client.pubsub()
+                self._heartbeats[name] = Heartbeat(self._timeout)
             for tag in tags:
                 channel = self._channel_of(tag)
                 self._where[tag] = name
@@ -216,16 +221,27 @@ class ShardListener:
     async def _poll(
         self, on_message: Callable[[Any], None], on_subscribed: Callable[[str], None]
     ) -> None:
-        pubsubs = [p for p in self._pubsubs.values() if p.subscribed]
+        pubsubs = [(n, p) for n, p in self._pubsubs.items() if p.subscribed]
         if not pubsubs:
             await sleep(POLL_SECONDS)
             return
         budget = POLL_SECONDS / len(pubsubs)
-        for pubsub in pubsubs:
+        for name, pubsub in pubsubs:
+            heartbeat = self._heartbeats[name]
             message = await pubsub.get_message(timeout=budget)
             while message is not None:
+                heartbeat.heard()
                 self._handle(message, on_message, on_subscribed)
                 message = await pubsub.get_message(timeout=0.0)
+            # A half-open connection never ends by itself: ping a quiet one (see heartbeat.py).
+            if heartbeat.dead():
+                raise RedisConnectionError(
+                    f"nothing heard from {name} for {heartbeat.silence():.1f} s, a PING "
+                    "unanswered; resubscribing"
+                )
+            if heartbeat.due():
+                await pubsub.ping()
+                heartbeat.sent()
 
     def _handle(
         self,
@@ -254,6 +270,7 @@ class ShardListener:
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
         self._pubsubs.clear()
+        self._heartbeats.clear()
         self._clients.clear()
         self._where.clear()
         self._tags.clear()

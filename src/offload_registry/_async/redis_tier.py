@@ -73,6 +73,7 @@ from offload_registry.fsutil import fsync_dir
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
+from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.keyspace import Keyspace, SessionKeys
 from offload_registry.store.memory import memory_server
 from offload_registry.store.urls import RedisTarget, TierOptions, parse_redis_url, redact
@@ -318,6 +319,9 @@ class RedisTier:
         except ConfigurationError:
             raise
         except _FAILURES as exc:  # down, read-only replica, failing over: later
+            denied = _denial_in(exc)
+            if denied is not None:  # a cluster client wraps what it could not run
+                raise self._permission_error(denied) from exc
             self.breaker.record_failure(exc, "start")
         self._started = True
 
@@ -1005,19 +1009,35 @@ class RedisTier:
 
     async def _follow_channel(self) -> None:
         delay = 0.05
+        poll = min(0.5, self._options.socket_timeout)
         while not self._closing:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub()
+            heartbeat = Heartbeat(self._options.socket_timeout)
             try:
                 await pubsub.subscribe(self._channel)
-                with self._watch_lock:
-                    self._versions.clear()  # messages were missed: start counting afresh
-                self._mark_all_stale()
-                delay = 0.05
                 checked = time.monotonic()
                 while not self._closing:
-                    message = await pubsub.get_message(timeout=0.5)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(message["data"])
+                    message = await pubsub.get_message(timeout=poll)
+                    if message is not None:
+                        heartbeat.heard()
+                        kind = message.get("type")
+                        if kind == "message":
+                            self._on_message(message["data"])
+                        elif kind == "subscribe":
+                            # Only now does the server deliver our channel's messages: what was
+                            # written before may have been missed, so revalidate everything.
+                            with self._watch_lock:
+                                self._versions.clear()  # start counting gaps afresh
+                            self._mark_all_stale()
+                            delay = 0.05
+                    if heartbeat.dead():  # a half-open connection never ends by itself
+                        raise RedisConnectionError(
+                            f"nothing heard on the invalidation subscription for "
+                            f"{heartbeat.silence():.1f} s, a PING unanswered; resubscribing"
+                        )
+                    if heartbeat.due():
+                        await pubsub.ping()
+                        heartbeat.sent()
                     if time.monotonic() - checked >= MASTER_CHECK_SECONDS:
                         checked = time.monotonic()
                         if await master_moved(self._client, pubsub):  # Sentinel failover
@@ -1078,6 +1098,23 @@ class RedisTier:
             self._listener = None
         if self._owns_client:
             await close_client(self._client)
+
+
+def _denial_in(exc: BaseException) -> Exception | None:
+    """A refused permission or password behind ``exc``, if any. redis-py's cluster client
+    turns a ``NOPERM`` on ``CLUSTER SLOTS`` (or ``COMMAND``) into "Cluster mode is not enabled
+    on this node", and a wrong password into "Redis Cluster cannot be connected", keeping
+    the server's error only as the cause or context of its own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, NoPermissionError | AuthenticationError):
+            return current
+        if isinstance(current, ResponseError) and "NOPERM" in str(current):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _token(fence: int | None) -> str:
