@@ -17,27 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry import SessionRegistry
+from session_helpers import described, entry, truth
 
 CLAIM_POOL = 300
 """Candidate claim ids per session, shared by every worker."""
-
-
-def entry(tool_call_id: str) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}"}
-
-
-def described(manager: Any) -> dict[str, Any]:
-    return {
-        "confirmed": sorted(manager.confirmed_offload_ids),
-        "deleted": sorted(manager.deleted_offload_ids),
-        "processed": sorted(manager.processed_tool_call_ids),
-        "entry_count": manager.entry_count,
-    }
-
-
-async def truth(root: Path, key: str) -> dict[str, Any]:
-    async with SessionRegistry(root, read_only=True) as journal_only:
-        return described((await journal_only.resolve(key)).manager)
 
 
 @dataclass

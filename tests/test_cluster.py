@@ -23,29 +23,12 @@ from offload_registry import sync as blocking
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.store.urls import TierOptions
+from session_helpers import described, entry, truth
 
 __all__ = ["shared_cluster"]
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(90)]
 
 SESSIONS = [f"agent:main:s{i}" for i in range(8)]  # spread over the three masters' slots
-
-
-def entry(tool_call_id: str, **extra: Any) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}", **extra}
-
-
-def described(manager: Any) -> dict[str, Any]:
-    return {
-        "confirmed": sorted(manager.confirmed_offload_ids),
-        "deleted": sorted(manager.deleted_offload_ids),
-        "processed": sorted(manager.processed_tool_call_ids),
-        "entry_count": manager.entry_count,
-    }
-
-
-async def truth(root: Path, key: str) -> dict[str, Any]:
-    async with SessionRegistry(root, read_only=True) as journal_only:
-        return described((await journal_only.resolve(key)).manager)
 
 
 def opened(root: Path, cluster: LocalCluster, prefix: str) -> SessionRegistry:

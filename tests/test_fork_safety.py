@@ -12,12 +12,9 @@ from typing import Any
 from offload_registry import SessionRegistry as AsyncSessionRegistry
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.sync import SessionRegistry
+from session_helpers import entry
 
 KEY = "agent:main:forked"
-
-
-def entry(tool_call_id: str) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}"}
 
 
 def in_child(check: Any) -> int:

@@ -23,12 +23,9 @@ from offload_registry.journal import (
     read_journal,
     rewrite_journal,
 )
+from session_helpers import entry
 
 SRC = Path(offload_registry.__file__).resolve().parents[1]
-
-
-def entry(tool_call_id: str, **extra: Any) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}", **extra}
 
 
 def line(tool_call_id: str, **extra: Any) -> bytes:

@@ -26,6 +26,7 @@ from offload_registry.changes import APPEND, SessionChange
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import scan_journal
+from session_helpers import entry
 
 KEY = "agent:main:s1"
 
@@ -45,10 +46,6 @@ def opened(root: Path, backend: tuple[str | None, str]) -> SessionRegistry:
     if url is None:
         return SessionRegistry(root)
     return SessionRegistry(root, redis_url=url, key_prefix=prefix)
-
-
-def entry(tool_call_id: str) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}"}
 
 
 def journal_ids(root: Path) -> list[str]:

@@ -15,12 +15,9 @@ from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.session_files import SessionFiles
+from session_helpers import entry
 
 KEY = "agent:main:shared"
-
-
-def entry(tool_call_id: str) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}"}
 
 
 @pytest.fixture(params=["memory", "real"])

@@ -26,6 +26,7 @@ from offload_registry.embedded_server import (
 )
 from offload_registry.store.urls import TierOptions
 from redis_fixtures import server_binary_or_fail
+from session_helpers import described, entry, truth
 from tls_certs import make_tls_files, started_tls_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
@@ -50,24 +51,6 @@ REGISTRY_COMMANDS = (
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def entry(tool_call_id: str, **extra: Any) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}", **extra}
-
-
-def described(manager: Any) -> dict[str, Any]:
-    return {
-        "confirmed": sorted(manager.confirmed_offload_ids),
-        "deleted": sorted(manager.deleted_offload_ids),
-        "processed": sorted(manager.processed_tool_call_ids),
-        "entry_count": manager.entry_count,
-    }
-
-
-async def truth(root: Path, key: str) -> dict[str, Any]:
-    async with SessionRegistry(root, read_only=True) as journal_only:
-        return described((await journal_only.resolve(key)).manager)
 
 
 def opened(root: Path, url: str, prefix: str = "reg", **options: Any) -> SessionRegistry:

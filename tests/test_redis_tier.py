@@ -29,6 +29,7 @@ from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
 from offload_registry.session_files import SessionFiles
 from offload_registry.store.urls import TierOptions
+from session_helpers import described, entry
 
 KEY = "agent:main:s1"
 
@@ -47,19 +48,6 @@ def redis_url(request: pytest.FixtureRequest) -> tuple[str, str]:
         return "memory://", prefix
     server_process = request.getfixturevalue("redis_server")
     return server_process.url, prefix
-
-
-def entry(tool_call_id: str, **extra: Any) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}", **extra}
-
-
-def described(manager: Any) -> dict[str, Any]:
-    return {
-        "confirmed": sorted(manager.confirmed_offload_ids),
-        "deleted": sorted(manager.deleted_offload_ids),
-        "processed": sorted(manager.processed_tool_call_ids),
-        "entry_count": manager.entry_count,
-    }
 
 
 async def truth(root: Path, key: str = KEY) -> dict[str, Any]:

@@ -20,10 +20,7 @@ from offload_registry.errors import (
 )
 from offload_registry.journal import read_journal
 from offload_registry.session_files import SessionFiles
-
-
-def entry(tool_call_id: str, **extra: Any) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}", **extra}
+from session_helpers import entry
 
 
 def tree(root: Path) -> dict[str, bytes]:

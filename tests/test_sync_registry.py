@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry.sync import SessionRegistry
+from session_helpers import entry
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def entry(tool_call_id: str) -> dict[str, Any]:
-    return {"tool_call_id": tool_call_id, "summary": f"result of {tool_call_id}"}
 
 
 def test_sync_resolve_agrees_with_the_seed_on_the_sample(
