@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from offload_registry import agent_files
 from offload_registry._async._primitives import Lock, run_blocking, run_to_completion
@@ -36,6 +36,22 @@ from offload_registry.session_state import (
 log = logging.getLogger(__name__)
 
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
+
+
+V = TypeVar("V")
+
+
+def _then(work: Callable[[], V], then: Callable[[], object] | None) -> Callable[[], V]:
+    """``work``, followed by ``then`` when ``work`` returned (one call, for one thread hop)."""
+    if then is None:
+        return work
+
+    def both() -> V:
+        result = work()
+        then()
+        return result
+
+    return both
 
 
 class OffloadStateManager:
@@ -126,24 +142,28 @@ class OffloadStateManager:
         )
 
     # -- loading --------------------------------------------------------------------------
-    async def load(self) -> None:
+    async def load(self, then: Callable[[], object] | None = None) -> None:
         """Fill the state from the shared tier, or rebuild it from the journal and publish it.
 
         A state from the shared tier reflects a journal position; whatever was written past
         it (while Redis was down, by a process without Redis such as the seed, or lost in a
         failover) is read from the journal's tail, so a lagging tier is never served stale.
+        ``then`` (blocking) runs in the same worker thread right after the load's file work
+        (the rebuild, or the tail catch-up) succeeded: one thread hop for both.
         """
-        snapshot, from_tier = await self._tier.load_or_rebuild(self.identity, self._rebuild)
+        snapshot, from_tier = await self._tier.load_or_rebuild(
+            self.identity, lambda: self._rebuild(then)
+        )
         self._install(snapshot)
         if not from_tier:
             self.source = "journal"
             return
         self.source = self._tier.name
-        if await self._catch_up_files():
+        if await self._catch_up_files(then):
             await self._tier.publish(self.identity, self.snapshot(), self.writer_id)
 
-    async def _rebuild(self) -> TierSnapshot:
-        rebuilt = await run_blocking(self._files.rebuild)
+    async def _rebuild(self, then: Callable[[], object] | None = None) -> TierSnapshot:
+        rebuilt = await run_blocking(_then(self._files.rebuild, then))
         self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
         return rebuilt.snapshot()
 
@@ -172,9 +192,10 @@ class OffloadStateManager:
         async with self._lock:
             await self._catch_up_files()
 
-    async def _catch_up_files(self) -> bool:
+    async def _catch_up_files(self, then: Callable[[], object] | None = None) -> bool:
+        since, claims_since = self._watermark, self._claims_watermark
         catch_up, claimed, claims_watermark = await run_blocking(
-            self._files.catch_up_all, self._watermark, self._claims_watermark
+            _then(lambda: self._files.catch_up_all(since, claims_since), then)
         )
         self._apply_catch_up(catch_up)
         self._claimed |= claimed

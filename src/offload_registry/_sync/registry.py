@@ -9,6 +9,7 @@ resolves of one key in this process do the work once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from offload_registry._sync._primitives import SingleFlight, run_blocking
+from offload_registry._sync._primitives import SingleFlight
 from offload_registry._sync.manager import OffloadStateManager
 from offload_registry._sync.redis_tier import open_redis_tier
 from offload_registry._sync.tier import NoSharedTier, SharedTier
@@ -203,10 +204,11 @@ class SessionRegistry:
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
         self._tier.watch(identity, manager.writer_id, manager.mark_stale)
+        record = None
+        if not identity.fallback:
+            record = functools.partial(files.record_session, session_key, real_session_id)
         try:
-            manager.load()
-            if not identity.fallback:
-                run_blocking(files.record_session, session_key, real_session_id)
+            manager.load(then=record)  # recorded in the load's own thread hop
         except BaseException:
             self._tier.unwatch(identity, manager.writer_id)
             raise
