@@ -40,6 +40,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,27 @@ def measure_warm(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
     main = warm_once(tmp, url, *p["warm"])
     growth = [warm_once(tmp, url, s, e) for s, e in p["growth"]]
     return {"main": main, "growth": growth}
+
+
+def profiled(directory: str | None, name: str, measure: Callable[[], Any]) -> Any:
+    """``measure()``, under pyinstrument when ``--profile DIR`` is given (the ``bench``
+    extra): its report goes to ``DIR/<section>.txt``. Only this process's main thread is
+    sampled (worker threads show as waiting; worker processes are not profiled)."""
+    if directory is None:
+        return measure()
+    try:
+        from pyinstrument import Profiler  # noqa: PLC0415 - optional (the bench extra)
+    except ImportError:
+        raise SystemExit("--profile needs pyinstrument: pip install -e '.[bench]'") from None
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    try:
+        return measure()
+    finally:
+        profiler.stop()
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.txt").write_text(profiler.output_text(unicode=False, color=False))
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -462,31 +484,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         version = str(info.get("valkey_version") or info.get("redis_version"))
         machine = bench_resolve.machine_info(version, server_name)
 
-        def step(name: str) -> bool:
+        sections: dict[str, Callable[[], Any]] = {
+            "resolve": lambda: asyncio.run(measure_resolve(tmp / "resolve", url, p, args.seed)),
+            "journal": lambda: measure_journal(tmp, p, args.seed),
+            "warm": lambda: measure_warm(tmp, url, p),
+            "writes": lambda: asyncio.run(
+                bench_workers.bench_writes(tmp / "writes", url, p["write_ops"])
+            ),
+            "staleness": lambda: bench_workers.bench_staleness(
+                tmp / "stale", url, p["stale_writes"]
+            ),
+            "claims": lambda: bench_workers.bench_claims(tmp / "claims", url, p["claim_ids"]),
+            "scaling": lambda: bench_workers.bench_scaling(
+                tmp / "scale", url, p["scaling"], p["scaling_seconds"]
+            ),
+        }
+        for name, measure in sections.items():
             if name in only:
                 print(f"[benchmark] {name} ...", file=sys.stderr, flush=True)
-            return name in only
-
-        if step("resolve"):
-            details["resolve"] = asyncio.run(measure_resolve(tmp / "resolve", url, p, args.seed))
-        if step("journal"):
-            details["journal"] = measure_journal(tmp, p, args.seed)
-        if step("warm"):
-            details["warm"] = measure_warm(tmp, url, p)
-        if step("writes"):
-            details["writes"] = asyncio.run(
-                bench_workers.bench_writes(tmp / "writes", url, p["write_ops"])
-            )
-        if step("staleness"):
-            details["staleness"] = bench_workers.bench_staleness(
-                tmp / "stale", url, p["stale_writes"]
-            )
-        if step("claims"):
-            details["claims"] = bench_workers.bench_claims(tmp / "claims", url, p["claim_ids"])
-        if step("scaling"):
-            details["scaling"] = bench_workers.bench_scaling(
-                tmp / "scale", url, p["scaling"], p["scaling_seconds"]
-            )
+                details[name] = profiled(args.profile, name, measure)
     return {
         "command": "python scripts/benchmark.py " + shlex.join(args.argv),
         "machine": machine,
@@ -522,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         "--tmp-dir", help="where the data roots go (its filesystem is the one measured)"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the generated data")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="profile each section with pyinstrument into DIR"
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.runs < 1:
