@@ -265,6 +265,7 @@ class Api:
         reg = self._registry(with_redis)
         await self._call(reg.start())
         await self._call(reg.resolve(WARMUP_KEY))
+        await asyncio.sleep(0.05)  # the listener's connect and SUBSCRIBE finish meanwhile
         return reg
 
     async def close(self, reg: Any) -> None:

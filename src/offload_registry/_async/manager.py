@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from offload_registry import agent_files
-from offload_registry._async._primitives import Lock, run_blocking, run_to_completion
+from offload_registry._async._primitives import Lock, Pending, run_blocking, run_to_completion
 from offload_registry._async.lease import Lease, LeaseKeeper
 from offload_registry._async.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
+from offload_registry.codec import watermark_id
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_files import CatchUp, OffloadStatus, SessionFiles
@@ -148,22 +149,31 @@ class OffloadStateManager:
         A state from the shared tier reflects a journal position; whatever was written past
         it (while Redis was down, by a process without Redis such as the seed, or lost in a
         failover) is read from the journal's tail, so a lagging tier is never served stale.
-        ``then`` (blocking) runs in the same worker thread right after the load's file work
-        (the rebuild, or the tail catch-up) succeeded: one thread hop for both.
+        The files' current positions are read in a worker thread while the tier answers
+        (then ``then``, blocking, runs in that thread too): when the tier's copy stands
+        exactly there, the state is the files' state at that moment and nothing is read.
         """
-        snapshot, from_tier = await self._tier.load_or_rebuild(
-            self.identity, lambda: self._rebuild(then)
-        )
+        probe = Pending(_then(self._files.positions, then))
+        try:
+            snapshot, from_tier = await self._tier.load_or_rebuild(self.identity, self._rebuild)
+        except BaseException:
+            await probe.settle()
+            raise
+        journal_at, claims_at = await probe.result()
         self._install(snapshot)
         if not from_tier:
             self.source = "journal"
             return
         self.source = self._tier.name
-        if await self._catch_up_files(then):
+        if watermark_id(journal_at) == watermark_id(snapshot.watermark) and watermark_id(
+            claims_at
+        ) == watermark_id(snapshot.claims_watermark):
+            return  # the files end where the tier's copy does: nothing to catch up
+        if await self._catch_up_files():
             await self._tier.publish(self.identity, self.snapshot(), self.writer_id)
 
-    async def _rebuild(self, then: Callable[[], object] | None = None) -> TierSnapshot:
-        rebuilt = await run_blocking(_then(self._files.rebuild, then))
+    async def _rebuild(self) -> TierSnapshot:
+        rebuilt = await run_blocking(self._files.rebuild)
         self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
         return rebuilt.snapshot()
 
@@ -192,10 +202,9 @@ class OffloadStateManager:
         async with self._lock:
             await self._catch_up_files()
 
-    async def _catch_up_files(self, then: Callable[[], object] | None = None) -> bool:
-        since, claims_since = self._watermark, self._claims_watermark
+    async def _catch_up_files(self) -> bool:
         catch_up, claimed, claims_watermark = await run_blocking(
-            _then(lambda: self._files.catch_up_all(since, claims_since), then)
+            self._files.catch_up_all, self._watermark, self._claims_watermark
         )
         self._apply_catch_up(catch_up)
         self._claimed |= claimed
