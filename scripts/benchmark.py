@@ -185,9 +185,12 @@ def _row(
     baseline: str = "",
     baseline_value: float | None = None,
     ratio: float | None = None,
+    per: str = "",
     goal: str = "",
     met: bool | None = None,
 ) -> dict[str, Any]:
+    """One row; ``ratio`` reads as ``f"{ratio}x {per}"`` (``per``: "faster" when it is the
+    baseline over the figure, else what the figure is a multiple of)."""
     return {
         "row": row,
         "name": name,
@@ -196,6 +199,7 @@ def _row(
         "baseline": baseline,
         "baseline_value": baseline_value,
         "ratio": ratio,
+        "ratio_text": "" if ratio is None else f"{ratio:.2f}x {per}".strip(),
         "goal": goal,
         "met": met,
     }
@@ -217,6 +221,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                     baseline=f"OrderedDict LRU, {'awaited' if api == 'async' else 'called'}",
                     baseline_value=base,
                     ratio=round(ratio, 2),
+                    per="the baseline",
                     goal="<= 1.5x and < 1 us",
                     met=ratio <= HOT_GOAL_RATIO and ns < HOT_GOAL_NS,
                 )
@@ -235,6 +240,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                     baseline="rebuild from the journal",
                     baseline_value=base,
                     ratio=round(speedup, 2),
+                    per="faster",
                     goal=">= 10x faster, 1 round trip",
                     met=speedup >= COLD_GOAL_SPEEDUP and trips == COLD_GOAL_TRIPS,
                 )
@@ -254,6 +260,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                 baseline="stdlib json line by line",
                 baseline_value=stdlib,
                 ratio=round(stdlib / rebuild, 2),
+                per="faster",
                 goal="faster than stdlib",
                 met=rebuild < stdlib,
             )
@@ -267,6 +274,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                 baseline="orjson parse only",
                 baseline_value=orj,
                 ratio=round(rebuild / orj, 2),
+                per="orjson",
                 goal="<= 1.3x orjson",
                 met=rebuild <= ORJSON_GOAL_RATIO * orj,
             )
@@ -282,6 +290,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                     baseline="parse only, same journals",
                     baseline_value=w["parse_seconds"],
                     ratio=w["warm_vs_parse"],
+                    per="parse",
                     goal="<= 2x parse",
                     met=w["warm_vs_parse"] <= WARM_GOAL_RATIO,
                 )
@@ -301,6 +310,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                         ratio=round(
                             s["p50_ms"] / w["ping" if policy == "never" else "fsync"]["p50_ms"], 2
                         ),
+                        per="PING" if policy == "never" else "fsync",
                         goal="reported",
                     )
                 )
@@ -341,6 +351,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                 baseline="1 process",
                 baseline_value=d["scaling"][0]["ops_per_s"],
                 ratio=point["vs_one_process"],
+                per="one process",
                 goal="reported",
             )
         )
@@ -357,6 +368,7 @@ def build_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                     baseline="raw id bytes",
                     baseline_value=mem["raw_bytes_per_id"],
                     ratio=round(mem["bytes_per_id"] / mem["raw_bytes_per_id"], 2),
+                    per="raw",
                     goal="reported",
                 )
             )
@@ -410,19 +422,19 @@ def print_report(report: dict[str, Any]) -> None:
         f"at start, {report['load_average']['end']} at end; {report['seconds']:.0f} s"
     )
     print()
-    header = f"{'#':>2}  {'what':62} {'figure':>12}  {'baseline (same run)':38} {'ratio':>7}  goal"
+    header = f"{'#':>2}  {'what':62} {'figure':>12}  {'baseline (same run)':38} {'ratio':>18}  goal"
     print(header)
     print("-" * (len(header) + 24))
     for r in report["rows"]:
         base = ""
         if r["baseline"]:
             base = f"{r['baseline']} {_fmt(r['baseline_value'], r['unit'])}".strip()
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        ratio = r["ratio_text"]
         mark = {True: "met", False: "NOT MET", None: ""}[r["met"]]
         goal = f"{r['goal']}: {mark}" if mark else r["goal"]
         print(
             f"{r['row']:>2}  {r['name']:62} {_fmt(r['value'], r['unit']):>12}  "
-            f"{base:38} {ratio:>7}  {goal}"
+            f"{base:38} {ratio:>18}  {goal}"
         )
     g = report["growth"]
     if "cold_resolve" in g:
@@ -459,6 +471,35 @@ def print_report(report: dict[str, Any]) -> None:
     if "claims" in d:
         c = d["claims"]
         print(f"claims: won per process {c['won_per_process']}, each id once: {c['each_won_once']}")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table as Markdown (for the README), with the command line and the machine."""
+    m = report["machine"]
+    lines = [
+        f"`{report['command']}` ({report['seconds']:.0f} s; load average "
+        f"{report['load_average']['start'][0]} at start, {report['load_average']['end'][0]} "
+        f"at end)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['server']} "
+        f"(embedded, loopback), redis-py {m['redis_py']}, hiredis "
+        f"{'yes' if m['hiredis'] else 'no'}.",
+        "",
+        "| # | what | figure | baseline, same run | ratio | goal |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        base = ""
+        if r["baseline"]:
+            base = f"{r['baseline']}: {_fmt(r['baseline_value'], r['unit'])}"
+        ratio = r["ratio_text"]
+        mark = {True: "**met**", False: "**not met**", None: ""}[r["met"]]
+        goal = f"{r['goal']}: {mark}" if mark else r["goal"]
+        lines.append(
+            f"| {r['row']} | {r['name']} | {_fmt(r['value'], r['unit'])} | {base} | {ratio} "
+            f"| {goal} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -530,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="warm the issue's 10,000 sessions x 100 entries"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per figure (median)")
     parser.add_argument(
         "--only", metavar="LIST", help=f"comma-separated sections ({','.join(SECTIONS)})"
@@ -549,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report))
     return 0
 
 
