@@ -10,6 +10,8 @@ per round, ``gc.collect()`` before each, outside the timed region), the median o
   without Redis per run, timing ``resolve(key)`` only (construction and ``start`` excluded);
 * cold resolve answered by Redis: a new ``SessionRegistry(root, redis_url=...)`` per run,
   started first, timing ``resolve(key)`` only (asserts ``manager.source == "redis"``);
+* each registry first resolves a session of another agent, untimed, so the timed resolve
+  runs as in a live worker: invalidation listener subscribed, connections open;
 * the parts of that resolve, each alone: the load round trip (with ``PING`` and a
   plain ``HGET`` of the same snapshot field for reference), ``codec.decode_snapshot``, the
   journal tail catch-up past the snapshot's watermark, the claims-record catch-up,
@@ -80,6 +82,7 @@ WORDS = (  # noqa: SIM905
 ).split()
 ALNUM = string.ascii_letters + string.digits
 SESSION_KEY = "agent:main:bench-resolve"
+WARMUP_KEY = "agent:bench-warmup:live-worker"  # another agent: its own state.json
 BATCH = 1_000
 GOAL_RATIO = 0.1  # issue 4: a cold resolve from Redis costs at most 1/10 of the rebuild
 GOAL_ROUND_TRIPS = 1
@@ -256,8 +259,13 @@ class Api:
         return await result if self.name == "async" else result
 
     async def open(self, with_redis: bool) -> Any:
+        """A started registry in the state of a live worker: its invalidation listener
+        subscribed and its connections open (it resolved a session of another agent, so
+        the timed resolve finds nothing of its session anywhere in this process)."""
         reg = self._registry(with_redis)
         await self._call(reg.start())
+        await self._call(reg.resolve(WARMUP_KEY))
+        await asyncio.sleep(0.05)  # the listener's connect and SUBSCRIBE finish meanwhile
         return reg
 
     async def close(self, reg: Any) -> None:

@@ -87,3 +87,81 @@ def test_bench_resolve_smoke_json() -> None:
     for row in hot_rows.values():
         assert row["ns_per_op"] > 0, row
         assert row["vs_baseline"] > 0, row
+
+
+BENCHMARK = SCRIPT.parent / "benchmark.py"
+ROW_KEYS = {
+    "row",
+    "name",
+    "value",
+    "unit",
+    "baseline",
+    "baseline_value",
+    "ratio",
+    "ratio_text",
+    "goal",
+    "met",
+}
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_benchmark_quick_writes_every_row_as_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=BENCHMARK.parents[1],
+        env=dict(os.environ),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["mode"] == "quick"
+    assert report["command"].startswith("python scripts/benchmark.py --quick")
+    machine = report["machine"]
+    assert machine["cores"] >= 1
+    assert machine["python"] == sys.version.split()[0]
+    assert machine["server"].startswith(("redis ", "valkey "))
+    assert {"redis_py", "hiredis"} <= set(machine)
+
+    rows = report["rows"]
+    assert {r["row"] for r in rows} == set(range(1, 9))
+    for row in rows:
+        assert set(row) == ROW_KEYS, row
+        assert row["value"] >= 0, row
+        assert row["met"] in (True, False, None), row
+        if row["baseline"]:
+            assert row["baseline_value"] > 0 and row["ratio"] > 0, row
+    names = [r["name"] for r in rows]
+    assert any("hot resolve, async" in n for n in names)
+    assert any("hot resolve, sync" in n for n in names)
+    # Correctness checks are not timings: these must hold on any machine.
+    claims = next(r for r in rows if r["row"] == 7 and r["goal"] == "each id won once")
+    assert claims["met"] is True
+    assert all(s["commands"]["round_trips"] == 1 for s in report["details"]["resolve"]["sizes"])
+
+    details = report["details"]
+    assert set(details) == {
+        "resolve",
+        "journal",
+        "warm",
+        "writes",
+        "staleness",
+        "claims",
+        "scaling",
+    }
+    assert set(details["writes"]["policies"]) == {"always", "never"}
+    assert set(details["writes"]["policies"]["always"]) == {
+        "append_1",
+        "append_10",
+        "append_100",
+        "mark",
+        "claim",
+    }
+    assert details["staleness"]["missing"] == 0
+    assert [p["processes"] for p in details["scaling"]] == [1, 2]
+    assert set(report["growth"]) == {"cold_resolve", "warm"}
+    assert "hot resolve" in proc.stdout  # the table is printed too

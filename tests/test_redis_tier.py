@@ -173,6 +173,22 @@ async def test_a_journal_appended_without_redis_is_caught_up_from_its_tail(
     assert {"late_1", "late2"} <= set(reader.processed_tool_call_ids)
 
 
+async def test_a_copy_standing_at_the_files_positions_is_served_without_reading_them(
+    tmp_path: Path, redis_url: tuple[str, str]
+) -> None:
+    await seed_session(tmp_path, redis_url)
+
+    def no_read(self: SessionFiles, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the files were read although Redis stands at their positions")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SessionFiles, "rebuild", no_read)
+        patch.setattr(SessionFiles, "catch_up_all", no_read)
+        reader, _ = await fresh_resolve(tmp_path, redis_url)
+    assert reader.source == "redis"
+    assert described(reader) == await truth(tmp_path)
+
+
 async def test_a_journal_replaced_by_a_mark_without_redis_is_detected_and_read_again(
     tmp_path: Path, redis_url: tuple[str, str]
 ) -> None:

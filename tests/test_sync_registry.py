@@ -105,3 +105,39 @@ def test_four_processes_claiming_overlapping_ids_win_each_once(tmp_path: Path) -
     assert sorted(set(won)) == sorted({f"call{i}" for i in range(200)})
     with SessionRegistry(tmp_path) as fresh:
         assert fresh.resolve("agent:main:contested").manager.entry_count == 400
+
+
+def test_lock_free_hits_stay_correct_while_other_threads_evict(tmp_path: Path) -> None:
+    keys = [f"agent:main:s{i}" for i in range(6)]
+    errors: list[BaseException] = []
+    with SessionRegistry(tmp_path, max_cached=2) as reg:
+        barrier = threading.Barrier(4)
+
+        def worker(offset: int) -> None:
+            try:
+                barrier.wait()
+                for i in range(300):
+                    key = keys[(i + offset) % len(keys)]
+                    assert reg.resolve(key).session_key == key
+                    got = reg.get(key)
+                    assert got is None or got.session_key == key
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert reg.size <= 2
+
+
+def test_hits_record_last_access_from_the_injected_clock(tmp_path: Path) -> None:
+    now = [7]
+    with SessionRegistry(tmp_path, clock_ms=lambda: now[0]) as reg:
+        ctx = reg.resolve("agent:main:s1")
+        assert ctx.last_access_ms == 7
+        now[0] = 1_700_000_000_123
+        assert reg.resolve("agent:main:s1") is ctx
+        assert ctx.last_access_ms == 1_700_000_000_123

@@ -2,8 +2,8 @@
 by approximate bytes.
 
 An ``OrderedDict`` with ``move_to_end`` on hit and ``popitem(last=False)`` on eviction, as in
-``cachetools``. Locking is the caller's job: the asyncio registry runs on one thread, and the
-blocking twin holds its own lock around every call.
+``cachetools``. Locking is the caller's job: the registries hold a lock around every call
+that adds, removes or re-weighs entries; :meth:`LruCache.get` needs none (see there).
 """
 
 from __future__ import annotations
@@ -45,12 +45,27 @@ class LruCache(Generic[K, V]):
         self._weights: dict[K, int] = {}
 
     def get(self, key: K) -> V | None:
-        """The value for ``key``, marked most recently used; ``None`` when absent."""
+        """The value for ``key``, marked most recently used; ``None`` when absent.
+
+        Safe without the caller's lock, concurrently with the other methods under it: the
+        lookup and the recency update are each one atomic ``OrderedDict`` call, and a key
+        evicted between the two is still a valid answer (the value was cached when looked up),
+        just not moved. So a hit costs no lock."""
         data = self._data
         value = data.get(key)
         if value is not None:
-            data.move_to_end(key)
+            try:  # noqa: SIM105 - contextlib.suppress would cost more than the hit itself
+                data.move_to_end(key)
+            except KeyError:  # evicted by another thread in between
+                pass
         return value
+
+    def hit_path(self) -> tuple[Callable[[K], V | None], Callable[[K], None]]:
+        """The mapping's own bound ``get`` and ``move_to_end``, for a caller that inlines
+        :meth:`get` in its hottest path (same rules: no lock needed, and ``move_to_end``
+        raises ``KeyError`` for a key evicted meanwhile, which the caller ignores). They stay
+        valid for the cache's whole life (:meth:`clear` keeps the mapping)."""
+        return self._data.get, self._data.move_to_end
 
     def put(self, key: K, value: V) -> list[tuple[K, V]]:
         """Insert or replace ``key``; returns the entries evicted to make room (oldest first)."""

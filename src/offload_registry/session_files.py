@@ -25,6 +25,7 @@ from offload_registry.journal import (
     StatusScan,
     Watermark,
     append_entries_to_file,
+    current_watermark,
     journal_path,
     rewrite_journal,
     scan_journal,
@@ -180,6 +181,12 @@ class SessionFiles:
         with file_lock(self.paths.journal, shared=True, create=False):
             scan = scan_journal(self.paths.claims, since, lock=False)
         return _all_forms(scan.ids), scan.watermark, scan.replaced
+
+    def positions(self) -> tuple[Watermark | None, Watermark | None]:
+        """Where the journal and the claims record end now, without reading them (an
+        ``fstat`` and a 64-byte read each; unlocked: a write in progress only makes a position
+        differ from any taken after it, never match a wrong one)."""
+        return current_watermark(self.paths.journal), current_watermark(self.paths.claims)
 
     def catch_up_all(
         self, since: Watermark | None, claims_since: Watermark | None

@@ -33,6 +33,25 @@ async def run_to_completion(work: Thunk[V]) -> V:
     return await asyncio.shield(asyncio.ensure_future(work()))
 
 
+class Pending(Generic[V]):
+    """Blocking work started now in a worker thread, collected later: await :meth:`result`
+    (or :meth:`settle` on an error path) exactly once, so that the work overlaps whatever
+    the caller awaits meanwhile (a Redis round trip, say)."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, fn: Callable[[], V]) -> None:
+        self._task: asyncio.Future[V] = asyncio.ensure_future(asyncio.to_thread(fn))
+
+    async def result(self) -> V:
+        return await self._task
+
+    async def settle(self) -> None:
+        """Wait for the work and drop its outcome, error included."""
+        with contextlib.suppress(BaseException):
+            await self._task
+
+
 def spawn(work: Thunk[None], name: str = "offload-registry-listener") -> asyncio.Task[None]:
     """Run ``work`` in the background on the running loop."""
     task = asyncio.ensure_future(work())

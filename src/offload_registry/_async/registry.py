@@ -8,18 +8,18 @@ resolves of one key in this process do the work once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from offload_registry._async._primitives import SingleFlight, run_blocking
+from offload_registry._async._primitives import SingleFlight
 from offload_registry._async.manager import OffloadStateManager
 from offload_registry._async.redis_tier import open_redis_tier
 from offload_registry._async.tier import NoSharedTier, SharedTier
@@ -65,13 +65,34 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(slots=True)
 class SessionCtx:
-    """A resolved session: its key, its manager, and when it was last resolved."""
+    """A resolved session: its key, its manager, and when it was last resolved
+    (``last_access_ms``, by the registry's clock: the wall clock unless one was injected).
 
-    session_key: str
-    manager: OffloadStateManager
-    last_access_ms: int
+    The access time is kept in nanoseconds, so a near-cache hit stores one ``time.time_ns()``
+    and the division into milliseconds happens only when someone reads it.
+    """
+
+    __slots__ = ("_access_ns", "manager", "session_key")
+
+    def __init__(self, session_key: str, manager: OffloadStateManager, last_access_ms: int) -> None:
+        self.session_key = session_key
+        self.manager = manager
+        self._access_ns = last_access_ms * 1_000_000
+
+    @property
+    def last_access_ms(self) -> int:
+        return self._access_ns // 1_000_000
+
+    @last_access_ms.setter
+    def last_access_ms(self, value: int) -> None:
+        self._access_ns = value * 1_000_000
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionCtx(session_key={self.session_key!r}, manager={self.manager!r}, "
+            f"last_access_ms={self.last_access_ms})"
+        )
 
 
 class SessionRegistry:
@@ -119,10 +140,15 @@ class SessionRegistry:
         self._cache: LruCache[str, SessionCtx] = LruCache(
             max_cached, max_bytes=max_cached_bytes, weigh=_weigh
         )
-        self._cache_lock = threading.Lock()  # uncontended in asyncio; guards threads in sync
+        # Guards the cache's writes (threads in the blocking twin); hits take no lock.
+        self._cache_lock = threading.Lock()
+        self._lookup, self._touch = self._cache.hit_path()
         self._flights: SingleFlight[str, SessionCtx] = SingleFlight()
         self._clock_ms = clock_ms
         self.stats = RegistryStats()
+        self._clock_ns: Callable[[], int] = (
+            time.time_ns if clock_ms is _wall_clock_ms else lambda: clock_ms() * 1_000_000
+        )
         self._closed = False
         _live_registries.add(self)
 
@@ -144,10 +170,14 @@ class SessionRegistry:
         when one is given. Raises ``InvalidSessionKeyError`` for a key that cannot name a safe
         path. As in the seed, a cached key keeps the session it was first resolved to.
         """
-        with self._cache_lock:
-            ctx = self._cache.get(session_key)
+        # A hit: LruCache.get inlined (no lock, no extra call; see LruCache.hit_path).
+        ctx = self._lookup(session_key)
         if ctx is not None:
-            ctx.last_access_ms = self._clock_ms()
+            try:  # noqa: SIM105 - contextlib.suppress would cost more than the hit itself
+                self._touch(session_key)
+            except KeyError:  # evicted by another thread meanwhile: still a valid answer
+                pass
+            ctx._access_ns = self._clock_ns()
             if ctx.manager.stale:  # another process wrote it: read the journal's new tail
                 await ctx.manager.revalidate()
             return ctx
@@ -176,10 +206,11 @@ class SessionRegistry:
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
         self._tier.watch(identity, manager.writer_id, manager.mark_stale)
+        record = None
+        if not identity.fallback:
+            record = functools.partial(files.record_session, session_key, real_session_id)
         try:
-            await manager.load()
-            if not identity.fallback:
-                await run_blocking(files.record_session, session_key, real_session_id)
+            await manager.load(then=record)  # recorded in the load's own thread hop
         except BaseException:
             self._tier.unwatch(identity, manager.writer_id)
             raise
@@ -209,10 +240,9 @@ class SessionRegistry:
     # -- the seed's Map-like surface ---------------------------------------------------------
     def get(self, session_key: str) -> SessionCtx | None:
         """The cached context (no load); refreshes its recency and ``last_access_ms``."""
-        with self._cache_lock:
-            ctx = self._cache.get(session_key)
+        ctx = self._cache.get(session_key)
         if ctx is not None:
-            ctx.last_access_ms = self._clock_ms()
+            ctx._access_ns = self._clock_ns()
         return ctx
 
     def evict(self, session_key: str) -> bool:

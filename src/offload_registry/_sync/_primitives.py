@@ -29,6 +29,29 @@ def run_to_completion(work: Thunk[V]) -> V:
     return work()
 
 
+class Pending(Generic[V]):
+    """Blocking work, run now on the calling thread (the blocking API has no worker threads
+    to overlap it with); :meth:`result` gives its value or raises its error."""
+
+    __slots__ = ("_error", "_value")
+
+    def __init__(self, fn: Callable[[], V]) -> None:
+        self._value: V | None = None
+        self._error: BaseException | None = None
+        try:
+            self._value = fn()
+        except BaseException as exc:  # raised by result(), as the async twin does
+            self._error = exc
+
+    def result(self) -> V:
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def settle(self) -> None:
+        """Drop the outcome, error included."""
+
+
 def spawn(work: Thunk[None], name: str = "offload-registry-listener") -> threading.Thread:
     """Run ``work`` on a daemon thread."""
     thread = threading.Thread(target=work, name=name, daemon=True)

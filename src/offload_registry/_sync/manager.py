@@ -17,14 +17,15 @@ import time
 import uuid
 from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from offload_registry import agent_files
-from offload_registry._sync._primitives import Lock, run_blocking, run_to_completion
+from offload_registry._sync._primitives import Lock, Pending, run_blocking, run_to_completion
 from offload_registry._sync.lease import Lease, LeaseKeeper
 from offload_registry._sync.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
+from offload_registry.codec import watermark_id
 from offload_registry.errors import LeaseUnavailableError
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
@@ -40,6 +41,22 @@ from offload_registry.stats import RegistryStats
 log = logging.getLogger(__name__)
 
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
+
+
+V = TypeVar("V")
+
+
+def _then(work: Callable[[], V], then: Callable[[], object] | None) -> Callable[[], V]:
+    """``work``, followed by ``then`` when ``work`` returned (one call, for one thread hop)."""
+    if then is None:
+        return work
+
+    def both() -> V:
+        result = work()
+        then()
+        return result
+
+    return both
 
 
 class OffloadStateManager:
@@ -131,19 +148,32 @@ class OffloadStateManager:
         )
 
     # -- loading --------------------------------------------------------------------------
-    def load(self) -> None:
+    def load(self, then: Callable[[], object] | None = None) -> None:
         """Fill the state from the shared tier, or rebuild it from the journal and publish it.
 
         A state from the shared tier reflects a journal position; whatever was written past
         it (while Redis was down, by a process without Redis such as the seed, or lost in a
         failover) is read from the journal's tail, so a lagging tier is never served stale.
+        The files' current positions are read in a worker thread while the tier answers
+        (then ``then``, blocking, runs in that thread too): when the tier's copy stands
+        exactly there, the state is the files' state at that moment and nothing is read.
         """
-        snapshot, from_tier = self._tier.load_or_rebuild(self.identity, self._rebuild)
+        probe = Pending(_then(self._files.positions, then))
+        try:
+            snapshot, from_tier = self._tier.load_or_rebuild(self.identity, self._rebuild)
+        except BaseException:
+            probe.settle()
+            raise
+        journal_at, claims_at = probe.result()
         self._install(snapshot)
         if not from_tier:
             self.source = "journal"
             return
         self.source = self._tier.name
+        if watermark_id(journal_at) == watermark_id(snapshot.watermark) and watermark_id(
+            claims_at
+        ) == watermark_id(snapshot.claims_watermark):
+            return  # the files end where the tier's copy does: nothing to catch up
         if self._catch_up_files():
             self._tier.publish(self.identity, self.snapshot(), self.writer_id)
 
