@@ -171,7 +171,7 @@ async def test_latency_above_the_timeout_costs_a_call_one_timeout_and_heals_with
 
 
 @pytest.mark.parametrize("forward", [True, False], ids=["reply-lost", "request-lost"])
-@pytest.mark.parametrize("op", ["append", "claim-reserve", "claim-commit"])
+@pytest.mark.parametrize("op", ["append", "claim-filter", "claim-commit"])
 async def test_a_reset_in_the_middle_of_a_script_call_loses_and_duplicates_nothing(
     tmp_path: Path, private_redis_server: RedisServerProcess, op: str, forward: bool
 ) -> None:

@@ -43,7 +43,7 @@ TIMEOUT = 0.3
 # CONFIG GET (the eviction-policy warning) is optional: a NOPERM there is ignored.
 REGISTRY_COMMANDS = (
     "+ping +get +set +del +client|setname +script|load +evalsha +multi +exec "
-    "+hmget +hget +hset +hdel +hincrby +lrange +llen +rpush +pttl +pexpire +type "
+    "+hmget +hget +hset +hexists +hincrby +lrange +llen +rpush +pttl +pexpire +type "
     "+publish +subscribe +unsubscribe "
 )
 

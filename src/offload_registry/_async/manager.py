@@ -321,46 +321,45 @@ class OffloadStateManager:
 
     async def _claim(self, wanted: list[str], fence: int | None) -> list[str]:
         async with self._lock:
-            # Ids this copy already knows to be taken are lost without asking anyone.
+            # Ids this copy already knows to be taken are lost without asking anyone; then
+            # Redis drops the ids it knows were committed; the journal decides the rest.
             wanted = [i for i in wanted if not self._known_taken(i)]
+            if not wanted:
+                return []
             groups = [list(id_forms(i)) for i in wanted]
-            reserved = await self._tier.claim_filter(
-                self.identity, "reserve", self.writer_id, groups
-            )
-            candidates = wanted if reserved is None else [wanted[i] for i in reserved]
+            open_groups = await self._tier.claim_filter(self.identity, "filter", groups)
+            candidates = wanted if open_groups is None else [wanted[i] for i in open_groups]
             if not candidates:
                 return []
-            settled = [form for i in candidates for form in id_forms(i)]
-            try:
-                result = await run_blocking(
-                    self._files.claim,
-                    self._state,
-                    self._claimed,
-                    since=self._watermark,
-                    claims_since=self._claims_watermark,
-                    ids=candidates,
-                    owner=self._owner,
-                    fence=fence,
-                )
-            except BaseException:
-                if reserved is not None:  # nothing committed: free the reservations
-                    await self._tier.claim_filter(
-                        self.identity, "release", self.writer_id, [settled]
-                    )
-                raise
-            if reserved is not None:  # won here or taken before: committed either way
-                await self._tier.claim_filter(self.identity, "commit", self.writer_id, [settled])
+            result = await run_blocking(
+                self._files.claim,
+                self._state,
+                self._claimed,
+                since=self._watermark,
+                claims_since=self._claims_watermark,
+                ids=candidates,
+                owner=self._owner,
+                fence=fence,
+            )
             self._apply_catch_up(result.catch_up)
             self._claimed |= result.claimed_since
             self._claims_watermark = result.claims_watermark
-            if result.won:
-                change = SessionChange(
-                    CLAIMS, result.won, result.claims_base, result.claims_watermark
-                )
-                await self._tier.publish_change(
-                    self.identity, change, self.snapshot(), self.writer_id, fence
-                )
-                self._resized()
+            self._resized()
+            # Committed: what follows only informs Redis, and must never turn a won claim
+            # into an error for the caller.
+            try:
+                if open_groups is not None:  # (no point when Redis did not answer)
+                    settled = [form for i in candidates for form in id_forms(i)]
+                    await self._tier.claim_filter(self.identity, "commit", [settled])
+                if result.won:
+                    change = SessionChange(
+                        CLAIMS, result.won, result.claims_base, result.claims_watermark
+                    )
+                    await self._tier.publish_change(
+                        self.identity, change, self.snapshot(), self.writer_id, fence
+                    )
+            except Exception:
+                log.exception("claims committed, but telling the shared tier failed")
             return result.won
 
     def _known_taken(self, tool_call_id: str) -> bool:

@@ -70,7 +70,7 @@ class SharedTier(Protocol):
         ...
 
     async def claim_filter(
-        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+        self, identity: SessionIdentity, op: str, groups: list[list[str]]
     ) -> list[int] | None:
         """One claim-filter operation (``lua/claim.lua``), or ``None`` when the tier cannot
         answer (the journal's claims record always decides in the end)."""
@@ -135,7 +135,7 @@ class NoSharedTier:
         return None
 
     async def claim_filter(
-        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+        self, identity: SessionIdentity, op: str, groups: list[list[str]]
     ) -> list[int] | None:
         return None
 

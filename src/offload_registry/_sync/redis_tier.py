@@ -87,9 +87,6 @@ MAX_DELTAS = 256
 REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
 EPOCH_CHECK_SECONDS = 5.0
-CLAIM_RESERVATION_MS = 10_000
-"""A claim reservation in Redis older than this was abandoned (its worker died between the
-filter and the journal); the id is offered again, and the journal still decides."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
 # RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
@@ -359,7 +356,7 @@ class RedisTier:
                 lambda: self._probe_lease(lease_keys),
             ),
             (
-                "claim.lua (evalsha, hget, hset, hdel, pexpire)",
+                "claim.lua (evalsha, hexists, hset, pexpire)",
                 lambda: self._probe_claims(probe.claims),
             ),
             ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
@@ -386,8 +383,8 @@ class RedisTier:
         self._lease(keys=keys, args=["release", "probe", 60_000, 1, 60_000])
 
     def _probe_claims(self, key: str) -> None:
-        for op in ("reserve", "release", "commit"):  # release runs HDEL: reserved first
-            self._claim(keys=[key], args=[op, "probe", 0, 1, 60_000, 1, "x"])
+        self._claim(keys=[key], args=["filter", 60_000, 1, "x"])
+        self._claim(keys=[key], args=["commit", 60_000, "x"])
 
     def _refresh_epoch(self) -> None:
         marker = self.keyspace.marker()
@@ -686,7 +683,7 @@ class RedisTier:
             reply = self._lease(
                 keys=[keys.lease, keys.fence], args=[op, holder, ttl_ms, token, self._ttl_ms]
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "lease", None)
             return None
         self._succeeded()
@@ -694,33 +691,34 @@ class RedisTier:
 
     # -- the claim filter ---------------------------------------------------------------------
     def claim_filter(
-        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+        self, identity: SessionIdentity, op: str, groups: list[list[str]]
     ) -> list[int] | None:
         """Run one ``lua/claim.lua`` operation over id groups (each id with its forms).
 
-        ``reserve`` answers the indexes of the groups reserved for ``owner``; ``commit`` and
-        ``release`` settle them. ``None`` when Redis cannot answer: the journal's claims
-        record decides alone, as it always does in the end.
+        ``filter`` answers the indexes of the groups none of whose forms is known to be
+        committed (only those need the journal's lock); ``commit`` records forms the journal
+        now holds. ``None`` when Redis cannot answer: the journal's claims record decides
+        alone, as it always does in the end.
 
-        Durability and concurrency: one atomic script on the session's slot, in Redis only; a
-        lost reservation or commit costs a trip to the journal's lock, never a double win.
+        Durability and concurrency: one atomic script on the session's slot, in Redis only,
+        holding only facts the journal already made durable; a lost commit costs the next
+        claimer a trip to the journal's lock, never a double win.
         """
         if not self.breaker.allow():
             return None
         keys = self.keyspace.session_for(identity)
-        args: list[Any] = [op, owner, time.time_ns() // 1_000_000, CLAIM_RESERVATION_MS]
-        args.append(self._ttl_ms)
+        args: list[Any] = [op, self._ttl_ms]
         for group in groups:
-            if op == "reserve":
+            if op == "filter":
                 args.append(len(group))
             args.extend(group)
         try:
             reply = self._claim(keys=[keys.claims], args=args)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._failed(exc, "claim", None)
             return None
         self._succeeded()
-        return [int(i) - 1 for i in reply] if op == "reserve" else []
+        return [int(i) - 1 for i in reply] if op == "filter" else []
 
     # -- operator tools: many sessions per round trip (offload_registry.ops) -----------------
     # Not used by the registry itself. Errors are raised to the caller (an operator tool

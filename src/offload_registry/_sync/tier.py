@@ -71,7 +71,7 @@ class SharedTier(Protocol):
         ...
 
     def claim_filter(
-        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+        self, identity: SessionIdentity, op: str, groups: list[list[str]]
     ) -> list[int] | None:
         """One claim-filter operation (``lua/claim.lua``), or ``None`` when the tier cannot
         answer (the journal's claims record always decides in the end)."""
@@ -136,7 +136,7 @@ class NoSharedTier:
         return None
 
     def claim_filter(
-        self, identity: SessionIdentity, op: str, owner: str, groups: list[list[str]]
+        self, identity: SessionIdentity, op: str, groups: list[list[str]]
     ) -> list[int] | None:
         return None
 
