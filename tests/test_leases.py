@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from uuid import uuid4
 import pytest
 
 from offload_registry import SessionRegistry
+from offload_registry import sync as sync_api
 from offload_registry._async._primitives import stop
 from offload_registry._async.lease import Lease
 from offload_registry.changes import APPEND, SessionChange
@@ -291,3 +293,160 @@ async def test_a_paused_holder_woken_after_a_takeover_cannot_write(
         os.kill(child.pid, signal.SIGCONT)
         child.kill()
         child.communicate()  # reaps it and closes the pipes
+
+
+# --------------------------------------------------------------------------------------------
+# regressions found in review
+# --------------------------------------------------------------------------------------------
+
+
+def unreachable_redis_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # nothing listens there
+
+
+async def test_a_lease_renewed_past_its_ttl_is_respected_by_a_worker_without_redis(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    prefix = f"t{uuid4().hex[:12]}"
+    async with (
+        opened(tmp_path, (redis_server.url, prefix)) as a,
+        opened(tmp_path, (unreachable_redis_url(), prefix)) as b,
+    ):
+        holder = (await a.resolve(KEY)).manager
+        async with holder.lease(ttl=0.6) as held:
+            await asyncio.sleep(1.3)  # two TTLs, renewed all along
+            with pytest.raises(LeaseUnavailableError):  # the journal's record says "held"
+                await (await b.resolve(KEY)).manager.acquire_lease(ttl=5)
+            assert not held.lost
+            await holder.append_entries([entry("toolu_1")], lease=held)
+
+
+async def test_a_write_refused_for_a_stale_token_marks_the_lease_lost(
+    tmp_path: Path, backend: tuple[str | None, str]
+) -> None:
+    async with opened(tmp_path, backend) as a, opened(tmp_path, backend) as b:
+        first = (await a.resolve(KEY)).manager
+        stale = await first.acquire_lease(ttl=0.3)
+        await pause_renewals(stale)
+        await asyncio.sleep(0.4)
+        async with (await b.resolve(KEY)).manager.lease(ttl=5):
+            stale._renewed(time.monotonic())  # woke believing it still holds the lease
+            assert not stale.lost
+            with pytest.raises(LeaseLostError):
+                await first.append_entries([entry("toolu_stale")], lease=stale)
+            assert stale.lost and await stale.wait_lost(0)
+
+
+async def test_a_write_redis_refused_as_fenced_is_still_announced_to_other_workers(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    backend = (redis_server.url, f"t{uuid4().hex[:12]}")
+    async with (
+        opened(tmp_path, backend) as a,
+        opened(tmp_path, backend) as b,
+        opened(tmp_path, backend) as c,
+    ):
+        writer, reader, taker = [(await r.resolve(KEY)).manager for r in (a, b, c)]
+        await reader.append_entries([entry("toolu_0")])
+        held = await writer.acquire_lease(ttl=0.4)
+        tier: Any = a.tier
+        publish_change = tier.publish_change
+
+        async def paused_between_journal_and_redis(*args: Any, **kwargs: Any) -> None:
+            await pause_renewals(held)
+            await asyncio.sleep(0.5)  # past the TTL: another worker takes the session
+            await taker.acquire_lease(ttl=5)
+            await publish_change(*args, **kwargs)
+
+        tier.publish_change = paused_between_journal_and_redis
+        assert await writer.append_entries([entry("toolu_1")], lease=held) == 1
+        assert tier.stats.fenced == 1
+        for _ in range(200):  # the reader hears of the write and catches up on resolve
+            if "toolu_1" in (await b.resolve(KEY)).manager.processed_tool_call_ids:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the acknowledged write never reached the other worker")
+
+
+async def test_a_holder_granted_without_redis_keeps_its_lease_after_a_refused_redis_grant(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    backend = (redis_server.url, f"t{uuid4().hex[:12]}")
+    async with opened(tmp_path, backend) as h, opened(tmp_path, backend) as x:
+        holder, other = (await h.resolve(KEY)).manager, (await x.resolve(KEY)).manager
+        breaker: Any = h.tier.breaker  # type: ignore[attr-defined]
+        breaker.allow = lambda: False  # the holder cannot reach Redis for a while
+        held = await holder.acquire_lease(ttl=0.9)
+        with pytest.raises(LeaseUnavailableError):  # granted by Redis, refused by the record
+            await other.acquire_lease(ttl=1)
+        del breaker.allow  # Redis is back; its fence is ahead of the holder's token
+        await asyncio.sleep(1.2)  # renewals restore the lease in Redis
+        assert not held.lost
+        await holder.append_entries([entry("toolu_1")], lease=held)
+        await holder.release_lease(held)
+
+
+async def test_closing_a_registry_releases_its_leases(
+    tmp_path: Path, backend: tuple[str | None, str]
+) -> None:
+    async with opened(tmp_path, backend) as b:
+        a = opened(tmp_path, backend)
+        held = await (await a.resolve(KEY)).manager.acquire_lease(ttl=30)
+        await a.close()
+        assert held.lost
+        async with (await b.resolve(KEY)).manager.lease(ttl=5, wait=0) as taken:
+            assert taken.token > held.token
+
+
+async def test_a_cancelled_acquire_leaves_no_lease_behind(
+    tmp_path: Path, backend: tuple[str | None, str]
+) -> None:
+    async with opened(tmp_path, backend) as a, opened(tmp_path, backend) as b:
+        first = (await a.resolve(KEY)).manager
+        files: Any = first._files
+        commit, grant = files.commit_lease, files.grant_lease
+
+        def slow(step: Any) -> Any:
+            def run(*args: Any) -> Any:
+                time.sleep(0.2)  # a slow flock or fsync
+                return step(*args)
+
+            return run
+
+        files.commit_lease, files.grant_lease = slow(commit), slow(grant)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(first.acquire_lease(ttl=30), 0.05)
+        await asyncio.sleep(0.3)
+        async with (await b.resolve(KEY)).manager.lease(ttl=5, wait=0):
+            pass
+
+
+def test_a_forked_child_can_neither_write_under_nor_release_the_parents_lease(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    prefix = f"t{uuid4().hex[:12]}"
+    with sync_api.SessionRegistry(tmp_path, redis_url=redis_server.url, key_prefix=prefix) as reg:
+        manager = reg.resolve(KEY).manager
+        with manager.lease(ttl=30) as held:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    ok = held.lost
+                    try:
+                        manager.append_entries([entry("toolu_child")], lease=held)
+                        ok = False
+                    except LeaseLostError:
+                        pass
+                    manager.release_lease(held)  # only the child's copy is dropped
+                    os._exit(0 if ok else 1)
+                except BaseException:
+                    os._exit(2)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert not held.lost
+            manager.append_entries([entry("toolu_parent")], lease=held)
+    assert journal_ids(tmp_path) == ["toolu_parent"]

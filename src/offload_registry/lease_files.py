@@ -27,6 +27,9 @@ import orjson
 from offload_registry.errors import JournalError
 from offload_registry.fsutil import FsyncPolicy, atomic_write_bytes
 
+RELEASED = ""
+"""The holder of a record whose lease was released (its token still counts)."""
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
@@ -61,7 +64,9 @@ def read_record(path: Path) -> LeaseRecord | None:
         record = LeaseRecord(int(data["token"]), str(data["holder"]), int(data["expires_ms"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise JournalError(
-            str(path), f"the lease record is damaged ({exc}); restore or remove it"
+            str(path),
+            f"the lease record is damaged ({exc}); restore it from a backup, or write one"
+            " with a token above any ever granted (removing it would let old tokens win)",
         ) from exc
     if record.token < 0:
         raise JournalError(str(path), "the lease record holds a negative token")

@@ -58,7 +58,7 @@ class RegistryCollector(Collector):
         reg = self._registry
         stats = reg.stats
         cold = _labelled("cold_resolves", "Sessions loaded into the near cache", "source")
-        for source, count in sorted(stats.cold_resolves.items()):
+        for source, count in sorted(list(stats.cold_resolves.items())):  # copied: no lock
             cold.add_metric([source], count)
         yield cold
         claims = _labelled("claims", "Claimed ids, by outcome", "outcome")

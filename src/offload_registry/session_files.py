@@ -31,7 +31,7 @@ from offload_registry.journal import (
     scan_journal,
 )
 from offload_registry.keys import SessionIdentity
-from offload_registry.lease_files import LeaseRecord
+from offload_registry.lease_files import RELEASED, LeaseRecord
 from offload_registry.session_state import SessionState, id_forms, normalize_id
 
 log = logging.getLogger(__name__)
@@ -336,6 +336,10 @@ class SessionFiles:
                 str(self.paths.journal), fence, "a newer holder took the session", current
             )
 
+    def lease_record(self) -> LeaseRecord | None:
+        """The newest lease record (a lock-free read, as :meth:`lease_floor`)."""
+        return lease_files.read_record(self.paths.lease)
+
     def lease_floor(self) -> int:
         """The highest token ever granted (a lock-free read: the record is replaced
         atomically); a Redis grant must exceed it."""
@@ -380,26 +384,31 @@ class SessionFiles:
             return record
 
     def renew_lease(self, record: LeaseRecord) -> bool:
-        """Extend a lease in the record (used while Redis is unreachable); ``False`` when
-        the record names a newer token, so the lease is lost.
+        """Extend a held lease's expiry in the record; ``False`` (lost) when the record names
+        a newer token, or this token released by its holder (a renewal racing the release
+        never brings the lease back).
 
         Durability and concurrency: as :meth:`commit_lease` (locked, atomic, fsynced).
         """
         with file_lock(self.paths.journal):
             current = lease_files.read_record(self.paths.lease)
-            if current is not None and current.token > record.token:
+            if current is not None and (
+                current.token > record.token
+                or (current.token == record.token and current.holder != record.holder)
+            ):
                 return False
             lease_files.write_record(self.paths.lease, record, self.fsync)
             return True
 
-    def release_lease(self, token: int) -> None:
-        """Mark the lease expired in the record if it is still the newest (the token stays,
-        so tokens keep growing). Durability and concurrency: as :meth:`commit_lease`."""
+    def release_lease(self, token: int, holder: str) -> None:
+        """Mark the lease released in the record if it is still the newest (the token stays,
+        so tokens keep growing; the holder is cleared, so no late renewal revives it).
+        Durability and concurrency: as :meth:`commit_lease`."""
         with file_lock(self.paths.journal):
             current = lease_files.read_record(self.paths.lease)
-            if current is not None and current.token == token:
-                expired = LeaseRecord(current.token, current.holder, 0)
-                lease_files.write_record(self.paths.lease, expired, self.fsync)
+            if current is not None and current.token == token and current.holder == holder:
+                released = LeaseRecord(current.token, RELEASED, 0)
+                lease_files.write_record(self.paths.lease, released, self.fsync)
 
     def record_session(self, session_key: str, real_session_id: str | None) -> None:
         """Remember the last session key in ``state.json`` and, when the caller passed a real

@@ -44,7 +44,9 @@ class Pending(Generic[V]):
         self._task: asyncio.Future[V] = asyncio.ensure_future(asyncio.to_thread(fn))
 
     async def result(self) -> V:
-        return await self._task
+        # Shielded: a cancelled caller leaves the work running (a thread cannot be stopped)
+        # and still observable, so an error path can settle() it for real.
+        return await asyncio.shield(self._task)
 
     async def settle(self) -> None:
         """Wait for the work and drop its outcome, error included."""
@@ -62,8 +64,12 @@ def spawn(work: Thunk[None], name: str = "offload-registry-listener") -> asyncio
 async def stop(task: asyncio.Task[None]) -> None:
     """Cancel a background task and wait until it has finished."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the caller itself is being cancelled: do not swallow that
 
 
 def running(task: asyncio.Task[None]) -> bool:

@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from offload_registry import agent_files
-from offload_registry._async._primitives import Lock, Pending, run_blocking, run_to_completion
+from offload_registry._async._primitives import (
+    Lock,
+    Pending,
+    Thunk,
+    run_blocking,
+    run_to_completion,
+)
 from offload_registry._async.lease import Lease, LeaseKeeper
 from offload_registry._async.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
 from offload_registry.codec import watermark_id
-from offload_registry.errors import LeaseUnavailableError
+from offload_registry.errors import LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_files import CatchUp, OffloadStatus, SessionFiles
@@ -39,6 +45,7 @@ from offload_registry.stats import RegistryStats
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
 
 
@@ -250,7 +257,7 @@ class OffloadStateManager:
         (:class:`LeaseLostError`, nothing written) when a newer lease was granted.
         """
         fence = self._fence(lease)
-        return await run_to_completion(lambda: self._append(entries, fence))
+        return await self._fenced(lease, lambda: self._append(entries, fence))
 
     async def _append(self, entries: Sequence[Mapping[str, Any]], fence: int | None) -> int:
         async with self._lock:
@@ -287,7 +294,7 @@ class OffloadStateManager:
         tier then gets the whole new state. With ``lease``, refused as in ``append_entries``.
         """
         fence = self._fence(lease)
-        return await run_to_completion(lambda: self._mark(statuses, fence))
+        return await self._fenced(lease, lambda: self._mark(statuses, fence))
 
     async def _mark(self, statuses: Mapping[str, OffloadStatus], fence: int | None) -> int:
         async with self._lock:
@@ -314,7 +321,7 @@ class OffloadStateManager:
         fence = self._fence(lease)
         if not wanted:
             return []
-        won = await run_to_completion(lambda: self._claim(wanted, fence))
+        won = await self._fenced(lease, lambda: self._claim(wanted, fence))
         self.stats.claims_won += len(won)
         self.stats.claims_lost += len(wanted) - len(won)
         return won
@@ -402,6 +409,20 @@ class OffloadStateManager:
     async def release_lease(self, held: Lease) -> None:
         """Give the lease up (it stops renewing; its token is never granted again)."""
         await self._leases.release(held)
+
+    async def release_leases(self) -> None:
+        """Release every lease still held through this manager (its registry is closing)."""
+        await self._leases.release_all()
+
+    async def _fenced(self, held: Lease | None, work: Thunk[_T]) -> _T:
+        """Run a write to completion; a write refused for a stale token also marks the
+        lease lost, so its holder stops trusting it at once."""
+        try:
+            return await run_to_completion(work)
+        except LeaseLostError as exc:
+            if held is not None:
+                held._lose(exc.reason)
+            raise
 
     def _fence(self, held: Lease | None) -> int | None:
         if held is None:

@@ -625,9 +625,11 @@ class RedisTier:
         reason = detail.decode() if isinstance(detail, bytes) else str(detail)
         if reason == "fenced":
             # A newer lease holder exists. The journal accepted this write under its lock
-            # before that grant was committed, so it stands; Redis just lags by it, and
-            # readers catch up from the journal (the next writer reseeds the snapshot).
+            # before that grant was committed, so it stands; Redis just lags by it (readers
+            # catch up from the journal, the next writer reseeds the snapshot), but the
+            # other workers must still hear of the write.
             self.stats.fenced += 1
+            await self._announce_write(keys, writer)
             return
         if reason == "gap":
             self.stats.gaps += 1
@@ -661,6 +663,7 @@ class RedisTier:
         await self._succeeded()
         if written == -1:
             self.stats.fenced += 1  # see publish_change: the journal holds the write
+            await self._announce_write(keys, writer)
         elif written:
             self.stats.snapshots_published += 1
             self._dirty.discard(keys)
@@ -849,6 +852,14 @@ class RedisTier:
         pattern = self.keyspace.state_pattern()
         async for key in self._client.scan_iter(match=pattern, count=count):
             yield _text(key)
+
+    async def _announce_write(self, keys: SessionKeys, writer: str) -> None:
+        """Tell other workers a session changed when no script announced it (version 0:
+        a reset, never counted as a gap)."""
+        try:
+            await self._announce(self._client, keys, f"{keys.tag} {self.origin} {writer} 0")
+        except _FAILURES as exc:
+            self._failed(exc, "announce", keys)
 
     def _snapshot_args(
         self,

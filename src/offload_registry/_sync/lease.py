@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from offload_registry._sync._primitives import (
     Event,
+    Pending,
     run_blocking,
     sleep,
     spawn,
@@ -59,6 +61,7 @@ class Lease:
         self._lost = Event()
         self._released = Event()
         self._keeper: Any = None
+        self._pid = os.getpid()  # a forked child never inherits the right to write under it
 
     @property
     def session_key(self) -> str:
@@ -70,8 +73,13 @@ class Lease:
 
     @property
     def lost(self) -> bool:
-        """True once the lease expired unrenewed, was superseded or was released."""
-        return self._lost_reason is not None or time.monotonic() >= self._deadline
+        """True once the lease expired unrenewed, was superseded or was released (and in a
+        process forked from the holder: the lease stays the parent's)."""
+        return (
+            self._lost_reason is not None
+            or time.monotonic() >= self._deadline
+            or os.getpid() != self._pid
+        )
 
     @property
     def remaining(self) -> float:
@@ -82,6 +90,8 @@ class Lease:
         """Raise :class:`LeaseLostError` when the lease can no longer be written under."""
         if self.lost:
             reason = self._lost_reason or "not renewed before its deadline"
+            if os.getpid() != self._pid:
+                reason = "held by the process this one was forked from"
             raise LeaseLostError(self.session_key, self.token, reason)
 
     def wait_lost(self, timeout: float) -> bool:
@@ -117,6 +127,7 @@ class LeaseKeeper:
         self._identity = identity
         self._files = files
         self._tier = tier
+        self.live: set[Lease] = set()  # held here and not yet released (released on close)
 
     def acquire(self, ttl: float, wait: float) -> Lease:
         """Take the lease, waiting up to ``wait`` seconds for the current holder to go;
@@ -136,6 +147,7 @@ class LeaseKeeper:
                 lease._renewed(started)
                 keep = functools.partial(self._keep, lease)
                 lease._keeper = spawn(keep, "offload-registry-lease")
+                self.live.add(lease)
                 return lease
             left = give_up - time.monotonic()
             if left <= 0:
@@ -144,20 +156,53 @@ class LeaseKeeper:
             delay = min(delay * 2, 0.25)
 
     def _grant(self, holder: str, ttl_ms: int) -> tuple[int, int]:
-        """``(token, 0)`` when granted, ``(0, ms the current holder may keep it)`` when not."""
+        """``(token, 0)`` when granted, ``(0, ms the current holder may keep it)`` when not.
+
+        Interrupted (cancelled, or the journal side failed) after Redis granted a token, it
+        gives that token up before raising, so no orphan lease blocks others for a TTL.
+        """
+        granted: list[int] = []
+        steps: list[Pending[Any]] = []
+        try:
+            return self._try_grant(holder, ttl_ms, granted, steps)
+        except BaseException:
+            for step in steps:  # a record step may still be running in its thread
+                step.settle()
+            self._give_up(holder, granted, ttl_ms)
+            raise
+
+    def _give_up(self, holder: str, granted: list[int], ttl_ms: int) -> None:
+        """Undo whatever an interrupted grant left: Redis's lease key, and the journal's
+        record if it names this holder (best effort: a grant also expires by itself)."""
+        try:
+            for token in granted:
+                self._tier.lease_call(self._identity, "release", holder, token, ttl_ms)
+            record = run_blocking(self._files.lease_record)
+            if record is not None and record.holder == holder:
+                run_blocking(self._files.release_lease, record.token, holder)
+        except Exception:
+            log.exception("could not give up an interrupted lease grant")
+
+    def _try_grant(
+        self, holder: str, ttl_ms: int, granted: list[int], steps: list[Pending[Any]]
+    ) -> tuple[int, int]:
         for _ in range(_MAX_GRANT_ATTEMPTS):
             floor = run_blocking(self._files.lease_floor)
             reply = self._tier.lease_call(self._identity, "acquire", holder, floor, ttl_ms)
             if reply is None:  # no Redis: the journal's record arbitrates alone
-                record = run_blocking(self._files.grant_lease, holder, ttl_ms)
-                return (record.token, 0) if record is not None else (0, ttl_ms)
+                steps.append(Pending(functools.partial(self._files.grant_lease, holder, ttl_ms)))
+                granted_here: LeaseRecord | None = steps[-1].result()
+                return (granted_here.token, 0) if granted_here is not None else (0, ttl_ms)
             token, remaining = int(reply[0]), int(reply[1])
             if not token:
                 return 0, remaining
+            granted.append(token)
             record = LeaseRecord(token, holder, now_ms() + ttl_ms)
-            outcome = run_blocking(self._files.commit_lease, record)
+            steps.append(Pending(functools.partial(self._files.commit_lease, record)))
+            outcome = steps[-1].result()
             if outcome == "ok":
                 return token, 0
+            granted.pop()
             self._tier.lease_call(self._identity, "release", holder, token, ttl_ms)
             if outcome == "busy":  # granted without Redis by another holder, still valid
                 return 0, ttl_ms
@@ -186,30 +231,40 @@ class LeaseKeeper:
             lease._lose(f"renewal failed: {exc!r}")
 
     def _renew(self, lease: Lease) -> bool | None:
-        """True renewed, False lost, None not known yet (try again before the deadline)."""
+        """True renewed, False lost.
+
+        The journal's record is renewed every time, under its lock: it is the authority on
+        tokens and on expiry when Redis is unreachable (a worker without Redis must never see
+        a renewed lease as expired), and a newer token there means the lease is lost. Redis
+        is renewed too, or restored when it lost the lease (restarted empty).
+        """
+        record = LeaseRecord(lease.token, lease.holder, now_ms() + lease.ttl_ms)
+        if not run_blocking(self._files.renew_lease, record):
+            return False
         args = (self._identity, "renew", lease.holder, lease.token, lease.ttl_ms)
         reply = self._tier.lease_call(*args)
-        if reply is not None and int(reply) != 0:
-            return int(reply) == 1
-        if reply is not None:  # Redis lost the lease (restarted empty): restore it from ours
-            if run_blocking(self._files.lease_floor) > lease.token:
-                return False
+        if reply is not None and int(reply) == 0:  # Redis lost it; the record says it is ours
             restore = (self._identity, "restore", lease.holder, lease.token, lease.ttl_ms)
-            restored = self._tier.lease_call(*restore)
-            if restored is not None:
-                return int(restored) == 1
-        # Redis cannot answer: keep the lease in the journal's record.
-        record = LeaseRecord(lease.token, lease.holder, now_ms() + lease.ttl_ms)
-        return run_blocking(self._files.renew_lease, record)
+            reply = self._tier.lease_call(*restore)
+        return reply is None or int(reply) == 1
 
     def release(self, lease: Lease) -> None:
-        """Stop renewing and give the lease up (Redis and the journal's record)."""
+        """Stop renewing and give the lease up (Redis and the journal's record); in a process
+        forked from the holder only this copy is dropped: the lease stays the parent's."""
         lease._released.set()
-        if lease._keeper is not None:
+        self.live.discard(lease)
+        if lease._keeper is not None and os.getpid() == lease._pid:
             stop(lease._keeper)
-            lease._keeper = None
+        lease._keeper = None
         if lease._lost_reason is None:
             lease._lose("released")
+        if os.getpid() != lease._pid:
+            return
         args = (self._identity, "release", lease.holder, lease.token, lease.ttl_ms)
         self._tier.lease_call(*args)
-        run_blocking(self._files.release_lease, lease.token)
+        run_blocking(self._files.release_lease, lease.token, lease.holder)
+
+    def release_all(self) -> None:
+        """Release every lease still held here (the registry is closing)."""
+        for lease in list(self.live):
+            self.release(lease)

@@ -147,6 +147,7 @@ class SessionRegistry:
         self._flights: SingleFlight[str, SessionCtx] = SingleFlight()
         self._clock_ms = clock_ms
         self.stats = RegistryStats()
+        self._managers: weakref.WeakSet[OffloadStateManager] = weakref.WeakSet()
         self._clock_ns: Callable[[], int] = (
             time.time_ns if clock_ms is _wall_clock_ms else lambda: clock_ms() * 1_000_000
         )
@@ -204,6 +205,7 @@ class SessionRegistry:
         files = SessionFiles(paths, self._fsync, self._read_only)
         manager = OffloadStateManager(identity, files, self._tier)
         manager.stats = self.stats
+        self._managers.add(manager)
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
         self._tier.watch(identity, manager.writer_id, manager.mark_stale)
@@ -305,6 +307,8 @@ class SessionRegistry:
         if self._closed:
             return
         self._closed = True
+        for manager in list(self._managers):  # no lease outlives its registry
+            manager.release_leases()
         with self._cache_lock:
             self._cache.clear()
         self._tier.close()

@@ -212,7 +212,7 @@ def _lease_turn(
     except LeaseUnavailableError:
         report.leases["busy"] += 1
     except LeaseLostError:
-        report.leases["lost"] += 1  # refused by fencing: nothing was written under it
+        report.leases["lost"] += 1  # a write refused by fencing (nothing of it was written)
 
 
 def _probe(reg: Any, plan: WorkerPlan, report: WorkerReport, deadline: float) -> None:

@@ -6,7 +6,7 @@
 --         i.e. the journal's highest token), ARGV[5] fence TTL (ms)
 -- acquire -> {token, 0} granted, or {0, remaining ms} while another holder has it
 -- renew   -> 1 renewed, 0 the lease key is gone (Redis lost it), -1 another holder has it
--- restore -> 1 re-established after Redis lost it, -1 a newer token exists or another holds it
+-- restore -> 1 re-established after Redis lost it, -1 another holder has it
 -- release -> 1 released, 0 not ours
 local op, holder, ttl, token = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local current = redis.call('GET', KEYS[1])
@@ -33,13 +33,15 @@ if op == 'renew' then
   return -1
 end
 if op == 'restore' then
+  -- The caller just renewed its token in the journal's record, the authority on tokens; a
+  -- higher fence here can only come from a grant that was never committed there.
   if current == mine then
     return 1
   end
-  if current or fence > token then
+  if current then
     return -1
   end
-  redis.call('SET', KEYS[2], token, 'PX', ARGV[5])
+  redis.call('SET', KEYS[2], math.max(fence, token), 'PX', ARGV[5])
   redis.call('SET', KEYS[1], mine, 'PX', ttl)
   return 1
 end
