@@ -209,3 +209,28 @@ async def test_a_malformed_invalidation_is_ignored(
             client.close()
         await asyncio.sleep(0.2)
         assert not manager.stale
+
+
+async def test_a_failing_invalidation_handler_drops_the_whole_near_cache(
+    tmp_path: Path, backend: tuple[str, str]
+) -> None:
+    url, prefix = backend
+    async with (
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as writer,
+        SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reader,
+    ):
+        await reader.resolve(KEY)
+        await reader.resolve("agent:main:another")
+        tier: Any = reader.tier
+
+        def broken_handler(data: Any) -> None:
+            raise RuntimeError("a bug in the invalidation handler")
+
+        tier._on_message = broken_handler
+        for attempt in range(300):  # the subscription starts in the background
+            await (await writer.resolve(KEY)).manager.append_entries([entry(f"call_{attempt}")])
+            if len(reader) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert len(reader) == 0, "the near cache must be dropped, not trusted"
+        assert (await reader.resolve(KEY)).manager.entry_count >= 1  # reloaded on demand

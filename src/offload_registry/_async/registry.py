@@ -147,6 +147,7 @@ class SessionRegistry:
         self._clock_ms = clock_ms
         self.stats = RegistryStats()
         self._managers: weakref.WeakSet[OffloadStateManager] = weakref.WeakSet()
+        self._tier.set_failure_handler(self._drop_near_cache)
         self._clock_ns: Callable[[], int] = (
             time.time_ns if clock_ms is _wall_clock_ms else lambda: clock_ms() * 1_000_000
         )
@@ -223,6 +224,12 @@ class SessionRegistry:
         manager.on_resize = lambda: self._reweigh(session_key)
         self._forget(evicted)
         return ctx
+
+    def _drop_near_cache(self) -> None:
+        """Forget every cached copy (the invalidation handler failed: trust none of them)."""
+        with self._cache_lock:
+            dropped = [(key, self._cache.pop(key)) for key in list(self._cache.keys())]
+        self._forget([(key, ctx) for key, ctx in dropped if ctx is not None])
 
     def _reweigh(self, session_key: str) -> None:
         with self._cache_lock:

@@ -89,6 +89,10 @@ class SharedTier(Protocol):
         """Forget the parent's watchers and listener (called in a forked child)."""
         ...
 
+    def set_failure_handler(self, drop_near_cache: Callable[[], None]) -> None:
+        """Call ``drop_near_cache`` if the invalidation handler itself fails."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -146,6 +150,9 @@ class NoSharedTier:
         return None
 
     def after_fork_in_child(self) -> None:
+        return None
+
+    def set_failure_handler(self, drop_near_cache: Callable[[], None]) -> None:
         return None
 
     async def close(self) -> None:

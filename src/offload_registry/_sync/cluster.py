@@ -165,6 +165,8 @@ class ShardListener:
         on_message: Callable[[Any], None],
         on_subscribed: Callable[[str], None],
         on_gap: Callable[[], None],
+        *,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         delay = 0.05
         while not closing():
@@ -178,8 +180,8 @@ class ShardListener:
                 on_gap()
                 log.debug("shard invalidation listener: %s; resubscribing", exc)
             except Exception:  # a failing handler must not leave copies trusted
-                on_gap()
-                log.exception("invalidation listener failed; every cached session revalidates")
+                (on_failure or on_gap)()
+                log.exception("invalidation listener failed; the near cache is dropped")
             finally:
                 self._close_all()
             if not closing():

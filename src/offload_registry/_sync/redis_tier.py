@@ -279,6 +279,7 @@ class RedisTier:
         self._closing = False
         self.invalidations = 0
         self._versions: dict[str, int] = {}  # last version seen per watched session tag
+        self._drop_near_cache: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"RedisTier({self.description}, {self.keyspace.base!r})"
@@ -997,6 +998,16 @@ class RedisTier:
                 self.stats.version_gaps += 1
             self._versions[tag] = version
 
+    def set_failure_handler(self, drop_near_cache: Callable[[], None]) -> None:
+        """Call ``drop_near_cache`` if the invalidation handler itself fails: a bug there
+        means no message can be trusted, so the near cache is dropped, not just revalidated."""
+        self._drop_near_cache = drop_near_cache
+
+    def _handler_failed(self) -> None:
+        self._mark_all_stale()
+        if self._drop_near_cache is not None:
+            self._drop_near_cache()
+
     def _listen(self) -> None:
         """Follow the invalidation channel until closed. Whenever the subscription (re)starts,
         every watched session is marked stale: messages sent while we were not subscribed
@@ -1010,6 +1021,7 @@ class RedisTier:
                     self._on_message,
                     self._mark_tag_stale,
                     self._mark_all_stale,
+                    on_failure=self._handler_failed,
                 )
             else:
                 self._follow_channel()
@@ -1056,8 +1068,8 @@ class RedisTier:
                 self._mark_all_stale()
                 log.debug("invalidation listener: %s; resubscribing", exc)
             except Exception:  # a failing handler must not leave copies trusted
-                self._mark_all_stale()
-                log.exception("invalidation listener failed; every cached session revalidates")
+                self._handler_failed()
+                log.exception("invalidation listener failed; the near cache is dropped")
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     pubsub.close()

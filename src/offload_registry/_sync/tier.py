@@ -90,6 +90,10 @@ class SharedTier(Protocol):
         """Forget the parent's watchers and listener (called in a forked child)."""
         ...
 
+    def set_failure_handler(self, drop_near_cache: Callable[[], None]) -> None:
+        """Call ``drop_near_cache`` if the invalidation handler itself fails."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -147,6 +151,9 @@ class NoSharedTier:
         return None
 
     def after_fork_in_child(self) -> None:
+        return None
+
+    def set_failure_handler(self, drop_near_cache: Callable[[], None]) -> None:
         return None
 
     def close(self) -> None:
