@@ -66,17 +66,6 @@ def command(server: RedisServerProcess, *args: Any) -> Any:
         return client.execute_command(*args)
 
 
-def _cluster_supported(binary: Path) -> str | None:
-    """``None`` if ``binary`` starts in cluster mode, else why not."""
-    probe = LocalCluster(binary)._node()
-    try:
-        with probe:
-            info = command(probe, "CLUSTER", "INFO")
-        return None if "cluster_state" in info else "CLUSTER INFO has no cluster_state"
-    except Exception as exc:  # any failure means "no cluster mode"
-        return str(exc).splitlines()[0]
-
-
 class LocalCluster:
     """A Redis Cluster of local processes; see the module docstring."""
 
@@ -361,25 +350,17 @@ class LocalSentinel:
         self.close()
 
 
-def cluster_binary_or_skip() -> Path:
-    binary = server_binary_or_fail()
-    reason = _cluster_supported(binary)
-    if reason is not None:
-        pytest.skip(f"{binary} has no cluster mode: {reason}")
-    return binary
-
-
 @pytest.fixture
 def redis_cluster() -> Iterator[LocalCluster]:
     """A 3-master, 3-replica cluster owned by one test (it may kill, pause, reshard)."""
-    with LocalCluster(cluster_binary_or_skip()) as cluster:
+    with LocalCluster(server_binary_or_fail()) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="module")
 def shared_cluster() -> Iterator[LocalCluster]:
     """One cluster for a whole module: tests use unique key prefixes and never break it."""
-    with LocalCluster(cluster_binary_or_skip()) as cluster:
+    with LocalCluster(server_binary_or_fail()) as cluster:
         yield cluster
 
 
