@@ -351,7 +351,8 @@ class OffloadStateManager:
             self._apply_catch_up(result.catch_up)
             self._claimed |= result.claimed_since
             self._claims_watermark = result.claims_watermark
-            self._resized()
+            if result.catch_up.changed or result.claimed_since:
+                self._resized()
             # Committed: what follows only informs Redis, and must never turn a won claim
             # into an error for the caller.
             try:

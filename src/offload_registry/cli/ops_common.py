@@ -1,8 +1,10 @@
-"""What the operator commands (warm, verify, stats, evict) share: the data root they work
-on, the Redis they need, and running their asyncio job with one-line errors."""
+"""What the commands share: the data root the operator commands (warm, verify, stats,
+evict) work on, the Redis they need, running their asyncio job with one-line errors, and
+argument types."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
@@ -18,6 +20,14 @@ from offload_registry.ops.tier import RedisUnavailableError
 
 EXIT_FAILURE = 1
 PROG = "offload-registry"
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def existing_data_root(configured: str | None) -> Path:

@@ -28,6 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from offload_registry.cli.ops_common import positive_int
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import ConfigurationError, LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
@@ -49,11 +50,11 @@ LEASE_TTL = 2.0
 
 def register(commands: Any) -> None:
     parser = commands.add_parser("simulate", help=HELP, description=HELP, epilog=EXAMPLE)
-    parser.add_argument("--workers", type=_positive, default=4, help="worker processes (4)")
-    parser.add_argument("--sessions", type=_positive, default=3, help="shared sessions (3)")
+    parser.add_argument("--workers", type=positive_int, default=4, help="worker processes (4)")
+    parser.add_argument("--sessions", type=positive_int, default=3, help="shared sessions (3)")
     parser.add_argument("--seconds", type=float, default=4.0, help="traffic duration (4)")
     parser.add_argument("--seed", type=int, default=1, help="random seed, for replays (1)")
-    parser.add_argument("--ids", type=_positive, default=400, help="tool call ids per session")
+    parser.add_argument("--ids", type=positive_int, default=400, help="tool call ids per session")
     parser.add_argument("--no-redis", action="store_true", help="journals and file locks only")
     parser.add_argument(
         "--no-restart", action="store_true", help="do not restart the embedded server midway"
@@ -66,13 +67,6 @@ def register(commands: Any) -> None:
         help="serve each worker's Prometheus metrics on PORT + worker index (metrics extra)",
     )
     parser.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 @dataclass
@@ -176,22 +170,41 @@ def _operate(
     report: WorkerReport,
 ) -> None:
     if op == "append":
-        before = set(manager.processed_tool_call_ids)
-        manager.append_entries([_entry(i, plan.index) for i in ids])
-        report.written[key].extend(
-            i
-            for i in dict.fromkeys(ids)
-            if i in manager.processed_tool_call_ids and i not in before
-        )
+        _append(key, ids, manager, plan, report)
     elif op == "mark":
         manager.mark_offload_status({i: rng.choice([True, "deleted"]) for i in ids})
     elif op == "claim":
-        report.claims_tried += len(ids)
-        report.won[key].extend(manager.claim(ids))
+        _claim(key, ids, manager, report)
     elif op == "refresh":
         manager.refresh()
     elif op == "lease":
         _lease_turn(key, ids, manager, plan, report)
+
+
+def _append(
+    key: str,
+    ids: list[str],
+    manager: Any,
+    plan: WorkerPlan,
+    report: WorkerReport,
+    *,
+    lease: Any = None,
+) -> None:
+    """Append entries for ``ids`` and record those this call wrote (new to the journal)."""
+    before = set(manager.processed_tool_call_ids)
+    manager.append_entries([_entry(i, plan.index) for i in ids], lease=lease)
+    after = manager.processed_tool_call_ids
+    report.written[key].extend(i for i in dict.fromkeys(ids) if i in after and i not in before)
+
+
+def _claim(
+    key: str, ids: list[str], manager: Any, report: WorkerReport, *, lease: Any = None
+) -> list[str]:
+    """Claim ``ids`` and record the attempt and what was won."""
+    report.claims_tried += len(ids)
+    won: list[str] = manager.claim(ids, lease=lease)
+    report.won[key].extend(won)
+    return won
 
 
 def _lease_turn(
@@ -202,13 +215,8 @@ def _lease_turn(
         with manager.lease(ttl=LEASE_TTL, wait=0.05) as lease:
             report.leases["granted"] += 1
             report.lease_tokens[key].append(lease.token)
-            won = manager.claim(ids, lease=lease)
-            report.claims_tried += len(ids)
-            report.won[key].extend(won)
-            before = set(manager.processed_tool_call_ids)
-            manager.append_entries([_entry(i, plan.index) for i in won], lease=lease)
-            after = manager.processed_tool_call_ids
-            report.written[key].extend(i for i in won if i in after and i not in before)
+            won = _claim(key, ids, manager, report, lease=lease)
+            _append(key, won, manager, plan, report, lease=lease)
     except LeaseUnavailableError:
         report.leases["busy"] += 1
     except LeaseLostError:

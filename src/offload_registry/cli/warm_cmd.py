@@ -9,6 +9,7 @@ from typing import Any
 
 from offload_registry.cli.ops_common import (
     existing_data_root,
+    positive_int,
     run_job,
     show_progress_logs,
 )
@@ -39,16 +40,9 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
     parser.add_argument(
-        "--batch", type=_positive, default=DEFAULT_BATCH, help="sessions per round trip (256)"
+        "--batch", type=positive_int, default=DEFAULT_BATCH, help="sessions per round trip (256)"
     )
     parser.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def summary(report: WarmReport) -> str:
