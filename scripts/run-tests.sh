@@ -8,8 +8,8 @@ step() { printf '\n== %s\n' "$*" >&2; }
 step "generated sync code is current"
 python scripts/unasync.py --check
 step "ruff"
-ruff check src tests scripts
-ruff format --check src tests scripts
+ruff check src tests scripts examples
+ruff format --check src tests scripts examples
 step "mypy --strict"
 mypy --strict src
 

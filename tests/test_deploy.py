@@ -19,8 +19,12 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +33,13 @@ import kubernetes_validate
 import pytest
 import redis
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from offload_registry.embedded_server import RedisServerProcess, ServerOptions
+from offload_registry.metrics import CanaryCollector, RegistryCollector
+from offload_registry.ops.canary import CanaryStats
 from offload_registry.store.urls import parse_redis_url
 from offload_registry.sync import SessionRegistry
 from redis_fixtures import server_binary_or_fail
@@ -139,6 +146,13 @@ def mount_of_claim(obj: dict[str, Any], claim: str) -> str:
     (path,) = [m["mountPath"] for m in only_container(obj)["volumeMounts"] if m["name"] == volume]
     mount: str = path
     return mount
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def compose() -> dict[str, Any]:
@@ -319,7 +333,7 @@ def test_compose_warms_up_once_redis_is_healthy_and_before_any_worker() -> None:
 
 def test_compose_workers_and_warm_up_use_the_redis_service_with_their_acl_users() -> None:
     services = compose()["services"]
-    for name, user in (("warm", "registry"), ("worker", "simulate")):
+    for name, user in (("warm", "registry"), ("worker", "registry")):
         url = interpolate(services[name]["environment"]["OFFLOAD_REGISTRY_REDIS_URL"])
         target = parse_redis_url(url)
         assert target.scheme == "redis"
@@ -340,8 +354,8 @@ def test_compose_shares_one_data_root_volume_at_the_data_root_path() -> None:
         assert mount.split(":")[1] == env["OFFLOAD_REGISTRY_DATA_ROOT"]
     assert mounts["warm"] == mounts["worker"]
     assert "offload-data" in spec["volumes"]
-    worker_command = services["worker"]["command"]
-    assert worker_command[0] == "simulate" and "--json" in worker_command
+    assert services["worker"]["command"][0] == "canary"  # long-lived, on the mounted root
+    assert services["worker"]["restart"] == "unless-stopped"
 
 
 def test_compose_redis_runs_the_shared_config_files_with_a_healthcheck() -> None:
@@ -398,7 +412,7 @@ def test_kubernetes_clients_reach_the_redis_service_as_their_acl_users() -> None
     assert service["spec"]["selector"].items() <= pod_labels.items()
     for obj, user in (
         (k8s_object("Job", "warm"), "registry"),
-        (k8s_object("Deployment", "worker"), "simulate"),
+        (k8s_object("Deployment", "worker"), "registry"),
     ):
         container = only_container(obj)
         url = env_value(container, "OFFLOAD_REGISTRY_REDIS_URL")
@@ -416,8 +430,21 @@ def test_workers_expose_the_metrics_port_for_prometheus() -> None:
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(METRICS_PORT)
-    ports = {p["name"]: p["containerPort"] for p in only_container(deployment)["ports"]}
+    container = only_container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == METRICS_PORT
+    assert env_value(container, "OFFLOAD_REGISTRY_METRICS_PORT") == str(METRICS_PORT)
+    assert container["args"][0] == "canary"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+
+
+def test_compose_workers_serve_metrics_and_are_probed_on_them() -> None:
+    worker = compose()["services"]["worker"]
+    assert worker["environment"]["OFFLOAD_REGISTRY_METRICS_PORT"] == str(METRICS_PORT)
+    assert str(METRICS_PORT) in worker["expose"]
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{METRICS_PORT}/metrics" in probe
 
 
 @pytest.mark.parametrize(
@@ -496,7 +523,8 @@ def test_dockerfile_installs_the_package_and_runs_the_console_script_unprivilege
     )
     assert script is not None
     assert json.loads(entrypoint) == [script[1]] == ["offload-registry"]
-    assert any(op == "RUN" and "pip install ." in arg for op, arg in instructions)
+    # The image has the metrics extra: the deployed workers serve Prometheus metrics.
+    assert any(op == "RUN" and 'pip install ".[metrics]"' in arg for op, arg in instructions)
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     for op, arg in instructions:
@@ -622,31 +650,84 @@ def test_a_server_with_the_deploy_config_serves_the_registry_user_only_its_prefi
             client.close()
 
 
-def test_the_deploy_worker_command_passes_its_invariants_as_the_simulate_user(
-    deploy_redis: RedisServerProcess,
+def _scrape(port: int) -> dict[str, float]:
+    """``name -> value`` of the unlabelled samples at ``127.0.0.1:port/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def _wait_for_rounds(port: int, process: subprocess.Popen[str], rounds: int) -> dict[str, float]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the worker exited: " + process.communicate()[1][-2000:]
+        try:
+            samples = _scrape(port)
+        except OSError:  # not listening yet
+            samples = {}
+        if samples.get("offload_registry_canary_rounds_total", 0) >= rounds:
+            return samples
+        time.sleep(0.2)
+    raise AssertionError(f"the worker did not run {rounds} rounds within 60 s")
+
+
+def test_the_deploy_worker_command_is_long_lived_writes_the_mounted_root_and_serves_metrics(
+    deploy_redis: RedisServerProcess, tmp_path: Path
 ) -> None:
-    command = list(compose()["services"]["worker"]["command"])
-    command[command.index("--seconds") + 1] = "1.5"
-    command[command.index("--workers") + 1] = "2"
-    password = PASSWORDS["REDIS_SIMULATE_PASSWORD"]
+    worker = compose()["services"]["worker"]
+    environment = {k: interpolate(str(v)) for k, v in worker["environment"].items()}
+    url = environment["OFFLOAD_REGISTRY_REDIS_URL"].replace(
+        "@redis:6379", f"@127.0.0.1:{deploy_redis.port}"
+    )
+    mounted = tmp_path / "data"  # what compose mounts at OFFLOAD_REGISTRY_DATA_ROOT
+    mounted.mkdir()
+    port = free_port()
     env = {
         **os.environ,
-        "OFFLOAD_REGISTRY_REDIS_URL": f"redis://simulate:{password}@127.0.0.1:{deploy_redis.port}/0",
-        "OFFLOAD_REGISTRY_KEY_PREFIX": "offload-registry",
+        **environment,
+        "OFFLOAD_REGISTRY_DATA_ROOT": str(mounted),
+        "OFFLOAD_REGISTRY_REDIS_URL": url,
+        "OFFLOAD_REGISTRY_METRICS_PORT": str(port),
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "offload_registry.cli.main", *command],
+    process = subprocess.Popen(
+        [sys.executable, "-m", "offload_registry.cli.main", *worker["command"]],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
-        timeout=90,
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["violations"] == []
-    assert report["shared_tier"].startswith("redis ")
-    assert sum(r["count"] for r in report["operations"].values()) > 0
+    try:
+        samples = _wait_for_rounds(port, process, rounds=3)
+        assert samples["offload_registry_canary_violations_total"] == 0
+        assert samples["offload_registry_canary_checks_total"] > 0
+        assert samples["offload_registry_redis_errors_total"] == 0  # it used the Redis given
+        journals = list((mounted / "offload-canary").glob("offload-*.jsonl"))
+        assert journals, "the worker wrote nothing under the mounted data root"
+        assert process.poll() is None  # long-lived: still running after its rounds
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr[-2000:]
+    assert "0 violations" in stdout and "Traceback" not in stderr
+    keys = redis.Redis(
+        port=deploy_redis.port,
+        username="admin",
+        password=PASSWORDS["REDIS_ADMIN_PASSWORD"],
+    )
+    try:
+        # What it wrote to Redis expires by itself (the tier's idle TTL).
+        state_keys = list(keys.scan_iter("offload-registry:*:state"))
+        assert state_keys and all(keys.pttl(k) > 0 for k in state_keys)
+    finally:
+        keys.close()
 
 
 def test_the_deploy_warm_command_loads_the_journals_as_the_registry_user(
@@ -675,3 +756,33 @@ def test_the_deploy_warm_command_loads_the_journals_as_the_registry_user(
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["sessions"] == 1 and summary["entries"] >= 1 and "seconds" in summary
+
+
+# --------------------------------------------------------------------------------------------
+# Grafana
+# --------------------------------------------------------------------------------------------
+
+
+def exported_metric_names(tmp_path: Path) -> set[str]:
+    """Every sample name a canary worker's /metrics serves (with a Redis tier's counters)."""
+    collectors = CollectorRegistry(auto_describe=True)
+    with SessionRegistry(tmp_path, redis_url="memory://") as registry:
+        collectors.register(RegistryCollector(registry))
+        collectors.register(CanaryCollector(CanaryStats()))
+        registry.resolve("agent:main:s1")  # labelled families have samples once used
+        text = generate_latest(collectors).decode()
+    return {
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_workers_export(tmp_path: Path) -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "offload-registry.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queried = {name for expr in exprs for name in re.findall(r"offload_registry_\w+", expr)}
+    exported = exported_metric_names(tmp_path)
+    assert queried, "the dashboard queries nothing"
+    assert queried <= exported, sorted(queried - exported)
+    assert "offload_registry_canary_violations_total" in queried

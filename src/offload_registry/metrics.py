@@ -98,15 +98,49 @@ def _tier_metrics(tier: Any) -> Iterator[Any]:
     yield state
 
 
-def serve_metrics(port: int, registry: Any, addr: str = "0.0.0.0") -> Any:
-    """Serve ``registry``'s metrics on ``http://<addr>:<port>/metrics`` from a daemon thread;
-    returns the HTTP server (stop it with ``shutdown()`` then ``server_close()``). Raises
-    :class:`ConfigurationError` without the extra."""
+_CANARY_COUNTERS = (
+    ("canary_rounds", "Canary rounds run", "rounds"),
+    ("canary_appends", "Entries the canary appended", "appends"),
+    ("canary_claims_won", "Ids the canary won", "claims_won"),
+    ("canary_claims_lost", "Ids the canary tried and lost", "claims_lost"),
+    ("canary_checks", "Invariant checks the canary made", "checks"),
+    ("canary_violations", "Invariant checks that failed (must stay 0)", "violations"),
+    ("canary_errors", "Canary rounds that raised", "errors"),
+    ("canary_sessions_removed", "Old canary sessions deleted", "sessions_removed"),
+)
+
+
+class CanaryCollector(Collector):
+    """Metric families read from a canary's :class:`~offload_registry.ops.canary.CanaryStats`."""
+
+    def __init__(self, stats: Any) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        for name, documentation, attribute in _CANARY_COUNTERS:
+            yield _counter(name, documentation, getattr(self._stats, attribute))
+        yield GaugeMetricFamily(
+            f"{PREFIX}_canary_last_round_ok_timestamp_seconds",
+            "Unix time of the canary's last round that completed",
+            self._stats.last_round_ok_unix,
+        )
+
+
+def serve_metrics(port: int, registry: Any, addr: str = "0.0.0.0", *, canary: Any = None) -> Any:
+    """Serve ``registry``'s metrics (and a canary's, when given its ``stats``) on
+    ``http://<addr>:<port>/metrics`` from a daemon thread; returns the HTTP server (stop it
+    with ``shutdown()`` then ``server_close()``). Raises :class:`ConfigurationError` without
+    the extra, or when the port cannot be bound."""
     if not _AVAILABLE:
         raise ConfigurationError(
             "metrics need the prometheus-client package: pip install 'offload-registry[metrics]'"
         )
     collectors = CollectorRegistry(auto_describe=True)
     collectors.register(RegistryCollector(registry))
-    server, _thread = start_http_server(port, addr=addr, registry=collectors)
+    if canary is not None:
+        collectors.register(CanaryCollector(canary))
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=collectors)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve metrics on {addr}:{port}: {exc}") from exc
     return server

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from offload_registry.cli import (
+    canary_cmd,
     evict_cmd,
     inspect_cmd,
     simulate_cmd,
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.register(commands)
     stats_cmd.register(commands)
     evict_cmd.register(commands)
+    canary_cmd.register(commands)
     return parser
 
 
