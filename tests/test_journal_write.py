@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -125,6 +126,81 @@ def test_append_watermark_remembers_the_last_bytes_written(tmp_path: Path) -> No
     assert watermark.tail == path.read_bytes()[-TAIL_BYTES:]
 
 
+def _disk_fills_after(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Make ``os.write`` write at most ``room`` more bytes in all, then fail with ENOSPC."""
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        nonlocal room
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data[:room]))
+        room -= written
+        return written
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_append_that_fills_the_disk_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    torn = line("a") + b"\n" + line("b")[:20]  # the added "\n" must be rolled back too
+    path.write_bytes(torn)
+    _disk_fills_after(monkeypatch, 300)
+    with pytest.raises(JournalError, match="No space left"):
+        append_entries_to_file(path, [entry(f"c{i}") for i in range(100)], FsyncPolicy.ALWAYS)
+    monkeypatch.undo()
+    assert path.read_bytes() == torn
+    append_entries_to_file(path, [entry("d")], FsyncPolicy.NEVER)  # and later appends work
+    assert ids(path) == ["a", "d"]
+
+
+def test_append_whose_fsync_fails_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(JournalError, match="rolling it back failed too"):
+        append_entries_to_file(path, [entry("b")], FsyncPolicy.ALWAYS)
+    assert path.read_bytes() == line("a") + b"\n"  # cut back, even if not fsynced
+
+
+def test_append_that_fails_removes_the_file_it_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    _disk_fills_after(monkeypatch, 10)
+    with pytest.raises(JournalError):
+        append_entries_to_file(path, [entry("a")], FsyncPolicy.NEVER)
+    assert not path.exists()
+
+
+def test_append_interrupted_mid_write_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    real_write, calls = os.write, 0
+
+    def write(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise KeyboardInterrupt
+        return real_write(fd, bytes(data[:50]))
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(KeyboardInterrupt):  # not wrapped: only OSError becomes JournalError
+        append_entries_to_file(path, [entry("b"), entry("c")], FsyncPolicy.NEVER)
+    assert path.read_bytes() == line("a") + b"\n"
+
+
 # --- rewrite ------------------------------------------------------------------------------
 
 MESSY = (
@@ -183,6 +259,18 @@ def test_rewrite_leaves_no_temp_file_behind(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [path.name, lock_path_for(path).name]
     )
+
+
+def test_rewrite_that_cannot_write_its_temp_file_leaves_the_journal_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n" + line("b") + b"\n")
+    _disk_fills_after(monkeypatch, 30)
+    with pytest.raises(JournalError, match="No space left"):
+        rewrite_journal(path, lambda e: {**e, "offloaded": True}, FsyncPolicy.NEVER)
+    assert path.read_bytes() == line("a") + b"\n" + line("b") + b"\n"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
 def test_rewrite_that_raises_leaves_the_journal_untouched(tmp_path: Path) -> None:

@@ -514,10 +514,21 @@ def append_entries_to_file(
     append sequence; this function takes no lock. Deduplication is the caller's job too:
     every entry given is written.
 
+    All or nothing: an append that raises leaves the file as it was. Every step (write,
+    fsync, the watermark's reads, the new file's directory fsync) runs before returning, and
+    any failure among them (disk full, ``EFBIG``, ``EIO`` from fsync, an interrupt) truncates
+    the file back to its length before the append, or removes it when this call created it,
+    and fsyncs that (per the policy) before raising, all under the caller's lock, so no
+    reader ever sees the failed lines. A rollback that fails itself is logged as an error
+    and named in the raised :class:`JournalError`.
+
     Crash safety: all lines go out in one ``write`` (a loop only if the kernel writes part);
     if the file's last byte is not ``\\n`` (a torn write), a ``\\n`` is written first so the
-    torn piece stays a corrupt line of its own and the new entries parse. A crash leaves the
-    batch absent, whole, or torn at its end, and the next append isolates the torn part.
+    torn piece stays a corrupt line of its own and the new entries parse (a rollback removes
+    that ``\\n`` too). A process killed during the append or its rollback leaves the old
+    file plus a prefix of the batch: its whole lines count as appended (the caller was never
+    told either way, as with a kill just after a successful append) and a torn last line is
+    isolated by the next append's ``\\n``, so it never merges with a later line.
 
     Durability: with ``FsyncPolicy.ALWAYS`` the file is fsynced before returning, and its
     directory too when the file was just created. An entry that cannot be encoded raises
@@ -527,9 +538,13 @@ def append_entries_to_file(
     blob = b"".join([encode_entry(entry) for entry in entries])
     try:
         fd, created = _open_for_append(path)
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot append to journal: {_reason(exc)}") from exc
+    start: int | None = None  # the length to roll back to, once known
+    try:
         try:
-            size = os.fstat(fd).st_size
-            if blob and size and os.pread(fd, 1, size - 1) != b"\n":
+            start = os.fstat(fd).st_size
+            if blob and start and os.pread(fd, 1, start - 1) != b"\n":
                 blob = b"\n" + blob
             _write_all(fd, blob)
             if fsync is FsyncPolicy.ALWAYS and (blob or created):
@@ -544,13 +559,45 @@ def append_entries_to_file(
                 read_generation(path),
                 st.st_mtime_ns,
             )
-        finally:
-            os.close(fd)
-        if created and fsync is FsyncPolicy.ALWAYS:
-            fsync_dir(path.parent)
-    except OSError as exc:
-        raise JournalError(str(path), f"cannot append to journal: {_reason(exc)}") from exc
+            if created and fsync is FsyncPolicy.ALWAYS:
+                fsync_dir(path.parent)
+        except BaseException as exc:
+            undone = _roll_back_append(path, fd, start, created, fsync)
+            if not isinstance(exc, OSError):
+                raise
+            rollback = "" if undone is None else f"; rolling it back failed too: {undone}"
+            raise JournalError(
+                str(path), f"cannot append to journal: {_reason(exc)}{rollback}"
+            ) from exc
+    finally:
+        os.close(fd)
     return watermark
+
+
+def _roll_back_append(
+    path: Path, fd: int, start: int | None, created: bool, fsync: FsyncPolicy
+) -> str | None:
+    """Undo a failed append (the caller holds the lock): remove the file this append created,
+    or cut it back to ``start`` bytes, fsynced per the policy. Returns why that failed, or
+    ``None`` when the file is as it was."""
+    try:
+        if created:
+            os.unlink(path)
+            if fsync is FsyncPolicy.ALWAYS:
+                fsync_dir(path.parent)
+        elif start is not None:  # None: the append failed before writing anything
+            os.ftruncate(fd, start)
+            if fsync is FsyncPolicy.ALWAYS:
+                os.fsync(fd)
+    except OSError as exc:
+        log.error(
+            "journal %s: a failed append could not be rolled back: %s",
+            path,
+            _reason(exc),
+            extra={"path": str(path), "start": start, "new_file": created},
+        )
+        return _reason(exc)
+    return None
 
 
 def rewrite_journal(
