@@ -21,6 +21,7 @@ from offload_registry.fsutil import FsyncPolicy, file_lock, lock_path_for
 from offload_registry.journal import (
     TAIL_BYTES,
     append_entries_to_file,
+    mark_journal,
     read_journal,
     rewrite_journal,
 )
@@ -418,3 +419,55 @@ def test_concurrent_locked_appends_write_every_id_exactly_once(tmp_path: Path) -
     assert sorted(written) == sorted(f"call_{i}" for i in range(350))
     assert (read.corrupt, read.invalid) == (0, 0)
     assert len({e["worker"] for e in read.entries}) > 1
+
+
+# --- status marks -------------------------------------------------------------------------
+
+
+def test_mark_keeps_blank_corrupt_invalid_and_unnamed_lines_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(MESSY)
+    result = mark_journal(path, {"b": "deleted", "c": True}, FsyncPolicy.NEVER)
+    expected = (
+        MESSY.replace(line("b") + b"\r\n", line("b")[:-1] + b',"offloaded":"deleted"}\n').replace(
+            b'"x":"\xff"}', b'"x":"\xef\xbf\xbd","offloaded":true}'
+        )  # as read: U+FFFD
+        + b"\n"  # the torn last piece becomes a line of its own
+    )
+    assert path.read_bytes() == expected
+    assert (result.changed, result.corrupt, result.invalid) == (2, 2, 2)
+    assert result.ids == ["a", "b", "c"]
+    assert result.statuses == [("b", "deleted"), ("c", True)]
+    assert read_journal(path, result.watermark).entries == []
+
+
+def test_mark_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(MESSY)
+    before = path.stat()
+    result = mark_journal(path, {"a": None, "zzz": True}, FsyncPolicy.ALWAYS)
+    assert result.changed == 0 and path.read_bytes() == MESSY
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert result.watermark is not None and result.watermark.offset == len(MESSY)
+
+
+def test_mark_that_cannot_write_leaves_the_journal_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    _disk_fills_after(monkeypatch, 10)
+    with pytest.raises(JournalError, match="No space left"):
+        mark_journal(path, {"a": True}, FsyncPolicy.ALWAYS)
+    assert path.read_bytes() == line("a") + b"\n"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_mark_of_an_unencodable_status_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    with pytest.raises(TypeError):
+        mark_journal(path, {"a": object()}, FsyncPolicy.NEVER)
+    assert path.read_bytes() == line("a") + b"\n"

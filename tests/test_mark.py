@@ -8,12 +8,17 @@ then agree on the session.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from uuid import uuid4
 
+import pytest
+
 from offload_registry import SessionRegistry
 from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.errors import JournalError
 from session_helpers import described, truth
 
 KEY = "agent:main:s1"
@@ -107,3 +112,25 @@ async def test_after_a_mark_the_worker_redis_and_a_fresh_worker_agree(
     assert await truth(tmp_path, KEY) == marked
     assert marked["entry_count"] == 6
     assert json.loads(b'"\\u200b"') in marked["processed"]
+
+
+async def test_a_mark_that_fails_changes_neither_the_journal_nor_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = journal_of(tmp_path, PLAIN, SPACED)
+    before = path.read_bytes()
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        unmarked = described(manager)
+
+        def no_space(fd: int, data: object) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", no_space)
+        with pytest.raises(JournalError):
+            await manager.mark_offload_status({"call_1": True})
+        monkeypatch.undo()
+        assert described(manager) == unmarked
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir() if ".tmp-" in p.name] == []
+    assert await truth(tmp_path, KEY) == unmarked
