@@ -471,3 +471,60 @@ def test_mark_of_an_unencodable_status_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         mark_journal(path, {"a": object()}, FsyncPolicy.NEVER)
     assert path.read_bytes() == line("a") + b"\n"
+
+
+APPEND_FOREVER = r"""
+import os, sys, time
+from pathlib import Path
+from offload_registry.fsutil import FsyncPolicy, file_lock
+from offload_registry.journal import append_entries_to_file
+
+# Short, slow writes, so the kills below land mid-batch.
+real_write = os.write
+def short_write(fd, data):
+    time.sleep(0.0005)
+    return real_write(fd, bytes(data[:512]))
+os.write = short_write
+
+path, batch = Path(sys.argv[1]), 0
+while True:
+    with file_lock(path):
+        entries = [{"tool_call_id": f"k{os.getpid()}_{batch}_{i}", "summary": "s" * 100}
+                   for i in range(100)]
+        append_entries_to_file(path, entries, FsyncPolicy.NEVER)
+    if batch == 0:
+        print("appending", flush=True)
+    batch += 1
+"""
+
+
+def test_append_killed_mid_batch_leaves_whole_lines_and_the_next_append_isolates_the_rest(
+    tmp_path: Path,
+) -> None:
+    # The rule for a kill (no rollback runs): the old file plus a prefix of the batch, whose
+    # whole lines count, and at most one torn line, fenced off by the next append's "\n".
+    path = tmp_path / "offload-s.jsonl"
+    append_entries_to_file(path, [entry("first")], FsyncPolicy.NEVER)
+    rng = random.Random(20261202)
+    for kill in range(10):
+        child = subprocess.Popen(
+            [sys.executable, "-c", APPEND_FOREVER, str(path)],
+            stdout=subprocess.PIPE,
+            env=child_env(),
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"appending\n"
+        time.sleep(rng.uniform(0, 0.05))
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        child.stdout.close()
+        with file_lock(path):
+            append_entries_to_file(path, [entry(f"after_{kill}")], FsyncPolicy.NEVER)
+        read = read_journal(path)
+        assert read.invalid == 0 and read.corrupt <= kill + 1
+        written = [e["tool_call_id"] for e in read.entries]
+        assert written[0] == "first" and written[-1] == f"after_{kill}"
+        killed = [e for e in read.entries if e["tool_call_id"].startswith("k")]
+        assert all(e["summary"] == "s" * 100 for e in killed)
+    # Proof the kills hit batches mid-line (each such kill left one torn, corrupt line).
+    assert read.corrupt >= 3
