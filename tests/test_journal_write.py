@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -20,6 +21,7 @@ from offload_registry.fsutil import FsyncPolicy, file_lock, lock_path_for
 from offload_registry.journal import (
     TAIL_BYTES,
     append_entries_to_file,
+    mark_journal,
     read_journal,
     rewrite_journal,
 )
@@ -125,6 +127,81 @@ def test_append_watermark_remembers_the_last_bytes_written(tmp_path: Path) -> No
     assert watermark.tail == path.read_bytes()[-TAIL_BYTES:]
 
 
+def _disk_fills_after(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Make ``os.write`` write at most ``room`` more bytes in all, then fail with ENOSPC."""
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        nonlocal room
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data[:room]))
+        room -= written
+        return written
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_append_that_fills_the_disk_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    torn = line("a") + b"\n" + line("b")[:20]  # the added "\n" must be rolled back too
+    path.write_bytes(torn)
+    _disk_fills_after(monkeypatch, 300)
+    with pytest.raises(JournalError, match="No space left"):
+        append_entries_to_file(path, [entry(f"c{i}") for i in range(100)], FsyncPolicy.ALWAYS)
+    monkeypatch.undo()
+    assert path.read_bytes() == torn
+    append_entries_to_file(path, [entry("d")], FsyncPolicy.NEVER)  # and later appends work
+    assert ids(path) == ["a", "d"]
+
+
+def test_append_whose_fsync_fails_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(JournalError, match="rolling it back failed too"):
+        append_entries_to_file(path, [entry("b")], FsyncPolicy.ALWAYS)
+    assert path.read_bytes() == line("a") + b"\n"  # cut back, even if not fsynced
+
+
+def test_append_that_fails_removes_the_file_it_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    _disk_fills_after(monkeypatch, 10)
+    with pytest.raises(JournalError):
+        append_entries_to_file(path, [entry("a")], FsyncPolicy.NEVER)
+    assert not path.exists()
+
+
+def test_append_interrupted_mid_write_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    real_write, calls = os.write, 0
+
+    def write(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise KeyboardInterrupt
+        return real_write(fd, bytes(data[:50]))
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(KeyboardInterrupt):  # not wrapped: only OSError becomes JournalError
+        append_entries_to_file(path, [entry("b"), entry("c")], FsyncPolicy.NEVER)
+    assert path.read_bytes() == line("a") + b"\n"
+
+
 # --- rewrite ------------------------------------------------------------------------------
 
 MESSY = (
@@ -183,6 +260,18 @@ def test_rewrite_leaves_no_temp_file_behind(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [path.name, lock_path_for(path).name]
     )
+
+
+def test_rewrite_that_cannot_write_its_temp_file_leaves_the_journal_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n" + line("b") + b"\n")
+    _disk_fills_after(monkeypatch, 30)
+    with pytest.raises(JournalError, match="No space left"):
+        rewrite_journal(path, lambda e: {**e, "offloaded": True}, FsyncPolicy.NEVER)
+    assert path.read_bytes() == line("a") + b"\n" + line("b") + b"\n"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
 def test_rewrite_that_raises_leaves_the_journal_untouched(tmp_path: Path) -> None:
@@ -330,3 +419,112 @@ def test_concurrent_locked_appends_write_every_id_exactly_once(tmp_path: Path) -
     assert sorted(written) == sorted(f"call_{i}" for i in range(350))
     assert (read.corrupt, read.invalid) == (0, 0)
     assert len({e["worker"] for e in read.entries}) > 1
+
+
+# --- status marks -------------------------------------------------------------------------
+
+
+def test_mark_keeps_blank_corrupt_invalid_and_unnamed_lines_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(MESSY)
+    result = mark_journal(path, {"b": "deleted", "c": True}, FsyncPolicy.NEVER)
+    expected = (
+        MESSY.replace(line("b") + b"\r\n", line("b")[:-1] + b',"offloaded":"deleted"}\n').replace(
+            b'"x":"\xff"}', b'"x":"\xef\xbf\xbd","offloaded":true}'
+        )  # as read: U+FFFD
+        + b"\n"  # the torn last piece becomes a line of its own
+    )
+    assert path.read_bytes() == expected
+    assert (result.changed, result.corrupt, result.invalid) == (2, 2, 2)
+    assert result.ids == ["a", "b", "c"]
+    assert result.statuses == [("b", "deleted"), ("c", True)]
+    assert read_journal(path, result.watermark).entries == []
+
+
+def test_mark_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(MESSY)
+    before = path.stat()
+    result = mark_journal(path, {"a": None, "zzz": True}, FsyncPolicy.ALWAYS)
+    assert result.changed == 0 and path.read_bytes() == MESSY
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert result.watermark is not None and result.watermark.offset == len(MESSY)
+
+
+def test_mark_that_cannot_write_leaves_the_journal_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    _disk_fills_after(monkeypatch, 10)
+    with pytest.raises(JournalError, match="No space left"):
+        mark_journal(path, {"a": True}, FsyncPolicy.ALWAYS)
+    assert path.read_bytes() == line("a") + b"\n"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_mark_of_an_unencodable_status_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "offload-s.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    with pytest.raises(TypeError):
+        mark_journal(path, {"a": object()}, FsyncPolicy.NEVER)
+    assert path.read_bytes() == line("a") + b"\n"
+
+
+APPEND_FOREVER = r"""
+import os, sys, time
+from pathlib import Path
+from offload_registry.fsutil import FsyncPolicy, file_lock
+from offload_registry.journal import append_entries_to_file
+
+# Short, slow writes, so the kills below land mid-batch.
+real_write = os.write
+def short_write(fd, data):
+    time.sleep(0.0005)
+    return real_write(fd, bytes(data[:512]))
+os.write = short_write
+
+path, batch = Path(sys.argv[1]), 0
+while True:
+    with file_lock(path):
+        entries = [{"tool_call_id": f"k{os.getpid()}_{batch}_{i}", "summary": "s" * 100}
+                   for i in range(100)]
+        append_entries_to_file(path, entries, FsyncPolicy.NEVER)
+    if batch == 0:
+        print("appending", flush=True)
+    batch += 1
+"""
+
+
+def test_append_killed_mid_batch_leaves_whole_lines_and_the_next_append_isolates_the_rest(
+    tmp_path: Path,
+) -> None:
+    # The rule for a kill (no rollback runs): the old file plus a prefix of the batch, whose
+    # whole lines count, and at most one torn line, fenced off by the next append's "\n".
+    path = tmp_path / "offload-s.jsonl"
+    append_entries_to_file(path, [entry("first")], FsyncPolicy.NEVER)
+    rng = random.Random(20261202)
+    for kill in range(10):
+        child = subprocess.Popen(
+            [sys.executable, "-c", APPEND_FOREVER, str(path)],
+            stdout=subprocess.PIPE,
+            env=child_env(),
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"appending\n"
+        time.sleep(rng.uniform(0, 0.05))
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        child.stdout.close()
+        with file_lock(path):
+            append_entries_to_file(path, [entry(f"after_{kill}")], FsyncPolicy.NEVER)
+        read = read_journal(path)
+        assert read.invalid == 0 and read.corrupt <= kill + 1
+        written = [e["tool_call_id"] for e in read.entries]
+        assert written[0] == "first" and written[-1] == f"after_{kill}"
+        killed = [e for e in read.entries if e["tool_call_id"].startswith("k")]
+        assert all(e["summary"] == "s" * 100 for e in killed)
+    # Proof the kills hit batches mid-line (each such kill left one torn, corrupt line).
+    assert read.corrupt >= 3

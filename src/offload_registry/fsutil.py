@@ -51,21 +51,28 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: FsyncPolicy) -> None:
 
     Durability: with ``FsyncPolicy.ALWAYS`` the temp file is fsynced before the rename and the
     directory after it; locking is the caller's job (hold the file's lock around the
-    read-modify-write). A crash leaves at most a stray ``.<name>.tmp-<pid>`` file, which the
-    next write of the same process id overwrites and readers ignore.
+    read-modify-write). A write that raises before the rename leaves ``path`` as it was and
+    removes its temp file (a full disk is not made fuller); a crash leaves at most a stray
+    ``.<name>.tmp-<pid>`` file, which the next write of the same process id overwrites and
+    readers ignore.
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if fsync is FsyncPolicy.ALWAYS:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if fsync is FsyncPolicy.ALWAYS:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if fsync is FsyncPolicy.ALWAYS:
         fsync_dir(path.parent)
 

@@ -41,16 +41,20 @@ from offload_registry.fsutil import (
     lock_path_for,
 )
 from offload_registry.jsjson import encode_entry, js_trim, parse_json_line, strip_unsafe
+from offload_registry.json_edit import set_member
+from offload_registry.session_state import normalize_id
 
 __all__ = [
     "TAIL_BYTES",
     "FileIdentity",
     "JournalRead",
+    "MarkResult",
     "StatusScan",
     "Watermark",
     "append_entries_to_file",
     "current_watermark",
     "journal_path",
+    "mark_journal",
     "parse_journal_bytes",
     "read_journal",
     "rewrite_journal",
@@ -514,10 +518,21 @@ def append_entries_to_file(
     append sequence; this function takes no lock. Deduplication is the caller's job too:
     every entry given is written.
 
+    All or nothing: an append that raises leaves the file as it was. Every step (write,
+    fsync, the watermark's reads, the new file's directory fsync) runs before returning, and
+    any failure among them (disk full, ``EFBIG``, ``EIO`` from fsync, an interrupt) truncates
+    the file back to its length before the append, or removes it when this call created it,
+    and fsyncs that (per the policy) before raising, all under the caller's lock, so no
+    reader ever sees the failed lines. A rollback that fails itself is logged as an error
+    and named in the raised :class:`JournalError`.
+
     Crash safety: all lines go out in one ``write`` (a loop only if the kernel writes part);
     if the file's last byte is not ``\\n`` (a torn write), a ``\\n`` is written first so the
-    torn piece stays a corrupt line of its own and the new entries parse. A crash leaves the
-    batch absent, whole, or torn at its end, and the next append isolates the torn part.
+    torn piece stays a corrupt line of its own and the new entries parse (a rollback removes
+    that ``\\n`` too). A process killed during the append or its rollback leaves the old
+    file plus a prefix of the batch: its whole lines count as appended (the caller was never
+    told either way, as with a kill just after a successful append) and a torn last line is
+    isolated by the next append's ``\\n``, so it never merges with a later line.
 
     Durability: with ``FsyncPolicy.ALWAYS`` the file is fsynced before returning, and its
     directory too when the file was just created. An entry that cannot be encoded raises
@@ -527,9 +542,13 @@ def append_entries_to_file(
     blob = b"".join([encode_entry(entry) for entry in entries])
     try:
         fd, created = _open_for_append(path)
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot append to journal: {_reason(exc)}") from exc
+    start: int | None = None  # the length to roll back to, once known
+    try:
         try:
-            size = os.fstat(fd).st_size
-            if blob and size and os.pread(fd, 1, size - 1) != b"\n":
+            start = os.fstat(fd).st_size
+            if blob and start and os.pread(fd, 1, start - 1) != b"\n":
                 blob = b"\n" + blob
             _write_all(fd, blob)
             if fsync is FsyncPolicy.ALWAYS and (blob or created):
@@ -544,13 +563,45 @@ def append_entries_to_file(
                 read_generation(path),
                 st.st_mtime_ns,
             )
-        finally:
-            os.close(fd)
-        if created and fsync is FsyncPolicy.ALWAYS:
-            fsync_dir(path.parent)
-    except OSError as exc:
-        raise JournalError(str(path), f"cannot append to journal: {_reason(exc)}") from exc
+            if created and fsync is FsyncPolicy.ALWAYS:
+                fsync_dir(path.parent)
+        except BaseException as exc:
+            undone = _roll_back_append(path, fd, start, created, fsync)
+            if not isinstance(exc, OSError):
+                raise
+            rollback = "" if undone is None else f"; rolling it back failed too: {undone}"
+            raise JournalError(
+                str(path), f"cannot append to journal: {_reason(exc)}{rollback}"
+            ) from exc
+    finally:
+        os.close(fd)
     return watermark
+
+
+def _roll_back_append(
+    path: Path, fd: int, start: int | None, created: bool, fsync: FsyncPolicy
+) -> str | None:
+    """Undo a failed append (the caller holds the lock): remove the file this append created,
+    or cut it back to ``start`` bytes, fsynced per the policy. Returns why that failed, or
+    ``None`` when the file is as it was."""
+    try:
+        if created:
+            os.unlink(path)
+            if fsync is FsyncPolicy.ALWAYS:
+                fsync_dir(path.parent)
+        elif start is not None:  # None: the append failed before writing anything
+            os.ftruncate(fd, start)
+            if fsync is FsyncPolicy.ALWAYS:
+                os.fsync(fd)
+    except OSError as exc:
+        log.error(
+            "journal %s: a failed append could not be rolled back: %s",
+            path,
+            _reason(exc),
+            extra={"path": str(path), "start": start, "new_file": created},
+        )
+        return _reason(exc)
+    return None
 
 
 def rewrite_journal(
@@ -590,13 +641,165 @@ def rewrite_journal(
                 lines.append(encode_entry(new))
                 continue
         lines.append(raw + b"\n")
-    blob = b"".join(lines)
+    return _replace_journal(path, b"".join(lines), fsync)
+
+
+# --- status marks: change only the named values ---------------------------------------------
+
+
+@dataclass(slots=True)
+class MarkResult:
+    """The result of :func:`mark_journal`: the journal after the mark, as a status scan."""
+
+    ids: list[str]
+    """``tool_call_id`` of every valid entry, in file order."""
+    statuses: list[tuple[str, Any]]
+    """``(tool_call_id, offloaded)`` of the valid entries whose ``offloaded`` is not null,
+    each as a fresh reader of the file reads it."""
+    changed: int
+    """Entries whose ``offloaded`` value was rewritten."""
+    corrupt: int
+    invalid: int
+    watermark: Watermark | None
+    """The end of the journal as it now is (the new file when it was rewritten)."""
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two parsed JSON values are the same (``true`` is not ``1``); a comparison too
+    deep for the interpreter counts as different, which only costs a rewrite."""
     try:
-        atomic_write_bytes(path, blob, fsync)
+        return type(a) is type(b) and bool(a == b)
+    except RecursionError:
+        return False
+
+
+def _encode_value(value: Any) -> str:
+    """``value`` as :func:`~offload_registry.jsjson.encode_entry` writes it inside an entry."""
+    line = encode_entry({"offloaded": value})  # b'{"offloaded":' + value + b'}\n'
+    return line[len(b'{"offloaded":') : -2].decode("utf-8")
+
+
+def _parsed_text(raw: bytes) -> str:
+    """The text of a valid line that ``JSON.parse`` accepted: trimmed, and stripped of the
+    unsafe characters when only the seed's retry parses it."""
+    text = js_trim(raw.decode("utf-8", "replace"))
+    try:
+        parse_json_line(text)
+    except ValueError:
+        return strip_unsafe(text)
+    return text
+
+
+def _with_status(raw: bytes, tool_call_id: str, encoded: str, status: Any) -> bytes | None:
+    """The line ``raw`` with its ``offloaded`` member set to ``encoded``, every other member
+    untouched, or ``None`` if the edited line would not read back as that entry with that
+    status (a safety net: the line is then not changed)."""
+    try:
+        new = set_member(_parsed_text(raw), "offloaded", encoded).encode("utf-8")
+    except ValueError:
+        return None
+    kind, value = _classify(new)
+    if (
+        kind != _VALUE
+        or not _is_entry(value)
+        or value["tool_call_id"] != tool_call_id
+        or not _same_value(value.get("offloaded"), status)
+    ):
+        return None
+    return new
+
+
+def mark_journal(path: Path, statuses: Mapping[str, Any], fsync: FsyncPolicy) -> MarkResult:
+    """Set ``offloaded`` to ``statuses[normalized id]`` on every valid entry whose normalized
+    id is named (``_`` removed, as the seed matches them) and whose value differs.
+
+    A mark changes only what it names: every other line keeps its bytes, blank, corrupt
+    and invalid lines included, and a changed line keeps every member but ``offloaded``
+    (which is replaced where it stands, or added at the end of the object). Ids are never
+    re-encoded, so an id made of characters the seed strips, or of invalid UTF-8, reads the
+    same afterwards; lines are found and edited without recursion, so no nesting depth of a
+    valid line makes a mark fail. The status is written as the seed writes values (unsafe
+    characters stripped); a changed line's own text is trimmed, and stripped only when the
+    seed reads it that way, so every value reads back the same.
+
+    Locking: the caller must hold the exclusive ``file_lock(path)``. Crash safety and
+    durability: nothing is written when nothing changes; otherwise the new content goes to
+    a temp file, fsynced (per the policy), renamed over the journal, and the directory
+    fsynced, so readers and crashes see the old or the new journal. A mark that raises
+    leaves the journal as it was. A missing journal, or any ``OSError``, raises
+    :class:`JournalError`.
+    """
+    try:
+        read = _read_from(path, None)
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot read journal to mark it: {_reason(exc)}") from exc
+    if read is None:
+        raise JournalError(str(path), "cannot mark a journal that does not exist")
+    data, watermark, _ = read
+    wanted: dict[str, tuple[str, Any]] = {}
+    for key, status in statuses.items():
+        encoded = _encode_value(status)
+        wanted[key] = (encoded, parse_json_line(encoded))  # as a reader will get it back
+    pieces = data.split(b"\n")
+    ids: list[str] = []
+    found: list[tuple[str, Any]] = []
+    changed = corrupt = invalid = 0
+    for index, raw in enumerate(pieces):
+        kind, tool_call_id, offloaded = _line_status(raw)
+        if kind != _VALUE:
+            corrupt += kind == _CORRUPT
+            invalid += kind == _INVALID
+            continue
+        ids.append(tool_call_id)
+        target = wanted.get(normalize_id(tool_call_id))
+        if target is not None and not _same_value(offloaded, target[1]):
+            new = _with_status(raw, tool_call_id, *target)
+            if new is None:
+                raise JournalError(
+                    str(path), f"cannot set the status of line {index + 1} ({tool_call_id!r})"
+                )
+            pieces[index] = new
+            offloaded = target[1]
+            changed += 1
+        if offloaded is not None:
+            found.append((tool_call_id, offloaded))
+    _log_damage(path, corrupt, invalid)
+    if not changed:
+        return MarkResult(ids, found, 0, corrupt, invalid, watermark)
+    blob = b"\n".join(pieces)
+    if not blob.endswith(b"\n"):
+        blob += b"\n"  # a torn last piece becomes a line of its own, as after an append
+    return MarkResult(ids, found, changed, corrupt, invalid, _replace_journal(path, blob, fsync))
+
+
+def _replace_journal(path: Path, blob: bytes, fsync: FsyncPolicy) -> Watermark:
+    """Replace the journal with ``blob`` atomically (the caller holds the lock)."""
+    try:
+        # Counted before the replace: a replace that fails then only makes readers re-read.
         generation = _bump_generation(path)
+        atomic_write_bytes(path, blob, fsync)
         st = path.stat()
     except OSError as exc:
         raise JournalError(str(path), f"cannot rewrite journal: {_reason(exc)}") from exc
     return Watermark(
         FileIdentity.of(st), len(blob), blob[-TAIL_BYTES:], 0, generation, st.st_mtime_ns
     )
+
+
+_INVALID: Final = 3
+
+
+def _line_status(raw: bytes) -> tuple[int, str, Any]:
+    """``(kind, tool_call_id, offloaded)`` of one piece, by :func:`scan_journal_bytes`'s rule
+    (kind ``_VALUE`` for a valid entry, else ``_BLANK``, ``_CORRUPT`` or ``_INVALID``)."""
+    try:
+        status = _decode_status(raw)
+        tool_call_id, offloaded = status.tool_call_id, status.offloaded
+    except Exception:  # any refusal means: decide on the exact path
+        kind, value = _classify(raw)
+        if kind != _VALUE:
+            return kind, "", None
+        if not _is_entry(value):
+            return _INVALID, "", None
+        tool_call_id, offloaded = value["tool_call_id"], value.get("offloaded")
+    return (_VALUE if tool_call_id else _INVALID), tool_call_id, offloaded

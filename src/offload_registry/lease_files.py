@@ -75,9 +75,13 @@ def read_record(path: Path) -> LeaseRecord | None:
 
 def write_record(path: Path, record: LeaseRecord, fsync: FsyncPolicy) -> None:
     """Replace the record atomically (temp file, fsync per policy, rename, directory fsync);
-    the caller holds the journal's exclusive lock, so grants and fenced writes serialize."""
+    the caller holds the journal's exclusive lock, so grants and fenced writes serialize. A
+    write that fails raises :class:`JournalError` and leaves the old record."""
     data = {"token": record.token, "holder": record.holder, "expires_ms": record.expires_ms}
-    atomic_write_bytes(path, orjson.dumps(data) + b"\n", fsync)
+    try:
+        atomic_write_bytes(path, orjson.dumps(data) + b"\n", fsync)
+    except OSError as exc:  # the old record stays, whole (and no temp file is left)
+        raise JournalError(str(path), f"cannot write the lease record: {exc}") from exc
 
 
 def current_token(path: Path) -> int:

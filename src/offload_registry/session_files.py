@@ -27,7 +27,7 @@ from offload_registry.journal import (
     append_entries_to_file,
     current_watermark,
     journal_path,
-    rewrite_journal,
+    mark_journal,
     scan_journal,
 )
 from offload_registry.keys import SessionIdentity
@@ -243,6 +243,9 @@ class SessionFiles:
     ) -> tuple[Rebuilt, int]:
         """Set ``offloaded`` on the entries named in ``statuses`` (matched by normalized id).
 
+        Only the named values change (:func:`~offload_registry.journal.mark_journal`): other
+        lines keep their bytes and a mark that changes nothing writes nothing.
+
         Durability and concurrency: under the journal's exclusive ``flock`` (after checking
         ``fence`` against the lease record) the file is
         rewritten to a temp file, fsynced, renamed over the journal and the directory fsynced
@@ -259,31 +262,17 @@ class SessionFiles:
             return rebuilt, 0
         with file_lock(self.paths.journal):
             self._check_fence(fence)
-            entries: list[dict[str, Any]] = []
-            changed = 0
-
-            def transform(entry: dict[str, Any]) -> dict[str, Any]:
-                nonlocal changed
-                key = normalize_id(entry["tool_call_id"])
-                if key in by_normalized and entry.get("offloaded") != by_normalized[key]:
-                    entry = {**entry, "offloaded": by_normalized[key]}
-                    changed += 1
-                entries.append(entry)
-                return entry
-
-            watermark = rewrite_journal(self.paths.journal, transform, self.fsync)
-
+            marked = mark_journal(self.paths.journal, by_normalized, self.fsync)
             claims = scan_journal(self.paths.claims, lock=False)
-            claimed = _all_forms(claims.ids)
             rebuilt = Rebuilt(
-                SessionState.from_entries(entries),
-                watermark,
-                claimed,
+                SessionState.from_scan(marked.ids, marked.statuses),
+                marked.watermark,
+                _all_forms(claims.ids),
                 claims.watermark,
-                0,
-                0,
+                marked.corrupt,
+                marked.invalid,
             )
-            return rebuilt, changed
+            return rebuilt, marked.changed
 
     def claim(
         self,
