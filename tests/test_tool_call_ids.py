@@ -24,7 +24,7 @@ from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import InvalidToolCallIdError
 from offload_registry.journal import parse_journal_bytes, read_journal, scan_journal
 from offload_registry.jsjson import UNSAFE_CHARS, encode_entry, strip_unsafe
-from offload_registry.session_state import canonical_tool_call_id, id_forms
+from offload_registry.session_state import canonical_entry, canonical_tool_call_id, id_forms
 from session_helpers import described, entry, truth
 
 KEY = "agent:main:s1"
@@ -100,6 +100,17 @@ def test_the_error_is_a_value_error_that_names_the_id() -> None:
         canonical_tool_call_id("\u200b\ufeff")
     assert isinstance(caught.value, InvalidToolCallIdError)
     assert caught.value.tool_call_id == "\u200b\ufeff"
+
+
+def test_an_entry_is_canonical_as_a_reader_gets_it_back_and_a_bad_one_names_its_id() -> None:
+    raw = {"tool_call_id\u200b": "a\ufeff", "offloaded": "deleted\u2028", "n": (1, 2)}
+    assert canonical_entry(raw) == {"tool_call_id": "a", "offloaded": "deleted", "n": [1, 2]}
+    assert parse_journal_bytes(encode_entry(raw))[0] == [canonical_entry(raw)]
+    with pytest.raises(InvalidToolCallIdError, match="unsafe characters") as caught:
+        canonical_entry({"tool_call_id": "\u200b", "summary": "s"})
+    assert caught.value.tool_call_id == "\u200b"
+    with pytest.raises(InvalidToolCallIdError, match="non-empty string"):
+        canonical_entry({"summary": "no id"})
 
 
 # --- two workers on real Redis ------------------------------------------------------------
@@ -235,7 +246,7 @@ def _expected_wins(appended: list[str], claimed: list[str]) -> list[str]:
 @settings(
     max_examples=40,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 def test_every_worker_sees_the_same_canonical_ids_each_won_once(
     redis_server: RedisServerProcess, ids: list[str]
@@ -272,6 +283,7 @@ def test_every_worker_sees_the_same_canonical_ids_each_won_once(
         for redis in (True, False):
             with worker(redis) as reg:
                 fresh = reg.resolve(KEY).manager
+                assert fresh.source == ("redis" if redis else "journal")
                 assert described(fresh) == seen
                 assert all(fresh.is_processed(i) for i in valid)
                 assert fresh.claim(valid) == []  # nothing is won a second time

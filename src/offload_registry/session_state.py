@@ -32,12 +32,9 @@ def canonical_tool_call_id(raw: object) -> str:
         raise InvalidToolCallIdError(raw, "a tool_call_id must be a non-empty string")
     canonical = strip_unsafe(str(raw))
     if not canonical:
-        reason = (
-            "a tool_call_id must not be empty"
-            if not raw
-            else ("the tool_call_id is empty once unsafe characters are stripped")
-        )
-        raise InvalidToolCallIdError(raw, reason)
+        if not raw:
+            raise InvalidToolCallIdError(raw, "a tool_call_id must be a non-empty string")
+        raise InvalidToolCallIdError(raw, "nothing is left once unsafe characters are stripped")
     return canonical
 
 
@@ -52,12 +49,17 @@ def canonical_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     cleaned = clean_json(entry)
     if not isinstance(cleaned, dict):
         raise InvalidToolCallIdError(entry, "an entry must be a mapping with a tool_call_id")
-    try:
-        cleaned["tool_call_id"] = canonical_tool_call_id(cleaned.get("tool_call_id"))
-    except InvalidToolCallIdError as exc:
-        raw = entry.get("tool_call_id", cleaned.get("tool_call_id"))
-        raise InvalidToolCallIdError(raw, f"{exc.reason}, in entry {entry!r}") from exc
-    return cleaned
+    tool_call_id = cleaned.get("tool_call_id")
+    if type(tool_call_id) is str and tool_call_id:  # cleaned: already stripped, a plain str
+        return cleaned
+    # Name the caller's spelling; the keys say which entry (a summary may be long).
+    raw = entry.get("tool_call_id", tool_call_id)
+    reason = (
+        "nothing is left once unsafe characters are stripped"
+        if isinstance(raw, str) and raw
+        else "a tool_call_id must be a non-empty string"
+    )
+    raise InvalidToolCallIdError(raw, f"{reason} (in an entry with keys {sorted(map(str, entry))})")
 
 
 def normalize_id(tool_call_id: str) -> str:
