@@ -291,3 +291,24 @@ def test_every_worker_sees_the_same_canonical_ids_each_won_once(
         with blocking.SessionRegistry(root, read_only=True) as journal_only:
             assert described(journal_only.resolve(KEY).manager) == seen
         assert claimed_on_disk(root) == won
+
+
+async def test_mark_keeps_the_state_equal_to_a_rebuild_when_the_journal_holds_foreign_ids(
+    tmp_path: Path,
+) -> None:
+    # Another tool wrote ids with escaped unsafe characters (neither the seed nor we do);
+    # they are read as written, and after a rewrite the state is still what a rebuild reads.
+    journal = tmp_path / "main" / "offload-s1.jsonl"
+    journal.parent.mkdir(parents=True)
+    journal.write_text(
+        '{"tool_call_id":"a\\u200b","summary":"s"}\n'
+        '{"tool_call_id":"\\u200b","summary":"gone once stripped"}\n'
+        '{"tool_call_id":"b","summary":"s"}\n',
+        encoding="utf-8",
+    )
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        assert described(manager) == await truth(tmp_path, KEY)
+        assert await manager.mark_offload_status({"b": True}) == 1
+        assert described(manager) == await truth(tmp_path, KEY)
+        assert "b" in manager.confirmed_offload_ids

@@ -140,6 +140,12 @@ class ClaimResult:
     claims_watermark: Watermark | None
 
 
+def _has_valid_id(entry: Mapping[str, Any]) -> bool:
+    """What a journal reader requires of an entry: a non-empty string ``tool_call_id``."""
+    tool_call_id = entry.get("tool_call_id")
+    return type(tool_call_id) is str and tool_call_id != ""
+
+
 def _all_forms(ids: Iterable[str]) -> set[str]:
     return {form for tool_call_id in ids for form in id_forms(tool_call_id)}
 
@@ -279,15 +285,19 @@ class SessionFiles:
             entries: list[dict[str, Any]] = []
             changed = 0
 
-            def transform(entry: dict[str, Any]) -> dict[str, Any]:
+            def transform(entry: dict[str, Any]) -> dict[str, Any] | None:
                 nonlocal changed
                 key = normalize_id(entry["tool_call_id"])
+                new: dict[str, Any] | None = entry
                 if key in by_normalized and entry.get("offloaded") != by_normalized[key]:
-                    # Cleaned: the in-memory state must hold what the new line reads back as.
-                    entry = clean_json({**entry, "offloaded": by_normalized[key]})
+                    new = {**entry, "offloaded": by_normalized[key]}
                     changed += 1
-                entries.append(entry)
-                return entry
+                # The state must hold what the new file reads back as: a returned entry is
+                # re-encoded (cleaned, maybe left without a valid id), None keeps the line.
+                read_back = entry if new is None else clean_json(new)
+                if _has_valid_id(read_back):
+                    entries.append(read_back)
+                return new
 
             watermark = rewrite_journal(self.paths.journal, transform, self.fsync)
 
