@@ -9,6 +9,7 @@ Redis and in the claims record alike; an id that strips to nothing is refused wi
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,12 @@ from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import InvalidToolCallIdError
 from offload_registry.journal import parse_journal_bytes, read_journal, scan_journal
 from offload_registry.jsjson import UNSAFE_CHARS, encode_entry, strip_unsafe
-from offload_registry.session_state import canonical_entry, canonical_tool_call_id, id_forms
+from offload_registry.session_state import (
+    canonical_entry,
+    canonical_tool_call_id,
+    id_forms,
+    normalize_id,
+)
 from session_helpers import described, entry, truth
 
 KEY = "agent:main:s1"
@@ -126,6 +132,41 @@ async def test_two_fresh_workers_win_an_id_with_unsafe_characters_once_even_afte
     async with opened(tmp_path, private_redis_server) as b:
         assert await (await b.resolve(KEY)).manager.claim([second_spelling]) == []
     assert claimed_on_disk(tmp_path) == ["call_7"]
+
+
+async def test_workers_racing_on_spellings_of_the_same_ids_win_each_once(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    bases = [f"call_{i}" for i in range(20)]
+    spellings = [
+        bases,
+        [f"{i}\u200b" for i in bases],
+        [f"\ufeff{i}" for i in reversed(bases)],
+        [f"{normalize_id(i)}\u200f" for i in bases],
+    ]
+    prefix = f"t{uuid4().hex[:12]}"
+    async with (
+        opened(tmp_path, redis_server, prefix) as a,
+        opened(tmp_path, redis_server, prefix) as b,
+    ):
+        managers = [(await reg.resolve(KEY)).manager for reg in (a, b)]
+        results = await asyncio.gather(*(m.claim(ids) for ids in spellings for m in managers))
+    won = [tool_call_id for result in results for tool_call_id in result]
+    assert sorted(normalize_id(i) for i in won) == sorted(normalize_id(i) for i in bases)
+    assert not set(won) - set(bases) - {normalize_id(i) for i in bases}  # canonical only
+    assert sorted(claimed_on_disk(tmp_path)) == sorted(won)
+
+
+async def test_pending_pairs_are_buffered_and_taken_under_the_canonical_id(
+    tmp_path: Path,
+) -> None:
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        assert manager.add_pending_tool_pair("x\u200b", "pair")
+        assert not manager.add_pending_tool_pair("x", "again")
+        assert manager.take_pending_tool_pairs() == ["pair"]
+        assert manager.is_processed("\ufeffx")
+        assert not manager.add_pending_tool_pair("x\u2029", "later")
 
 
 async def test_a_worker_loaded_from_redis_refuses_what_a_journal_rebuild_refuses(
