@@ -119,6 +119,31 @@ def test_an_entry_is_canonical_as_a_reader_gets_it_back_and_a_bad_one_names_its_
         canonical_entry({"summary": "no id"})
 
 
+entry_keys = st.sampled_from(
+    ["tool_call_id", "tool_call_id\u200b", "\ufefftool_call_id", "offloaded", "offloaded\x00", "s"]
+)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(),
+    id_text,
+)
+
+
+@given(st.dictionaries(entry_keys, st.one_of(json_scalars, st.lists(json_scalars, max_size=3))))
+@settings(max_examples=500)
+def test_a_canonical_entry_is_exactly_what_a_journal_reader_gets_back(raw: dict[str, Any]) -> None:
+    entries, corrupt, invalid = parse_journal_bytes(encode_entry(raw))
+    try:
+        canonical = canonical_entry(raw)
+    except InvalidToolCallIdError:
+        assert (entries, corrupt, invalid) == ([], 0, 1)
+        return
+    assert entries == [canonical]
+    assert canonical["tool_call_id"] == canonical_tool_call_id(canonical["tool_call_id"])
+
+
 # --- two workers on real Redis ------------------------------------------------------------
 
 
