@@ -4,6 +4,8 @@
 
     OffloadRegistryError                  base of everything raised on purpose
     ├── InvalidSessionKeyError (ValueError)   a key or session id that cannot name a safe path
+    ├── InvalidToolCallIdError (ValueError)   a tool call id with no canonical form (not a
+    │                                         string, or empty once unsafe characters go)
     ├── JournalError (OSError)                a journal or agent file could not be read or written
     ├── ConfigurationError (ValueError)       bad options: unknown URL scheme, bad fsync policy, ...
     ├── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
@@ -29,6 +31,20 @@ class InvalidSessionKeyError(OffloadRegistryError, ValueError):
         self.key = key
         self.reason = reason
         super().__init__(f"invalid session key {key!r}: {reason}")
+
+
+class InvalidToolCallIdError(OffloadRegistryError, ValueError):
+    """A tool call id that has no canonical form: not a string, or nothing left once the
+    unsafe characters the journal writer strips are gone (a reader would drop its entry).
+
+    A ``ValueError``, so callers that caught the old ``ValueError`` for a missing id still do.
+    Raised before anything is written: the whole call is refused.
+    """
+
+    def __init__(self, tool_call_id: object, reason: str) -> None:
+        self.tool_call_id = tool_call_id
+        self.reason = reason
+        super().__init__(f"invalid tool_call_id {tool_call_id!r}: {reason}")
 
 
 class JournalError(OffloadRegistryError, OSError):

@@ -710,8 +710,9 @@ def _with_status(raw: bytes, tool_call_id: str, encoded: str, status: Any) -> by
 
 
 def mark_journal(path: Path, statuses: Mapping[str, Any], fsync: FsyncPolicy) -> MarkResult:
-    """Set ``offloaded`` to ``statuses[normalized id]`` on every valid entry whose normalized
-    id is named (``_`` removed, as the seed matches them) and whose value differs.
+    """Set ``offloaded`` to ``statuses[normalized id]`` on every valid entry whose canonical
+    normalized id is named (unsafe characters stripped, ``_`` removed, as the seed matches
+    them) and whose value differs.
 
     A mark changes only what it names: every other line keeps its bytes, blank, corrupt
     and invalid lines included, and a changed line keeps every member but ``offloaded``
@@ -751,7 +752,9 @@ def mark_journal(path: Path, statuses: Mapping[str, Any], fsync: FsyncPolicy) ->
             invalid += kind == _INVALID
             continue
         ids.append(tool_call_id)
-        target = wanted.get(normalize_id(tool_call_id))
+        # Keys are canonical (the API strips unsafe characters), so a line another tool wrote
+        # with such characters in its id is found by its canonical form; its bytes stay.
+        target = wanted.get(normalize_id(strip_unsafe(tool_call_id)))
         if target is not None and not _same_value(offloaded, target[1]):
             new = _with_status(raw, tool_call_id, *target)
             if new is None:

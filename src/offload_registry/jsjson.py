@@ -25,6 +25,7 @@ import orjson
 __all__ = [
     "JS_WHITESPACE",
     "UNSAFE_CHARS",
+    "clean_json",
     "encode_entry",
     "js_trim",
     "js_truthy",
@@ -260,6 +261,17 @@ def _clean(value: Any) -> Any:
     if isinstance(value, str):  # a str subclass: plain str, as JavaScript would see it
         return _UNSAFE_RE.sub("", str(value))
     return value
+
+
+def clean_json(value: Any) -> Any:
+    """``value`` as :func:`encode_entry` writes it, so as a reader gets it back: unsafe
+    characters stripped from every string (keys too: keys that become equal merge, the later
+    value wins), tuples as lists, non-finite floats as ``None``. Idempotent; copies.
+
+    (A reader would also see an integer beyond 64 bits as a float; truthiness and equality
+    with ``"deleted"``, all the state reads of a status, are the same either way.)
+    """
+    return _clean(value)
 
 
 def encode_entry(entry: Mapping[str, Any]) -> bytes:

@@ -30,9 +30,16 @@ from offload_registry.journal import (
     mark_journal,
     scan_journal,
 )
+from offload_registry.jsjson import clean_json
 from offload_registry.keys import SessionIdentity
 from offload_registry.lease_files import RELEASED, LeaseRecord
-from offload_registry.session_state import SessionState, id_forms, normalize_id
+from offload_registry.session_state import (
+    SessionState,
+    canonical_entry,
+    canonical_tool_call_id,
+    id_forms,
+    normalize_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +216,11 @@ class SessionFiles:
     ) -> AppendResult:
         """Append the entries whose id (or normalized id) the journal does not hold yet.
 
+        Each entry is first made what a reader gets back (:func:`canonical_entry`: its id
+        canonical, unsafe characters gone); an entry without a valid id refuses the whole
+        batch (:class:`InvalidToolCallIdError`) before anything is written. ``written`` holds
+        the canonical entries.
+
         Durability and concurrency: runs under the journal's exclusive ``flock``; first
         checks ``fence`` (a lease token) against the lease record, then catches up with lines
         other processes appended, then writes all new lines in one ``write`` call, fsynced per
@@ -216,23 +228,22 @@ class SessionFiles:
         line is isolated on its own line by the next append).
         """
         self.require_writable()
+        canonical = [canonical_entry(entry) for entry in entries]
         self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.paths.journal):
             self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
             batch_forms: set[str] = set()
             fresh: list[dict[str, Any]] = []
-            for entry in entries:
-                tool_call_id = entry.get("tool_call_id")
-                if not isinstance(tool_call_id, str) or not tool_call_id:
-                    raise ValueError(f"entry without a non-empty string tool_call_id: {entry!r}")
+            for entry in canonical:
+                tool_call_id = entry["tool_call_id"]
                 if catch_up.contains_id(state, tool_call_id):
                     continue
                 forms = id_forms(tool_call_id)
                 if tool_call_id in batch_forms or normalize_id(tool_call_id) in batch_forms:
                     continue
                 batch_forms.update(forms)
-                fresh.append(dict(entry))
+                fresh.append(entry)
             watermark = catch_up.watermark
             if fresh:
                 watermark = append_entries_to_file(self.paths.journal, fresh, self.fsync)
@@ -244,7 +255,10 @@ class SessionFiles:
         """Set ``offloaded`` on the entries named in ``statuses`` (matched by normalized id).
 
         Only the named values change (:func:`~offload_registry.journal.mark_journal`): other
-        lines keep their bytes and a mark that changes nothing writes nothing.
+        lines keep their bytes and a mark that changes nothing writes nothing. Each id is
+        canonical first and each status cleaned as the writer writes it; when two ids share a
+        normalized form the later status wins. An id with no canonical form refuses the whole
+        call (:class:`InvalidToolCallIdError`) before anything is written.
 
         Durability and concurrency: under the journal's exclusive ``flock`` (after checking
         ``fence`` against the lease record) the file is
@@ -253,7 +267,9 @@ class SessionFiles:
         rewrite waits for the lock, so it is never lost.
         """
         self.require_writable()
-        by_normalized = {normalize_id(k): v for k, v in statuses.items()}
+        by_normalized = {
+            normalize_id(canonical_tool_call_id(k)): clean_json(v) for k, v in statuses.items()
+        }
         if not self.paths.journal.exists():
             if fence is not None:
                 with file_lock(self.paths.journal):
@@ -287,11 +303,15 @@ class SessionFiles:
     ) -> ClaimResult:
         """Win each id that neither the journal nor the claims record holds yet.
 
+        Ids are made canonical first (the record holds and ``won`` returns canonical ids); an
+        id with no canonical form refuses the whole call before anything is written.
+
         Durability and concurrency: under the journal's exclusive ``flock`` the won ids are
         appended to the claims record and fsynced (per the policy) before this returns, so a
         won claim survives any crash and no two callers sharing the data root win one id.
         """
         self.require_writable()
+        ids = [canonical_tool_call_id(i) for i in ids]
         self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.paths.journal):
             self._check_fence(fence)

@@ -13,13 +13,60 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, overload
 
-from offload_registry.jsjson import js_truthy
+from offload_registry.errors import InvalidToolCallIdError
+from offload_registry.jsjson import clean_json, js_truthy, strip_unsafe
 
 DELETED = "deleted"
 
 
+def canonical_tool_call_id(raw: object) -> str:
+    """The one form of a tool call id that every call, set, Redis key and record uses: the
+    id a reader of the journal gets back, i.e. ``raw`` without SEED-SPEC's unsafe characters
+    (the journal writer strips them from every string it writes). Idempotent.
+
+    Raises :class:`InvalidToolCallIdError` when ``raw`` is not a ``str`` or strips to ``""``
+    (a reader would count such an entry invalid and drop it, so it could never be found).
+    A ``str`` subclass gives a plain ``str``, as the writer would write it.
+    """
+    if not isinstance(raw, str):
+        raise InvalidToolCallIdError(raw, "a tool_call_id must be a non-empty string")
+    canonical = strip_unsafe(str(raw))
+    if not canonical:
+        if not raw:
+            raise InvalidToolCallIdError(raw, "a tool_call_id must be a non-empty string")
+        raise InvalidToolCallIdError(raw, "nothing is left once unsafe characters are stripped")
+    return canonical
+
+
+def canonical_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry as a reader of the journal gets it back (:func:`~offload_registry.jsjson.
+    clean_json`: every string and key without unsafe characters), with its canonical id.
+
+    The id is taken after the keys are cleaned, as the reader takes it: a ``tool_call_id``
+    key spelled with unsafe characters is the id field on disk too. Raises
+    :class:`InvalidToolCallIdError` when the entry has no valid id.
+    """
+    cleaned = clean_json(entry)
+    if not isinstance(cleaned, dict):
+        raise InvalidToolCallIdError(entry, "an entry must be a mapping with a tool_call_id")
+    tool_call_id = cleaned.get("tool_call_id")
+    if type(tool_call_id) is str and tool_call_id:  # cleaned: already stripped, a plain str
+        return cleaned
+    # Name the caller's spelling; the keys say which entry (a summary may be long).
+    raw = entry.get("tool_call_id", tool_call_id)
+    reason = (
+        "nothing is left once unsafe characters are stripped"
+        if isinstance(raw, str) and raw
+        else "a tool_call_id must be a non-empty string"
+    )
+    raise InvalidToolCallIdError(raw, f"{reason} (in an entry with keys {sorted(map(str, entry))})")
+
+
 def normalize_id(tool_call_id: str) -> str:
-    """The seed's normalized form of a tool call id: the id with every ``_`` removed."""
+    """The seed's normalized form of a tool call id: the id with every ``_`` removed.
+
+    Like :func:`id_forms`, applied to canonical ids (see :func:`canonical_tool_call_id`)
+    everywhere except to ids read from a journal, which are kept as read."""
     return tool_call_id.replace("_", "")
 
 

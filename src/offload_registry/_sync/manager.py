@@ -40,6 +40,7 @@ from offload_registry.session_state import (
     SessionState,
     SetView,
     approx_set_bytes,
+    canonical_tool_call_id,
     id_forms,
 )
 from offload_registry.stats import RegistryStats
@@ -70,6 +71,13 @@ class OffloadStateManager:
     """The per-session state of the seed's ``OffloadStateManager``, shared through the journal.
 
     The three id sets are read-only live views; each holds ids and their normalized forms.
+
+    Every method that takes or tests a tool call id works on its canonical form
+    (:func:`~offload_registry.session_state.canonical_tool_call_id`: the id a reader of the
+    journal gets back, without unsafe characters), in memory, in the shared tier and on disk
+    alike; an id with no canonical form raises :class:`InvalidToolCallIdError` (a
+    ``ValueError``) and the call does nothing. Ids read from an existing journal are kept as
+    read, as the seed reads them.
     """
 
     def __init__(self, identity: SessionIdentity, files: SessionFiles, tier: SharedTier) -> None:
@@ -147,10 +155,11 @@ class OffloadStateManager:
             self.on_resize()
 
     def is_processed(self, tool_call_id: str) -> bool:
-        """True when the id or its normalized form is processed (journal, claims or runtime)."""
+        """True when the canonical id or its normalized form is processed (journal, claims or
+        runtime)."""
         return any(
             form in s
-            for form in id_forms(tool_call_id)
+            for form in id_forms(canonical_tool_call_id(tool_call_id))
             for s in (self._state.processed, self._claimed, self._runtime_processed)
         )
 
@@ -250,6 +259,10 @@ class OffloadStateManager:
     ) -> int:
         """Append entries whose id (or normalized id) is new; returns how many were written.
 
+        Each entry is stored as a reader gets it back: its id canonical, every string without
+        unsafe characters. One entry without a valid id refuses the whole batch
+        (:class:`InvalidToolCallIdError`), before anything is written.
+
         Durability and concurrency: when this returns, the written lines are in the journal,
         fsynced per the registry's policy, appended under the journal's inter-process lock
         after catching up with other writers; a crash before that leaves none of the batch.
@@ -287,7 +300,8 @@ class OffloadStateManager:
         self, statuses: Mapping[str, OffloadStatus], *, lease: Lease | None = None
     ) -> int:
         """Set ``offloaded`` for the named ids (``True``, ``"deleted"``, ...); returns how many
-        journal entries changed.
+        journal entries changed. Ids are matched by their canonical form; one id without one
+        refuses the whole call (:class:`InvalidToolCallIdError`) before anything is written.
 
         Durability and concurrency: the journal is rewritten atomically (temp file, fsync,
         rename, directory fsync per policy) under its inter-process lock; a crash leaves the
@@ -306,8 +320,10 @@ class OffloadStateManager:
             return changed
 
     def claim(self, ids: Iterable[str], *, lease: Lease | None = None) -> list[str]:
-        """The ids this caller won: across every process sharing the data root each id (with
-        its normalized form) is won once, and an id already in the journal is never won.
+        """The ids this caller won, in their canonical form: across every process sharing the
+        data root each canonical id (with its normalized form) is won once, and an id already
+        in the journal is never won. One id without a canonical form refuses the whole call
+        (:class:`InvalidToolCallIdError`) before anything is claimed.
 
         Durability and concurrency: Redis's claim filter (``lua/claim.lua``, one atomic
         script) first drops ids another worker committed or is committing; the rest are
@@ -318,7 +334,7 @@ class OffloadStateManager:
         claim: its ids stay won, and are not handed out again. With ``lease``, refused as in
         ``append_entries``.
         """
-        wanted = list(dict.fromkeys(ids))
+        wanted = list(dict.fromkeys([canonical_tool_call_id(i) for i in ids]))
         fence = self._fence(lease)
         if not wanted:
             return []
@@ -438,7 +454,9 @@ class OffloadStateManager:
 
     # -- runtime-only state (per process, as in the seed) ----------------------------------
     def add_pending_tool_pair(self, tool_call_id: str, pair: Any) -> bool:
-        """Buffer a tool call/result pair; refused (``False``) when the id is processed."""
+        """Buffer a tool call/result pair under its canonical id; refused (``False``) when the
+        id is processed or already buffered."""
+        tool_call_id = canonical_tool_call_id(tool_call_id)
         with self._pending_lock:
             if self.is_processed(tool_call_id) or tool_call_id in self._pending:
                 return False
