@@ -35,7 +35,7 @@ from hypothesis.stateful import (
 )
 
 from offload_registry.embedded_server import RedisServerProcess
-from offload_registry.errors import OffloadRegistryError
+from offload_registry.errors import InvalidToolCallIdError
 from offload_registry.jsjson import js_truthy, strip_unsafe
 from offload_registry.sync import SessionRegistry
 from redis_fixtures import server_binary_or_fail
@@ -48,7 +48,7 @@ STATUSES = (True, "deleted", False, "", "false", 0)
 LIVE_BOUND_SECONDS = 5.0
 """How long a live worker may lag behind the model (the README's bound plus slack for a
 busy machine); the test fails when a view is still wrong after it."""
-INVALID_ID_ERRORS: tuple[type[BaseException], ...] = (ValueError, OffloadRegistryError)
+INVALID_ID_ERRORS = (InvalidToolCallIdError,)
 
 id_lists = st.lists(st.sampled_from(ID_POOL), min_size=1, max_size=4)
 
