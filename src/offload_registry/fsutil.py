@@ -1,18 +1,54 @@
 """Small, crash-safe file primitives shared by the journal and the agent files.
 
 Everything here is blocking POSIX I/O; async callers run it in a worker thread.
+
+Containment: every file the registry opens lies a fixed depth below the data root
+(``<root>/<agent>/<file>``, ``<root>/<agent>/mmds/``, ``<root>/<file>``), and nothing planted
+inside the root may send an open elsewhere or block it. So every open goes through
+:func:`safe_open` or :func:`open_dir`: the data root itself is opened normally (it may be a
+link), then each component below it is opened relative to its parent's descriptor with
+``O_NOFOLLOW`` (a link anywhere below the root is refused), files with ``O_NONBLOCK`` too
+(a FIFO planted in a file's place opens at once instead of blocking forever), and what
+``fstat`` shows is not a regular file (a directory, where one is expected) is refused with
+:class:`~offload_registry.errors.UnsafePathError`. Callers say how deep a path lies with
+``below``: how many of its trailing components are inside the data root.
+
+New files get ``DEFAULT_FILE_MODE`` (owner only) and new directories the matching
+:func:`dir_mode_for`, unless the caller passes another ``mode``; the umask still applies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import os
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
-from offload_registry.errors import ConfigurationError
+from offload_registry.errors import ConfigurationError, UnsafePathError
+
+DEFAULT_FILE_MODE = 0o600
+"""Permissions of the files the registry creates unless configured: private to the owner."""
+
+FILE_DEPTH = 2
+"""Components of a session or agent file's path below the data root: ``<agent>/<file>``
+(journals, claims, leases, their lock and temp files, ``state.json``, ...)."""
+
+AGENT_DIR_DEPTH = 1
+"""Components of an agent directory's path below the data root."""
+
+ROOT_FILE_DEPTH = 1
+"""Components of a file kept directly in the data root (``.offload-registry-id``)."""
+
+# What the kernel reports when O_NOFOLLOW meets a link (ELOOP), O_DIRECTORY meets a link or
+# a non-directory (ENOTDIR), or a non-blocking open finds a FIFO or socket without a peer
+# (ENXIO).
+_REFUSED_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO})
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -36,38 +72,254 @@ class FsyncPolicy(enum.StrEnum):
             raise ConfigurationError(f"fsync policy {value!r} is not one of {choices}") from exc
 
 
-def fsync_dir(directory: Path) -> None:
-    """Fsync a directory so a rename or a new file inside it survives a machine crash."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def check_file_mode(mode: int) -> int:
+    """``mode`` when it is permission bits that let the owner read and write; otherwise
+    :class:`ConfigurationError`."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or mode & ~0o777 or ~mode & 0o600:
+        raise ConfigurationError(
+            f"file mode {mode!r} must be permission bits (0o600 to 0o777) with owner read+write"
+        )
+    return mode
+
+
+def dir_mode_for(file_mode: int) -> int:
+    """The directory mode matching a file mode: each class that may read may also search
+    (``0o600`` -> ``0o700``, ``0o640`` -> ``0o750``, ``0o644`` -> ``0o755``)."""
+    return file_mode | ((file_mode & 0o444) >> 2)
+
+
+# --- the safe-open layer ------------------------------------------------------------------
+
+
+def _kind(st: os.stat_result) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISREG, "a regular file"),
+    ):
+        if test(st.st_mode):
+            return name
+    return "an unknown kind of file"
+
+
+def _refuse(shown: Path, name: str, dir_fd: int, expected: str, cause: OSError) -> NoReturn:
+    """Raise :class:`UnsafePathError` for ``name`` (in ``dir_fd``), saying what it is."""
+    try:
+        kind = _kind(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+    except OSError:
+        kind = "unusable"
+    raise UnsafePathError(str(shown), f"refused: it is {kind}, not {expected}") from cause
+
+
+def _components(path: Path, below: int) -> tuple[Path, list[str]]:
+    """``(anchor, names)``: the data root (opened following links) and the ``below`` names
+    under it, none of which may be a link."""
+    anchor = path
+    names: list[str] = []
+    for _ in range(below):
+        name = anchor.name
+        if name == "..":
+            raise UnsafePathError(str(path), "refused: '..' below the data root")
+        if not name:  # a short relative path: "." is the anchor
+            break
+        names.append(name)
+        anchor = anchor.parent
+    names.reverse()
+    return anchor, names
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _open_child_dir(parent_fd: int, name: str, shown: Path, mkdir_mode: int | None) -> int:
+    """Open directory ``name`` of ``parent_fd`` without following a link; create it with
+    ``mkdir_mode`` when it is missing and a mode is given."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    for attempt in (1, 2):
+        try:
+            return os.open(name, flags, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if mkdir_mode is None or attempt == 2:
+                raise
+        except OSError as exc:
+            if exc.errno in _REFUSED_ERRNOS:
+                _refuse(shown, name, parent_fd, "a directory", exc)
+            raise
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.mkdir(name, mkdir_mode, dir_fd=parent_fd)
+    raise AssertionError("unreachable")
+
+
+def open_dir(
+    path: Path,
+    below: int = AGENT_DIR_DEPTH,
+    *,
+    create: bool = False,
+    mode: int = DEFAULT_FILE_MODE,
+    fsync: FsyncPolicy = FsyncPolicy.NEVER,
+) -> int:
+    """A descriptor of the directory ``path``, whose last ``below`` components lie inside
+    the data root; the caller closes it.
+
+    The data root is opened following links (it may be one); each component under it is
+    opened relative to its parent's descriptor with ``O_NOFOLLOW``, so a link planted below
+    the root, or anything that is not a directory, raises :class:`UnsafePathError`. A missing
+    component raises ``FileNotFoundError`` unless ``create=True``, which makes the data root
+    (with its parents) and each component (mode :func:`dir_mode_for` ``(mode)``); under
+    ``FsyncPolicy.ALWAYS`` the parent of each new component is fsynced, so the directory
+    survives a machine crash along with what is then written in it.
+    """
+    anchor, names = _components(path, below)
+    dir_mode = dir_mode_for(mode)
+    if create:
+        os.makedirs(anchor, dir_mode, exist_ok=True)
+    fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    shown = anchor
+    try:
+        for name in names:
+            shown = shown / name
+            existed = not create or _exists(fd, name)
+            child = _open_child_dir(fd, name, shown, dir_mode if create else None)
+            if not existed and fsync is FsyncPolicy.ALWAYS:
+                os.fsync(fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def opened_dir(path: Path, below: int = AGENT_DIR_DEPTH) -> Iterator[int]:
+    """:func:`open_dir` (never creating) as a context manager that closes the descriptor."""
+    fd = open_dir(path, below)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(
+    path: Path,
+    below: int = AGENT_DIR_DEPTH,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
+    fsync: FsyncPolicy = FsyncPolicy.NEVER,
+) -> None:
+    """Create the directory ``path`` and whatever is missing above it (:func:`open_dir` with
+    ``create=True``: new directories get :func:`dir_mode_for` ``(mode)``, and under
+    ``FsyncPolicy.ALWAYS`` their parents are fsynced); a link or non-directory in the way
+    raises :class:`UnsafePathError`."""
+    os.close(open_dir(path, below, create=True, mode=mode, fsync=fsync))
+
+
+def safe_open(
+    path: Path, flags: int, *, below: int = FILE_DEPTH, mode: int = DEFAULT_FILE_MODE
+) -> int:
+    """``os.open(path, flags, mode)`` that can neither leave the data root nor block.
+
+    The directory is reached with :func:`open_dir` (``below - 1`` components under the root,
+    none a link, none created) and the file opened in it with ``O_NOFOLLOW``, ``O_NONBLOCK``
+    and ``O_CLOEXEC`` added; anything but a regular file (a link, a FIFO, a socket, a device,
+    a directory) raises :class:`UnsafePathError`, closed unread. ``O_NONBLOCK`` is cleared
+    before returning, so the descriptor behaves as a plain one. A missing file or directory
+    raises ``FileNotFoundError``, as ``os.open`` does.
+    """
+    name = path.name
+    parent = open_dir(path.parent, below - 1)
+    try:
+        try:
+            fd = os.open(
+                name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=parent
+            )
+        except OSError as exc:
+            if exc.errno in _REFUSED_ERRNOS:
+                _refuse(path, name, parent, "a regular file", exc)
+            raise
+    finally:
+        os.close(parent)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(str(path), f"refused: it is {_kind(st)}, not a regular file")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_file_bytes(path: Path, *, below: int = FILE_DEPTH) -> bytes:
+    """The whole content of the regular file ``path``, opened with :func:`safe_open`."""
+    with os.fdopen(safe_open(path, os.O_RDONLY, below=below), "rb") as f:
+        return f.read()
+
+
+def fsync_dir(directory: Path, below: int = AGENT_DIR_DEPTH) -> None:
+    """Fsync a directory so a rename or a new file inside it survives a machine crash (opened
+    with :func:`open_dir`; ``below`` components of it lie under the data root)."""
+    fd = open_dir(directory, below)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, fsync: FsyncPolicy) -> None:
+def atomic_write_bytes(
+    path: Path,
+    data: bytes,
+    fsync: FsyncPolicy,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
+    below: int = FILE_DEPTH,
+) -> os.stat_result:
     """Replace ``path`` with ``data`` so readers and crashes see the old or the new file, never
-    a torn one.
+    a torn one; returns the new file's ``fstat`` (the rename keeps its identity and times).
 
     Durability: with ``FsyncPolicy.ALWAYS`` the temp file is fsynced before the rename and the
     directory after it; locking is the caller's job (hold the file's lock around the
-    read-modify-write). A crash leaves at most a stray ``.<name>.tmp-<pid>`` file, which the
-    next write of the same process id overwrites and readers ignore.
+    read-modify-write). Containment: the temp file ``.<name>.tmp-<random>`` is created with
+    ``O_EXCL | O_NOFOLLOW`` (and ``mode``) in the descriptor of the checked directory, and
+    renamed within it, so no planted file or link is ever written through. An error removes
+    the temp file; a crash may leave one, which readers ignore (its name is hidden).
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    name = path.name
+    dir_fd = open_dir(path.parent, below - 1)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        tmp = f".{name}.tmp-{secrets.token_hex(8)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if fsync is FsyncPolicy.ALWAYS:
+                    os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
         if fsync is FsyncPolicy.ALWAYS:
-            os.fsync(fd)
+            os.fsync(dir_fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if fsync is FsyncPolicy.ALWAYS:
-        fsync_dir(path.parent)
+        os.close(dir_fd)
+    return st
 
 
 def lock_path_for(path: Path) -> Path:
@@ -76,7 +328,9 @@ def lock_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False, create: bool = True) -> Iterator[bool]:
+def file_lock(
+    path: Path, *, shared: bool = False, create: bool = True, mode: int = DEFAULT_FILE_MODE
+) -> Iterator[bool]:
     """Hold an inter-process ``flock`` on the sibling lock file of ``path``.
 
     The lock lives on a separate file because an atomic replace swaps the data file's inode,
@@ -85,11 +339,12 @@ def file_lock(path: Path, *, shared: bool = False, create: bool = True) -> Itera
     ``inspect`` must not write to the data root) and the context yields ``False`` unlocked.
     Locks are per open file description, so two threads of one process exclude each other
     too. The kernel releases the lock when the process dies, so a crash never leaves it held.
+    The lock file is opened with :func:`safe_open` (a new one gets ``mode``).
     """
     lock_file = lock_path_for(path)
     flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
     try:
-        fd = os.open(lock_file, flags, 0o644)
+        fd = safe_open(lock_file, flags, mode=mode)
     except FileNotFoundError:
         if create:
             raise

@@ -32,13 +32,16 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from offload_registry.errors import InvalidSessionKeyError, JournalError
+from offload_registry.errors import InvalidSessionKeyError, JournalError, UnsafePathError
 from offload_registry.fsutil import (
+    DEFAULT_FILE_MODE,
     FsyncPolicy,
     atomic_write_bytes,
     file_lock,
     fsync_dir,
     lock_path_for,
+    read_file_bytes,
+    safe_open,
 )
 from offload_registry.jsjson import encode_entry, js_trim, parse_json_line, strip_unsafe
 
@@ -239,7 +242,7 @@ GENERATION_BYTES: Final = 8
 def read_generation(path: Path) -> int:
     """The journal's rewrite generation, kept in its lock file (0 when there is none)."""
     try:
-        fd = os.open(lock_path_for(path), os.O_RDONLY)
+        fd = safe_open(lock_path_for(path), os.O_RDONLY)
     except FileNotFoundError:
         return 0
     try:
@@ -249,9 +252,9 @@ def read_generation(path: Path) -> int:
     return int.from_bytes(raw, "big") if len(raw) == GENERATION_BYTES else 0
 
 
-def _bump_generation(path: Path) -> int:
+def _bump_generation(path: Path, mode: int = DEFAULT_FILE_MODE) -> int:
     """Count one more rewrite in the lock file (the caller holds the exclusive lock)."""
-    fd = os.open(lock_path_for(path), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = safe_open(lock_path_for(path), os.O_RDWR | os.O_CREAT, mode=mode)
     try:
         raw = os.pread(fd, GENERATION_BYTES, 0)
         generation = (int.from_bytes(raw, "big") if len(raw) == GENERATION_BYTES else 0) + 1
@@ -300,7 +303,7 @@ def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, b
     because the previous read already counted it.
     """
     try:
-        f = path.open("rb")
+        f = os.fdopen(safe_open(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
         return None
     with f:
@@ -339,7 +342,7 @@ def current_watermark(path: Path) -> Watermark | None:
     watermark differ from one taken after the write, never match a wrong one.
     """
     try:
-        with path.open("rb") as f:
+        with os.fdopen(safe_open(path, os.O_RDONLY), "rb") as f:
             fd = f.fileno()
             st = os.fstat(fd)
             end = st.st_size
@@ -353,6 +356,8 @@ def current_watermark(path: Path) -> Watermark | None:
             )
     except FileNotFoundError:
         return None
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
 
@@ -399,6 +404,8 @@ def _read_bytes(
     try:
         with lock_cm:
             return _read_from(path, since)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
 
@@ -495,17 +502,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _open_for_append(path: Path) -> tuple[int, bool]:
-    """An append descriptor (readable, to check the last byte) and whether we created it."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+def _open_for_append(path: Path, mode: int) -> tuple[int, bool]:
+    """An append descriptor (readable, to check the last byte) and whether we created it
+    (with ``mode``); opened with :func:`~offload_registry.fsutil.safe_open`."""
+    flags = os.O_RDWR | os.O_APPEND
     try:
-        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        return safe_open(path, flags | os.O_CREAT | os.O_EXCL, mode=mode), True
     except FileExistsError:
-        return os.open(path, flags), False
+        return safe_open(path, flags), False
 
 
 def append_entries_to_file(
-    path: Path, entries: Sequence[Mapping[str, Any]], fsync: FsyncPolicy
+    path: Path,
+    entries: Sequence[Mapping[str, Any]],
+    fsync: FsyncPolicy,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
 ) -> Watermark:
     """Append ``entries`` as lines (:func:`~offload_registry.jsjson.encode_entry`), creating
     the file if needed, and return the watermark just after them.
@@ -522,11 +534,13 @@ def append_entries_to_file(
     Durability: with ``FsyncPolicy.ALWAYS`` the file is fsynced before returning, and its
     directory too when the file was just created. An entry that cannot be encoded raises
     (``TypeError``) before anything is written; an ``OSError`` raises :class:`JournalError`.
-    With no entries nothing is written (the file is still created if missing).
+    With no entries nothing is written (the file is still created if missing, with
+    ``mode``). A link or non-regular file in the journal's place raises
+    :class:`~offload_registry.errors.UnsafePathError` before anything is written.
     """
     blob = b"".join([encode_entry(entry) for entry in entries])
     try:
-        fd, created = _open_for_append(path)
+        fd, created = _open_for_append(path, mode)
         try:
             size = os.fstat(fd).st_size
             if blob and size and os.pread(fd, 1, size - 1) != b"\n":
@@ -548,6 +562,8 @@ def append_entries_to_file(
             os.close(fd)
         if created and fsync is FsyncPolicy.ALWAYS:
             fsync_dir(path.parent)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot append to journal: {_reason(exc)}") from exc
     return watermark
@@ -557,6 +573,8 @@ def rewrite_journal(
     path: Path,
     transform: Callable[[dict[str, Any]], dict[str, Any] | None],
     fsync: FsyncPolicy,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
 ) -> Watermark:
     """Rewrite the journal with ``transform`` applied to each valid entry, atomically.
 
@@ -573,10 +591,14 @@ def rewrite_journal(
     and crashes see the old or the new journal, never a mix. A missing journal raises
     :class:`JournalError` (there is nothing to rewrite), as does any ``OSError``.
     Returns the watermark at the end of the new file (a new identity: readers holding an
-    older watermark re-read it in full).
+    older watermark re-read it in full). The temp file has a random name and ``mode``; a
+    link or non-regular file in the journal's place raises
+    :class:`~offload_registry.errors.UnsafePathError` and nothing is written.
     """
     try:
-        data = path.read_bytes()
+        data = read_file_bytes(path)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal to rewrite it: {_reason(exc)}") from exc
     lines: list[bytes] = []
@@ -592,9 +614,10 @@ def rewrite_journal(
         lines.append(raw + b"\n")
     blob = b"".join(lines)
     try:
-        atomic_write_bytes(path, blob, fsync)
-        generation = _bump_generation(path)
-        st = path.stat()
+        st = atomic_write_bytes(path, blob, fsync, mode=mode)
+        generation = _bump_generation(path, mode)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot rewrite journal: {_reason(exc)}") from exc
     return Watermark(

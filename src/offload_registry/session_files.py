@@ -20,7 +20,7 @@ from typing import Any
 from offload_registry import agent_files, lease_files
 from offload_registry.changes import TierSnapshot
 from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
-from offload_registry.fsutil import FsyncPolicy, file_lock
+from offload_registry.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, ensure_dir, file_lock
 from offload_registry.journal import (
     StatusScan,
     Watermark,
@@ -64,7 +64,8 @@ class SessionPaths:
 
     def _check_inside_root(self) -> None:
         # Defence in depth: the keys module already guarantees single safe components.
-        # Lexical, not resolve(): an operator may legitimately symlink an agent directory.
+        # Lexical, not resolve(): the data root itself may be a link. Links *below* it (an
+        # agent directory, a journal) are refused when opened, by fsutil's safe-open layer.
         root = os.path.normpath(self.data_root)
         agent_dir = os.path.normpath(self.agent_dir)
         if (
@@ -141,13 +142,22 @@ class SessionFiles:
     """Blocking, locked operations on one session's journal and claims record.
 
     Not thread-safe by itself: the manager serializes calls with its own lock, and the
-    journal's ``flock`` serializes processes.
+    journal's ``flock`` serializes processes. Files it creates get ``file_mode`` and
+    directories the matching directory mode (owner-only by default); every open refuses a
+    link or a non-regular file below the data root with ``UnsafePathError``.
     """
 
-    def __init__(self, paths: SessionPaths, fsync: FsyncPolicy, read_only: bool) -> None:
+    def __init__(
+        self,
+        paths: SessionPaths,
+        fsync: FsyncPolicy,
+        read_only: bool,
+        file_mode: int = DEFAULT_FILE_MODE,
+    ) -> None:
         self.paths = paths
         self.fsync = fsync
         self.read_only = read_only
+        self.file_mode = file_mode
 
     # -- reads --------------------------------------------------------------------------
     def rebuild(self) -> Rebuilt:
@@ -200,6 +210,11 @@ class SessionFiles:
         if self.read_only:
             raise JournalError(str(self.paths.journal), "registry opened read-only")
 
+    def _ensure_agent_dir(self) -> None:
+        """Create the agent directory (and the data root) if missing; a link in its place
+        raises ``UnsafePathError``."""
+        ensure_dir(self.paths.agent_dir, mode=self.file_mode, fsync=self.fsync)
+
     def append(
         self,
         state: SessionState,
@@ -216,8 +231,8 @@ class SessionFiles:
         line is isolated on its own line by the next append).
         """
         self.require_writable()
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
             batch_forms: set[str] = set()
@@ -235,7 +250,9 @@ class SessionFiles:
                 fresh.append(dict(entry))
             watermark = catch_up.watermark
             if fresh:
-                watermark = append_entries_to_file(self.paths.journal, fresh, self.fsync)
+                watermark = append_entries_to_file(
+                    self.paths.journal, fresh, self.fsync, mode=self.file_mode
+                )
             return AppendResult(catch_up, fresh, watermark)
 
     def mark(
@@ -253,11 +270,11 @@ class SessionFiles:
         by_normalized = {normalize_id(k): v for k, v in statuses.items()}
         if not self.paths.journal.exists():
             if fence is not None:
-                with file_lock(self.paths.journal):
+                with file_lock(self.paths.journal, mode=self.file_mode):
                     self._check_fence(fence)
             rebuilt = self.rebuild()
             return rebuilt, 0
-        with file_lock(self.paths.journal):
+        with file_lock(self.paths.journal, mode=self.file_mode):
             self._check_fence(fence)
             entries: list[dict[str, Any]] = []
             changed = 0
@@ -271,7 +288,9 @@ class SessionFiles:
                 entries.append(entry)
                 return entry
 
-            watermark = rewrite_journal(self.paths.journal, transform, self.fsync)
+            watermark = rewrite_journal(
+                self.paths.journal, transform, self.fsync, mode=self.file_mode
+            )
 
             claims = scan_journal(self.paths.claims, lock=False)
             claimed = _all_forms(claims.ids)
@@ -303,8 +322,8 @@ class SessionFiles:
         won claim survives any crash and no two callers sharing the data root win one id.
         """
         self.require_writable()
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
             claims_read = scan_journal(self.paths.claims, claims_since, lock=False)
@@ -322,7 +341,9 @@ class SessionFiles:
             if won:
                 stamp = time.time()
                 records = [{"tool_call_id": i, "owner": owner, "claimed_at": stamp} for i in won]
-                claims_watermark = append_entries_to_file(self.paths.claims, records, self.fsync)
+                claims_watermark = append_entries_to_file(
+                    self.paths.claims, records, self.fsync, mode=self.file_mode
+                )
             return ClaimResult(catch_up, won, taken, claims_read.watermark, claims_watermark)
 
     # -- leases (the journal side; see lease_files) ------------------------------------------
@@ -355,14 +376,14 @@ class SessionFiles:
         that leaves the old record, and the grant is never used.
         """
         self.require_writable()
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             if current is not None and current.token >= record.token:
                 return "behind"
             if current is not None and current.held_by_other(record.holder, lease_files.now_ms()):
                 return "busy"
-            lease_files.write_record(self.paths.lease, record, self.fsync)
+            lease_files.write_record(self.paths.lease, record, self.fsync, mode=self.file_mode)
             return "ok"
 
     def grant_lease(self, holder: str, ttl_ms: int) -> LeaseRecord | None:
@@ -372,15 +393,15 @@ class SessionFiles:
         Durability and concurrency: as :meth:`commit_lease` (locked, atomic, fsynced).
         """
         self.require_writable()
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             now = lease_files.now_ms()
             if current is not None and current.held_by_other(holder, now):
                 return None
             token = 1 if current is None else current.token + 1
             record = LeaseRecord(token, holder, now + ttl_ms)
-            lease_files.write_record(self.paths.lease, record, self.fsync)
+            lease_files.write_record(self.paths.lease, record, self.fsync, mode=self.file_mode)
             return record
 
     def renew_lease(self, record: LeaseRecord) -> bool:
@@ -390,25 +411,27 @@ class SessionFiles:
 
         Durability and concurrency: as :meth:`commit_lease` (locked, atomic, fsynced).
         """
-        with file_lock(self.paths.journal):
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             if current is not None and (
                 current.token > record.token
                 or (current.token == record.token and current.holder != record.holder)
             ):
                 return False
-            lease_files.write_record(self.paths.lease, record, self.fsync)
+            lease_files.write_record(self.paths.lease, record, self.fsync, mode=self.file_mode)
             return True
 
     def release_lease(self, token: int, holder: str) -> None:
         """Mark the lease released in the record if it is still the newest (the token stays,
         so tokens keep growing; the holder is cleared, so no late renewal revives it).
         Durability and concurrency: as :meth:`commit_lease`."""
-        with file_lock(self.paths.journal):
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             if current is not None and current.token == token and current.holder == holder:
                 released = LeaseRecord(current.token, RELEASED, 0)
-                lease_files.write_record(self.paths.lease, released, self.fsync)
+                lease_files.write_record(
+                    self.paths.lease, released, self.fsync, mode=self.file_mode
+                )
 
     def record_session(self, session_key: str, real_session_id: str | None) -> None:
         """Remember the last session key in ``state.json`` and, when the caller passed a real
@@ -417,15 +440,17 @@ class SessionFiles:
         if self.read_only:
             return
         agent_dir = self.paths.agent_dir
-        agent_dir.mkdir(parents=True, exist_ok=True)
-        agent_files.update_agent_state(
+        agent_files.update_agent_state(  # creates the agent directory, safely, if missing
             agent_dir,
             lambda s: s if s.last_session_key == session_key else _with_last_key(s, session_key),
             self.fsync,
+            mode=self.file_mode,
         )
         if real_session_id:
             session_id = self.paths.journal.name.removeprefix("offload-").removesuffix(".jsonl")
-            agent_files.register_session(agent_dir, session_key, session_id, self.fsync)
+            agent_files.register_session(
+                agent_dir, session_key, session_id, self.fsync, mode=self.file_mode
+            )
 
 
 def _with_last_key(state: agent_files.AgentState, key: str) -> agent_files.AgentState:
