@@ -108,6 +108,29 @@ def test_a_lock_file_linked_outside_the_root_is_refused_not_overwritten(
     assert outside.read_bytes() == OUTSIDE
 
 
+def test_a_lease_record_linked_outside_the_root_is_refused_not_replaced(
+    root: Path, outside: Path
+) -> None:
+    (root / "main" / "offload-s1.lease").symlink_to(outside)
+    with SessionRegistry(root, fsync="never") as reg:
+        manager = reg.resolve(KEY).manager
+        with pytest.raises(UnsafePathError):
+            manager.acquire_lease(5.0)
+    assert outside.read_bytes() == OUTSIDE
+    assert (root / "main" / "offload-s1.lease").is_symlink()
+
+
+def test_an_mmds_directory_linked_outside_the_root_is_refused(root: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "maps"
+    elsewhere.mkdir()
+    (elsewhere / "99-outside.mmd").write_text("graph")
+    (root / "main" / "mmds").symlink_to(elsewhere, target_is_directory=True)
+    with SessionRegistry(root, fsync="never") as reg:
+        manager = reg.resolve(KEY).manager
+        with pytest.raises(UnsafePathError):
+            manager.allocate_mmd_number()
+
+
 def test_mark_never_writes_through_a_link_at_the_old_predictable_temp_name(
     root: Path, outside: Path
 ) -> None:
@@ -207,7 +230,9 @@ def _run_quickly(script: str, root: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("name", ["offload-s1.jsonl", "offload-s1.claims"])
+@pytest.mark.parametrize(
+    "name", ["offload-s1.jsonl", "offload-s1.claims", ".offload-s1.jsonl.lock"]
+)
 def test_resolve_refuses_a_fifo_in_place_of_a_session_file_without_hanging(
     root: Path, name: str
 ) -> None:
@@ -247,8 +272,9 @@ def test_inspect_refuses_a_fifo_in_place_of_a_session_file_without_hanging(
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         check=False,
     )
-    assert done.returncode != 0
-    assert "a FIFO, not a regular file" in done.stderr
+    assert done.returncode == 1
+    assert done.stderr.startswith("offload-registry: error: ")
+    assert done.stderr.strip().endswith("refused: it is a FIFO, not a regular file")
 
 
 # --- a linked data root, permissions --------------------------------------------------------
