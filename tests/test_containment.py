@@ -7,6 +7,7 @@ files and directories are private to the owner unless configured otherwise.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import subprocess
@@ -331,3 +332,14 @@ def test_the_file_mode_is_configurable(tmp_path: Path) -> None:
     assert modes["main/state.json"] == 0o640
     with pytest.raises(ConfigurationError):
         SessionRegistry(root, file_mode=0o044)
+
+
+def test_a_descriptor_from_the_safe_open_layer_blocks_normally(root: Path) -> None:
+    journal = seed_journal(root)
+    fd = fsutil.safe_open(journal, os.O_RDWR | os.O_APPEND)
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        assert not flags & os.O_NONBLOCK and flags & os.O_APPEND
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    finally:
+        os.close(fd)

@@ -106,61 +106,80 @@ def _kind(st: os.stat_result) -> str:
     return "an unknown kind of file"
 
 
-def _refuse(shown: Path, name: str, dir_fd: int, expected: str, cause: OSError) -> NoReturn:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_SAFE_FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _refuse(shown: str, name: str, dir_fd: int | None, expected: str, cause: OSError) -> NoReturn:
     """Raise :class:`UnsafePathError` for ``name`` (in ``dir_fd``), saying what it is."""
     try:
         kind = _kind(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
     except OSError:
         kind = "unusable"
-    raise UnsafePathError(str(shown), f"refused: it is {kind}, not {expected}") from cause
+    raise UnsafePathError(shown, f"refused: it is {kind}, not {expected}") from cause
 
 
-def _components(path: Path, below: int) -> tuple[Path, list[str]]:
-    """``(anchor, names)``: the data root (opened following links) and the ``below`` names
-    under it, none of which may be a link."""
+def _components(path: str, below: int) -> tuple[str, list[str]]:
+    """``(anchor, names)``: the data root (opened following links) and the (up to) ``below``
+    names under it, none of which may be a link. String work only: this runs on every open.
+    """
     anchor = path
     names: list[str] = []
     for _ in range(below):
-        name = anchor.name
+        head, name = os.path.split(anchor)
         if name == "..":
-            raise UnsafePathError(str(path), "refused: '..' below the data root")
-        if not name:  # a short relative path: "." is the anchor
+            raise UnsafePathError(path, "refused: '..' below the data root")
+        if not name or name == ".":  # a short relative path: the anchor is what is left
             break
         names.append(name)
-        anchor = anchor.parent
+        anchor = head
     names.reverse()
-    return anchor, names
+    return anchor or ".", names
 
 
-def _exists(dir_fd: int, name: str) -> bool:
+def _open_dir_entry(
+    parent_fd: int | None, name: str, shown: str, mkdir_mode: int | None, fsync: FsyncPolicy
+) -> int:
+    """Open directory ``name`` (relative to ``parent_fd``; a whole path when it is ``None``)
+    without following a link in its last component; create it with ``mkdir_mode`` when it is
+    missing and a mode is given (then fsync its parent under ``FsyncPolicy.ALWAYS``)."""
+    flags = _DIR_FLAGS | os.O_NOFOLLOW
     try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return os.open(name, flags, dir_fd=parent_fd)
     except FileNotFoundError:
-        return False
-    return True
-
-
-def _open_child_dir(parent_fd: int, name: str, shown: Path, mkdir_mode: int | None) -> int:
-    """Open directory ``name`` of ``parent_fd`` without following a link; create it with
-    ``mkdir_mode`` when it is missing and a mode is given."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    for attempt in (1, 2):
-        try:
-            return os.open(name, flags, dir_fd=parent_fd)
-        except FileNotFoundError:
-            if mkdir_mode is None or attempt == 2:
-                raise
-        except OSError as exc:
-            if exc.errno in _REFUSED_ERRNOS:
-                _refuse(shown, name, parent_fd, "a directory", exc)
+        if mkdir_mode is None:
             raise
-        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
-            os.mkdir(name, mkdir_mode, dir_fd=parent_fd)
-    raise AssertionError("unreachable")
+    except OSError as exc:
+        if exc.errno in _REFUSED_ERRNOS:
+            _refuse(shown, name, parent_fd, "a directory", exc)
+        raise
+    if parent_fd is None:  # the first component: its parent is the data root
+        os.makedirs(os.path.dirname(name) or ".", mkdir_mode, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+        os.mkdir(name, mkdir_mode, dir_fd=parent_fd)
+    if fsync is FsyncPolicy.ALWAYS:
+        if parent_fd is None:
+            _fsync_path(os.path.dirname(name) or ".")
+        else:
+            os.fsync(parent_fd)
+    try:
+        return os.open(name, flags, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in _REFUSED_ERRNOS:
+            _refuse(shown, name, parent_fd, "a directory", exc)
+        raise
+
+
+def _fsync_path(directory: str) -> None:
+    fd = os.open(directory, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def open_dir(
-    path: Path,
+    path: Path | str,
     below: int = AGENT_DIR_DEPTH,
     *,
     create: bool = False,
@@ -170,27 +189,32 @@ def open_dir(
     """A descriptor of the directory ``path``, whose last ``below`` components lie inside
     the data root; the caller closes it.
 
-    The data root is opened following links (it may be one); each component under it is
-    opened relative to its parent's descriptor with ``O_NOFOLLOW``, so a link planted below
-    the root, or anything that is not a directory, raises :class:`UnsafePathError`. A missing
-    component raises ``FileNotFoundError`` unless ``create=True``, which makes the data root
-    (with its parents) and each component (mode :func:`dir_mode_for` ``(mode)``); under
-    ``FsyncPolicy.ALWAYS`` the parent of each new component is fsynced, so the directory
-    survives a machine crash along with what is then written in it.
+    The data root is followed even if it is a link; each component under it is opened with
+    ``O_NOFOLLOW`` (the first one by its whole path, the next ones relative to their parent's
+    descriptor), so a link planted below the root, or anything that is not a directory,
+    raises :class:`UnsafePathError`. A missing component raises ``FileNotFoundError`` unless
+    ``create=True``, which makes the data root (with its parents) and each component (mode
+    :func:`dir_mode_for` ``(mode)``); under ``FsyncPolicy.ALWAYS`` the parent of each new
+    component is fsynced, so the directory survives a machine crash with what is then
+    written in it.
     """
-    anchor, names = _components(path, below)
-    dir_mode = dir_mode_for(mode)
-    if create:
-        os.makedirs(anchor, dir_mode, exist_ok=True)
-    fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    shown = anchor
+    text = os.fspath(path)
+    anchor, names = _components(text, below)
+    mkdir_mode = dir_mode_for(mode) if create else None
+    if not names:
+        try:
+            return os.open(anchor, _DIR_FLAGS)
+        except FileNotFoundError:
+            if mkdir_mode is None:
+                raise
+        os.makedirs(anchor, mkdir_mode, exist_ok=True)
+        return os.open(anchor, _DIR_FLAGS)
+    shown = os.path.join(anchor, names[0])
+    fd = _open_dir_entry(None, shown, shown, mkdir_mode, fsync)
     try:
-        for name in names:
-            shown = shown / name
-            existed = not create or _exists(fd, name)
-            child = _open_child_dir(fd, name, shown, dir_mode if create else None)
-            if not existed and fsync is FsyncPolicy.ALWAYS:
-                os.fsync(fd)
+        for name in names[1:]:
+            shown = os.path.join(shown, name)
+            child = _open_dir_entry(fd, name, shown, mkdir_mode, fsync)
             os.close(fd)
             fd = child
     except BaseException:
@@ -235,24 +259,30 @@ def safe_open(
     before returning, so the descriptor behaves as a plain one. A missing file or directory
     raises ``FileNotFoundError``, as ``os.open`` does.
     """
-    name = path.name
-    parent = open_dir(path.parent, below - 1)
+    text = os.fspath(path)
+    parent: int | None = None
+    name = text  # a file directly in the data root: one open of the whole path suffices
+    if below > 1:
+        head, name = os.path.split(text)
+        parent = open_dir(head or ".", below - 1)
     try:
         try:
-            fd = os.open(
-                name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=parent
-            )
+            fd = os.open(name, flags | _SAFE_FILE_FLAGS, mode, dir_fd=parent)
         except OSError as exc:
             if exc.errno in _REFUSED_ERRNOS:
-                _refuse(path, name, parent, "a regular file", exc)
+                _refuse(text, name, parent, "a regular file", exc)
             raise
     finally:
-        os.close(parent)
+        if parent is not None:
+            os.close(parent)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafePathError(str(path), f"refused: it is {_kind(st)}, not a regular file")
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            raise UnsafePathError(text, f"refused: it is {_kind(st)}, not a regular file")
+        # F_SETFL changes only the status flags (O_APPEND, O_NONBLOCK, ...) and ignores the
+        # access and creation flags, so the flags we opened with, minus O_NONBLOCK, are the
+        # descriptor's flags without it (one call instead of F_GETFL then F_SETFL).
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | _SAFE_FILE_FLAGS) & ~os.O_NONBLOCK)
     except BaseException:
         os.close(fd)
         raise

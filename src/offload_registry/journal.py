@@ -506,10 +506,15 @@ def _open_for_append(path: Path, mode: int) -> tuple[int, bool]:
     """An append descriptor (readable, to check the last byte) and whether we created it
     (with ``mode``); opened with :func:`~offload_registry.fsutil.safe_open`."""
     flags = os.O_RDWR | os.O_APPEND
-    try:
-        return safe_open(path, flags | os.O_CREAT | os.O_EXCL, mode=mode), True
-    except FileExistsError:
-        return safe_open(path, flags), False
+    while True:  # the file usually exists: try that first
+        try:
+            return safe_open(path, flags), False
+        except FileNotFoundError:
+            pass
+        try:
+            return safe_open(path, flags | os.O_CREAT | os.O_EXCL, mode=mode), True
+        except FileExistsError:  # another writer created it meanwhile
+            continue
 
 
 def append_entries_to_file(
