@@ -31,7 +31,7 @@ from offload_registry.agent_files import (
     register_session,
     update_agent_state,
 )
-from offload_registry.errors import JournalError
+from offload_registry.errors import JournalError, UnsafePathError
 from offload_registry.fsutil import FsyncPolicy
 
 SAMPLE_ROOT = Path("/work/shared/seed/sample/root")
@@ -102,9 +102,11 @@ def test_read_agent_state_rejects_nan_tokens_as_corrupt(tmp_path: Path) -> None:
     assert read_agent_state(tmp_path) == AgentState()
 
 
-def test_read_agent_state_gives_defaults_when_path_is_unreadable(tmp_path: Path) -> None:
+def test_read_agent_state_refuses_a_directory_in_place_of_the_file(tmp_path: Path) -> None:
+    # Not a regular file: refused with a typed error (see test_containment.py), not guessed.
     (tmp_path / STATE_FILE).mkdir()
-    assert read_agent_state(tmp_path) == AgentState()
+    with pytest.raises(UnsafePathError, match="a directory, not a regular file"):
+        read_agent_state(tmp_path)
 
 
 def test_read_agent_state_accepts_a_utf8_byte_order_mark(tmp_path: Path) -> None:

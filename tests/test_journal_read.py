@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from offload_registry.errors import JournalError
+from offload_registry.errors import JournalError, UnsafePathError
 from offload_registry.fsutil import FsyncPolicy, file_lock, lock_path_for
 from offload_registry.journal import (
     TAIL_BYTES,
@@ -256,7 +256,9 @@ def test_an_unreadable_journal_raises_journal_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError) as info:
         read_journal(path)
     assert info.value.path == str(path)
-    assert isinstance(info.value.__cause__, OSError)
+    # Not a regular file: refused before any read (see test_containment.py).
+    assert isinstance(info.value, UnsafePathError)
+    assert "a directory, not a regular file" in info.value.reason
 
 
 def test_journal_path_names_the_session_file(tmp_path: Path) -> None:

@@ -11,6 +11,11 @@ trailing newline and camelCase keys in the seed's order. Keys this module does n
 carried over untouched, so data written by newer seeds is not lost; a file that cannot be
 parsed is copied to ``<name>.corrupt-<unix ms>`` before it is replaced.
 
+Every open goes through :mod:`offload_registry.fsutil`'s safe-open layer: a link or a
+non-regular file in the place of one of these files (or of the agent directory) raises
+:class:`~offload_registry.errors.UnsafePathError`; nothing is followed out of the data root.
+New files get the caller's ``mode`` (owner-only by default).
+
 Everything here is blocking POSIX I/O; async callers run it in a worker thread.
 """
 
@@ -28,8 +33,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeAlias
 
-from offload_registry.errors import JournalError
-from offload_registry.fsutil import FsyncPolicy, atomic_write_bytes, file_lock, fsync_dir
+from offload_registry.errors import JournalError, UnsafePathError
+from offload_registry.fsutil import (
+    AGENT_DIR_DEPTH,
+    DEFAULT_FILE_MODE,
+    FILE_DEPTH,
+    FsyncPolicy,
+    atomic_write_bytes,
+    ensure_dir,
+    file_lock,
+    opened_dir,
+    read_file_bytes,
+)
 
 __all__ = [
     "MMDS_DIR",
@@ -175,13 +190,16 @@ def read_agent_state(agent_dir: Path) -> AgentState:
     """Read ``agent_dir/state.json`` without locking (writers replace it atomically).
 
     A missing file gives the defaults; an unreadable or corrupt one (not UTF-8, not JSON,
-    not an object) gives the defaults and a WARNING. Never raises for the file's content.
+    not an object) gives the defaults and a WARNING. Never raises for the file's content; a
+    link or non-regular file in its place raises :class:`UnsafePathError`.
     """
     path = agent_dir / STATE_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_file_bytes(path)
     except FileNotFoundError:
         return AgentState()
+    except UnsafePathError:
+        raise
     except OSError as exc:
         logger.warning(
             "cannot read %s (%s); using the default state",
@@ -200,6 +218,7 @@ def update_agent_state(
     fsync: FsyncPolicy,
     *,
     now: Callable[[], datetime] = _utc_now,
+    mode: int = DEFAULT_FILE_MODE,
 ) -> AgentState:
     """Apply ``update`` to the agent's state and persist the result; returns the new state.
 
@@ -213,11 +232,12 @@ def update_agent_state(
     the update did not change, are written back as they were. A corrupt file is copied to
     ``state.json.corrupt-<unix ms of now()>`` before it is replaced. ``agent_dir`` is
     created when missing. Raises ``JournalError`` when the file exists but cannot be read,
-    or cannot be written.
+    or cannot be written (:class:`UnsafePathError` when it is a link or not a regular file).
+    New files get ``mode``.
     """
     path = agent_dir / STATE_FILE
-    _ensure_dir(agent_dir, fsync)
-    with file_lock(path):
+    _ensure_dir(agent_dir, fsync, mode)
+    with file_lock(path, mode=mode):
         raw = _read_for_update(path)
         obj = None if raw is None else _parse_object(path, raw)
         old = AgentState() if obj is None else AgentState.from_json_dict(obj)
@@ -225,8 +245,8 @@ def update_agent_state(
         if _strict_values(new) == _strict_values(old):
             return new
         if raw is not None and obj is None:
-            _keep_corrupt_copy(path, raw, fsync, now)
-        _write_json(path, _merge_state(obj or {}, old, new), fsync)
+            _keep_corrupt_copy(path, raw, fsync, now, mode)
+        _write_json(path, _merge_state(obj or {}, old, new), fsync, mode)
         return new
 
 
@@ -254,15 +274,18 @@ def _merge_state(raw: Mapping[str, object], old: AgentState, new: AgentState) ->
 def next_mmd_number(agent_dir: Path, state: AgentState) -> int:
     """One more than the larger of ``state.mmd_counter`` and the highest ``<number>`` of the
     ``<number>-<label>.mmd`` names in ``agent_dir/mmds``; a missing or unreadable directory
-    counts as empty. Reads only; callers that use the number should hold the state lock, as
-    ``allocate_mmd_number`` does.
+    counts as empty (a link in its place raises :class:`UnsafePathError`). Reads only;
+    callers that use the number should hold the state lock, as ``allocate_mmd_number`` does.
     """
     highest = state.mmd_counter
     mmds = agent_dir / MMDS_DIR
     try:
-        names = os.listdir(mmds)
+        with opened_dir(mmds, FILE_DEPTH) as fd:
+            names = os.listdir(fd)
     except FileNotFoundError:
         names = []
+    except UnsafePathError:
+        raise
     except OSError as exc:
         logger.warning(
             "cannot list %s (%s); counting no MMD files", mmds, exc, extra={"path": str(mmds)}
@@ -280,6 +303,7 @@ def allocate_mmd_number(
     fsync: FsyncPolicy,
     *,
     now: Callable[[], datetime] = _utc_now,
+    mode: int = DEFAULT_FILE_MODE,
 ) -> int:
     """Reserve the next MMD number: ``next_mmd_number`` stored as ``mmdCounter`` and returned.
 
@@ -295,7 +319,7 @@ def allocate_mmd_number(
         allocated = next_mmd_number(agent_dir, state)
         return dataclasses.replace(state, mmd_counter=allocated)
 
-    update_agent_state(agent_dir, take, fsync, now=now)
+    update_agent_state(agent_dir, take, fsync, now=now, mode=mode)
     return allocated
 
 
@@ -332,13 +356,16 @@ def read_session_registry(agent_dir: Path) -> dict[str, SessionRecord]:
     A missing file gives ``{}``; an unreadable or corrupt one gives ``{}`` and a WARNING.
     An entry without a non-empty string ``sessionId`` is skipped; a missing or non-string
     ``offloadFile`` is derived from the session id, a missing ``updatedAt`` reads as ``""``
-    (each logged at DEBUG). Never raises for the file's content.
+    (each logged at DEBUG). Never raises for the file's content (a link or non-regular file
+    in its place raises :class:`UnsafePathError`).
     """
     path = agent_dir / REGISTRY_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_file_bytes(path)
     except FileNotFoundError:
         return {}
+    except UnsafePathError:
+        raise
     except OSError as exc:
         logger.warning(
             "cannot read %s (%s); using an empty session registry",
@@ -394,6 +421,8 @@ def register_session(
     session_id: str,
     fsync: FsyncPolicy,
     now: Callable[[], datetime] = _utc_now,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
 ) -> None:
     """Record ``session_key -> {sessionId, offloadFile, updatedAt}`` in the agent's registry.
 
@@ -409,12 +438,13 @@ def register_session(
     ``sessions-registry.json.corrupt-<unix ms>`` (WARNING) and replaced by a fresh registry.
     ``session_id`` must already be sanitized (it names the journal file). ``agent_dir`` is
     created when missing. Raises ``JournalError`` when the file exists but cannot be read,
-    or cannot be written.
+    or cannot be written (:class:`UnsafePathError` when it is a link or not a regular file).
+    New files get ``mode``.
     """
     path = agent_dir / REGISTRY_FILE
     offload_file = offload_file_name(session_id)
-    _ensure_dir(agent_dir, fsync)
-    with file_lock(path):
+    _ensure_dir(agent_dir, fsync, mode)
+    with file_lock(path, mode=mode):
         raw = _read_for_update(path)
         obj = None if raw is None else _parse_object(path, raw)
         registry: dict[str, object] = dict(obj) if obj is not None else {}
@@ -434,8 +464,8 @@ def register_session(
             entry.update((k, v) for k, v in current.items() if k not in entry)
         registry[session_key] = entry
         if raw is not None and obj is None:
-            _keep_corrupt_copy(path, raw, fsync, now)
-        _write_json(path, registry, fsync)
+            _keep_corrupt_copy(path, raw, fsync, now, mode)
+        _write_json(path, registry, fsync, mode)
 
 
 def format_iso_ms(moment: datetime) -> str:
@@ -462,22 +492,16 @@ def _unix_ms(moment: datetime) -> int:
     return (_as_utc(moment) - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _ensure_dir(directory: Path, fsync: FsyncPolicy) -> None:
-    """Create ``directory`` and its missing parents; under ``ALWAYS`` fsync each new entry's
-    parent so the directories survive a machine crash along with the file written in them.
+def _ensure_dir(directory: Path, fsync: FsyncPolicy, mode: int) -> None:
+    """Create the agent directory (and the data root) when missing, with the directory mode
+    matching ``mode``; under ``ALWAYS`` fsync each new entry's parent so the directories
+    survive a machine crash along with the file written in them. A link in the way raises
+    :class:`UnsafePathError`.
     """
-    if directory.is_dir():
-        return
-    missing: list[Path] = []
-    probe = directory
-    while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if fsync is FsyncPolicy.ALWAYS:
-            for created in reversed(missing):
-                fsync_dir(created.parent)
+        ensure_dir(directory, AGENT_DIR_DEPTH, mode=mode, fsync=fsync)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(directory), f"cannot create the agent directory: {exc}") from exc
 
@@ -487,9 +511,11 @@ def _read_for_update(path: Path) -> bytes | None:
     read raises ``JournalError``: replacing it blindly could destroy data.
     """
     try:
-        return path.read_bytes()
+        return read_file_bytes(path)
     except FileNotFoundError:
         return None
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read before updating: {exc}") from exc
 
@@ -548,33 +574,40 @@ def _dump_json(obj: object) -> bytes:
     return text.encode("utf-8")
 
 
-def _write_json(path: Path, obj: object, fsync: FsyncPolicy) -> None:
+def _write_json(path: Path, obj: object, fsync: FsyncPolicy, mode: int) -> None:
     data = _dump_json(obj)
     try:
-        atomic_write_bytes(path, data, fsync)
+        atomic_write_bytes(path, data, fsync, mode=mode)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot write: {exc}") from exc
 
 
 def _keep_corrupt_copy(
-    path: Path, raw: bytes, fsync: FsyncPolicy, now: Callable[[], datetime]
+    path: Path, raw: bytes, fsync: FsyncPolicy, now: Callable[[], datetime], mode: int
 ) -> None:
     """Copy a corrupt file's bytes to ``<name>.corrupt-<unix ms>`` (``-<n>`` appended if that
-    name is taken by other bytes) before the caller replaces it, so nothing is lost.
+    name is taken by other bytes, or by anything that is not a regular file) before the
+    caller replaces it, so nothing is lost.
     """
     base = path.with_name(f"{path.name}.corrupt-{_unix_ms(now())}")
     target = base
     suffix = 0
-    while target.exists():
+    while True:
         try:
-            if target.read_bytes() == raw:
+            if read_file_bytes(target) == raw:
                 return
-        except OSError:
+        except FileNotFoundError:
+            break
+        except OSError:  # unreadable, a link, a FIFO...: taken, try the next name
             pass
         suffix += 1
         target = base.with_name(f"{base.name}-{suffix}")
     try:
-        atomic_write_bytes(target, raw, fsync)
+        atomic_write_bytes(target, raw, fsync, mode=mode)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(target), f"cannot keep a copy of the corrupt file: {exc}") from exc
     logger.warning(

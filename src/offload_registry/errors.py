@@ -7,6 +7,8 @@
     ├── InvalidToolCallIdError (ValueError)   a tool call id with no canonical form (not a
     │                                         string, or empty once unsafe characters go)
     ├── JournalError (OSError)                a journal or agent file could not be read or written
+    │   └── UnsafePathError                       a path below the data root is a link, or names
+    │                                             something other than a regular file/directory
     ├── ConfigurationError (ValueError)       bad options: unknown URL scheme, bad fsync policy, ...
     ├── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
     └── LeaseError                            a session lease could not be used
@@ -54,6 +56,13 @@ class JournalError(OffloadRegistryError, OSError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class UnsafePathError(JournalError):
+    """A path below the data root was refused: one of its components is a symbolic link, or
+    it names something other than a regular file (a directory where a directory is expected):
+    a FIFO, a socket, a device. Raised instead of following the link out of the data root or
+    blocking on the FIFO; nothing was read or written through it."""
 
 
 class ConfigurationError(OffloadRegistryError, ValueError):

@@ -32,13 +32,16 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from offload_registry.errors import InvalidSessionKeyError, JournalError
+from offload_registry.errors import InvalidSessionKeyError, JournalError, UnsafePathError
 from offload_registry.fsutil import (
+    DEFAULT_FILE_MODE,
     FsyncPolicy,
     atomic_write_bytes,
     file_lock,
     fsync_dir,
     lock_path_for,
+    read_file_bytes,
+    safe_open,
 )
 from offload_registry.jsjson import encode_entry, js_trim, parse_json_line, strip_unsafe
 from offload_registry.json_edit import set_member
@@ -243,7 +246,7 @@ GENERATION_BYTES: Final = 8
 def read_generation(path: Path) -> int:
     """The journal's rewrite generation, kept in its lock file (0 when there is none)."""
     try:
-        fd = os.open(lock_path_for(path), os.O_RDONLY)
+        fd = safe_open(lock_path_for(path), os.O_RDONLY)
     except FileNotFoundError:
         return 0
     try:
@@ -253,9 +256,9 @@ def read_generation(path: Path) -> int:
     return int.from_bytes(raw, "big") if len(raw) == GENERATION_BYTES else 0
 
 
-def _bump_generation(path: Path) -> int:
+def _bump_generation(path: Path, mode: int = DEFAULT_FILE_MODE) -> int:
     """Count one more rewrite in the lock file (the caller holds the exclusive lock)."""
-    fd = os.open(lock_path_for(path), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = safe_open(lock_path_for(path), os.O_RDWR | os.O_CREAT, mode=mode)
     try:
         raw = os.pread(fd, GENERATION_BYTES, 0)
         generation = (int.from_bytes(raw, "big") if len(raw) == GENERATION_BYTES else 0) + 1
@@ -304,7 +307,7 @@ def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, b
     because the previous read already counted it.
     """
     try:
-        f = path.open("rb")
+        f = os.fdopen(safe_open(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
         return None
     with f:
@@ -343,7 +346,7 @@ def current_watermark(path: Path) -> Watermark | None:
     watermark differ from one taken after the write, never match a wrong one.
     """
     try:
-        with path.open("rb") as f:
+        with os.fdopen(safe_open(path, os.O_RDONLY), "rb") as f:
             fd = f.fileno()
             st = os.fstat(fd)
             end = st.st_size
@@ -357,6 +360,8 @@ def current_watermark(path: Path) -> Watermark | None:
             )
     except FileNotFoundError:
         return None
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
 
@@ -403,6 +408,8 @@ def _read_bytes(
     try:
         with lock_cm:
             return _read_from(path, since)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc
 
@@ -499,17 +506,27 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _open_for_append(path: Path) -> tuple[int, bool]:
-    """An append descriptor (readable, to check the last byte) and whether we created it."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
-    except FileExistsError:
-        return os.open(path, flags), False
+def _open_for_append(path: Path, mode: int) -> tuple[int, bool]:
+    """An append descriptor (readable, to check the last byte) and whether we created it
+    (with ``mode``); opened with :func:`~offload_registry.fsutil.safe_open`."""
+    flags = os.O_RDWR | os.O_APPEND
+    while True:  # the file usually exists: try that first
+        try:
+            return safe_open(path, flags), False
+        except FileNotFoundError:
+            pass
+        try:
+            return safe_open(path, flags | os.O_CREAT | os.O_EXCL, mode=mode), True
+        except FileExistsError:  # another writer created it meanwhile
+            continue
 
 
 def append_entries_to_file(
-    path: Path, entries: Sequence[Mapping[str, Any]], fsync: FsyncPolicy
+    path: Path,
+    entries: Sequence[Mapping[str, Any]],
+    fsync: FsyncPolicy,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
 ) -> Watermark:
     """Append ``entries`` as lines (:func:`~offload_registry.jsjson.encode_entry`), creating
     the file if needed, and return the watermark just after them.
@@ -537,11 +554,15 @@ def append_entries_to_file(
     Durability: with ``FsyncPolicy.ALWAYS`` the file is fsynced before returning, and its
     directory too when the file was just created. An entry that cannot be encoded raises
     (``TypeError``) before anything is written; an ``OSError`` raises :class:`JournalError`.
-    With no entries nothing is written (the file is still created if missing).
+    With no entries nothing is written (the file is still created if missing, with
+    ``mode``). A link or non-regular file in the journal's place raises
+    :class:`~offload_registry.errors.UnsafePathError` before anything is written.
     """
     blob = b"".join([encode_entry(entry) for entry in entries])
     try:
-        fd, created = _open_for_append(path)
+        fd, created = _open_for_append(path, mode)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot append to journal: {_reason(exc)}") from exc
     start: int | None = None  # the length to roll back to, once known
@@ -567,7 +588,7 @@ def append_entries_to_file(
                 fsync_dir(path.parent)
         except BaseException as exc:
             undone = _roll_back_append(path, fd, start, created, fsync)
-            if not isinstance(exc, OSError):
+            if not isinstance(exc, OSError) or isinstance(exc, UnsafePathError):
                 raise
             rollback = "" if undone is None else f"; rolling it back failed too: {undone}"
             raise JournalError(
@@ -608,6 +629,8 @@ def rewrite_journal(
     path: Path,
     transform: Callable[[dict[str, Any]], dict[str, Any] | None],
     fsync: FsyncPolicy,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
 ) -> Watermark:
     """Rewrite the journal with ``transform`` applied to each valid entry, atomically.
 
@@ -624,10 +647,14 @@ def rewrite_journal(
     and crashes see the old or the new journal, never a mix. A missing journal raises
     :class:`JournalError` (there is nothing to rewrite), as does any ``OSError``.
     Returns the watermark at the end of the new file (a new identity: readers holding an
-    older watermark re-read it in full).
+    older watermark re-read it in full). The temp file has a random name and ``mode``; a
+    link or non-regular file in the journal's place raises
+    :class:`~offload_registry.errors.UnsafePathError` and nothing is written.
     """
     try:
-        data = path.read_bytes()
+        data = read_file_bytes(path)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal to rewrite it: {_reason(exc)}") from exc
     lines: list[bytes] = []
@@ -641,7 +668,7 @@ def rewrite_journal(
                 lines.append(encode_entry(new))
                 continue
         lines.append(raw + b"\n")
-    return _replace_journal(path, b"".join(lines), fsync)
+    return _replace_journal(path, b"".join(lines), fsync, mode)
 
 
 # --- status marks: change only the named values ---------------------------------------------
@@ -709,7 +736,13 @@ def _with_status(raw: bytes, tool_call_id: str, encoded: str, status: Any) -> by
     return new
 
 
-def mark_journal(path: Path, statuses: Mapping[str, Any], fsync: FsyncPolicy) -> MarkResult:
+def mark_journal(
+    path: Path,
+    statuses: Mapping[str, Any],
+    fsync: FsyncPolicy,
+    *,
+    mode: int = DEFAULT_FILE_MODE,
+) -> MarkResult:
     """Set ``offloaded`` to ``statuses[normalized id]`` on every valid entry whose canonical
     normalized id is named (unsafe characters stripped, ``_`` removed, as the seed matches
     them) and whose value differs.
@@ -732,6 +765,8 @@ def mark_journal(path: Path, statuses: Mapping[str, Any], fsync: FsyncPolicy) ->
     """
     try:
         read = _read_from(path, None)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal to mark it: {_reason(exc)}") from exc
     if read is None:
@@ -772,16 +807,20 @@ def mark_journal(path: Path, statuses: Mapping[str, Any], fsync: FsyncPolicy) ->
     blob = b"\n".join(pieces)
     if not blob.endswith(b"\n"):
         blob += b"\n"  # a torn last piece becomes a line of its own, as after an append
-    return MarkResult(ids, found, changed, corrupt, invalid, _replace_journal(path, blob, fsync))
+    watermark = _replace_journal(path, blob, fsync, mode)
+    return MarkResult(ids, found, changed, corrupt, invalid, watermark)
 
 
-def _replace_journal(path: Path, blob: bytes, fsync: FsyncPolicy) -> Watermark:
+def _replace_journal(
+    path: Path, blob: bytes, fsync: FsyncPolicy, mode: int = DEFAULT_FILE_MODE
+) -> Watermark:
     """Replace the journal with ``blob`` atomically (the caller holds the lock)."""
     try:
         # Counted before the replace: a replace that fails then only makes readers re-read.
-        generation = _bump_generation(path)
-        atomic_write_bytes(path, blob, fsync)
-        st = path.stat()
+        generation = _bump_generation(path, mode)
+        st = atomic_write_bytes(path, blob, fsync, mode=mode)
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot rewrite journal: {_reason(exc)}") from exc
     return Watermark(

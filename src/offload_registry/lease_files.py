@@ -24,8 +24,13 @@ from pathlib import Path
 
 import orjson
 
-from offload_registry.errors import JournalError
-from offload_registry.fsutil import FsyncPolicy, atomic_write_bytes
+from offload_registry.errors import JournalError, UnsafePathError
+from offload_registry.fsutil import (
+    DEFAULT_FILE_MODE,
+    FsyncPolicy,
+    atomic_write_bytes,
+    read_file_bytes,
+)
 
 RELEASED = ""
 """The holder of a record whose lease was released (its token still counts)."""
@@ -51,12 +56,15 @@ def read_record(path: Path) -> LeaseRecord | None:
     """The record, or ``None`` when no lease was ever granted.
 
     A record that cannot be decoded raises :class:`JournalError`: guessing would risk handing
-    out a token that was already used, which is exactly what fencing must never do.
+    out a token that was already used, which is exactly what fencing must never do. A link or
+    non-regular file in its place raises :class:`UnsafePathError`.
     """
     try:
-        raw = path.read_bytes()
+        raw = read_file_bytes(path)
     except FileNotFoundError:
         return None
+    except UnsafePathError:
+        raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read the lease record: {exc}") from exc
     try:
@@ -73,13 +81,18 @@ def read_record(path: Path) -> LeaseRecord | None:
     return record
 
 
-def write_record(path: Path, record: LeaseRecord, fsync: FsyncPolicy) -> None:
-    """Replace the record atomically (temp file, fsync per policy, rename, directory fsync);
-    the caller holds the journal's exclusive lock, so grants and fenced writes serialize. A
-    write that fails raises :class:`JournalError` and leaves the old record."""
+def write_record(
+    path: Path, record: LeaseRecord, fsync: FsyncPolicy, *, mode: int = DEFAULT_FILE_MODE
+) -> None:
+    """Replace the record atomically (temp file with ``mode``, fsync per policy, rename,
+    directory fsync); the caller holds the journal's exclusive lock, so grants and fenced
+    writes serialize. A write that fails raises :class:`JournalError` and leaves the old
+    record (a link or non-regular file in its place: :class:`UnsafePathError`)."""
     data = {"token": record.token, "holder": record.holder, "expires_ms": record.expires_ms}
     try:
-        atomic_write_bytes(path, orjson.dumps(data) + b"\n", fsync)
+        atomic_write_bytes(path, orjson.dumps(data) + b"\n", fsync, mode=mode)
+    except UnsafePathError:
+        raise
     except OSError as exc:  # the old record stays, whole (and no temp file is left)
         raise JournalError(str(path), f"cannot write the lease record: {exc}") from exc
 

@@ -20,7 +20,7 @@ from typing import Any
 from offload_registry import agent_files, lease_files
 from offload_registry.changes import TierSnapshot
 from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
-from offload_registry.fsutil import FsyncPolicy, file_lock
+from offload_registry.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, ensure_dir, file_lock
 from offload_registry.journal import (
     StatusScan,
     Watermark,
@@ -71,7 +71,8 @@ class SessionPaths:
 
     def _check_inside_root(self) -> None:
         # Defence in depth: the keys module already guarantees single safe components.
-        # Lexical, not resolve(): an operator may legitimately symlink an agent directory.
+        # Lexical, not resolve(): the data root itself may be a link. Links *below* it (an
+        # agent directory, a journal) are refused when opened, by fsutil's safe-open layer.
         root = os.path.normpath(self.data_root)
         agent_dir = os.path.normpath(self.agent_dir)
         if (
@@ -148,13 +149,22 @@ class SessionFiles:
     """Blocking, locked operations on one session's journal and claims record.
 
     Not thread-safe by itself: the manager serializes calls with its own lock, and the
-    journal's ``flock`` serializes processes.
+    journal's ``flock`` serializes processes. Files it creates get ``file_mode`` and
+    directories the matching directory mode (owner-only by default); every open refuses a
+    link or a non-regular file below the data root with ``UnsafePathError``.
     """
 
-    def __init__(self, paths: SessionPaths, fsync: FsyncPolicy, read_only: bool) -> None:
+    def __init__(
+        self,
+        paths: SessionPaths,
+        fsync: FsyncPolicy,
+        read_only: bool,
+        file_mode: int = DEFAULT_FILE_MODE,
+    ) -> None:
         self.paths = paths
         self.fsync = fsync
         self.read_only = read_only
+        self.file_mode = file_mode
 
     # -- reads --------------------------------------------------------------------------
     def rebuild(self) -> Rebuilt:
@@ -207,6 +217,11 @@ class SessionFiles:
         if self.read_only:
             raise JournalError(str(self.paths.journal), "registry opened read-only")
 
+    def _ensure_agent_dir(self) -> None:
+        """Create the agent directory (and the data root) if missing; a link in its place
+        raises ``UnsafePathError``."""
+        ensure_dir(self.paths.agent_dir, mode=self.file_mode, fsync=self.fsync)
+
     def append(
         self,
         state: SessionState,
@@ -229,8 +244,8 @@ class SessionFiles:
         """
         self.require_writable()
         canonical = [canonical_entry(entry) for entry in entries]
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
             batch_forms: set[str] = set()
@@ -246,7 +261,9 @@ class SessionFiles:
                 fresh.append(entry)
             watermark = catch_up.watermark
             if fresh:
-                watermark = append_entries_to_file(self.paths.journal, fresh, self.fsync)
+                watermark = append_entries_to_file(
+                    self.paths.journal, fresh, self.fsync, mode=self.file_mode
+                )
             return AppendResult(catch_up, fresh, watermark)
 
     def mark(
@@ -272,13 +289,15 @@ class SessionFiles:
         }
         if not self.paths.journal.exists():
             if fence is not None:
-                with file_lock(self.paths.journal):
+                with file_lock(self.paths.journal, mode=self.file_mode):
                     self._check_fence(fence)
             rebuilt = self.rebuild()
             return rebuilt, 0
-        with file_lock(self.paths.journal):
+        with file_lock(self.paths.journal, mode=self.file_mode):
             self._check_fence(fence)
-            marked = mark_journal(self.paths.journal, by_normalized, self.fsync)
+            marked = mark_journal(
+                self.paths.journal, by_normalized, self.fsync, mode=self.file_mode
+            )
             claims = scan_journal(self.paths.claims, lock=False)
             rebuilt = Rebuilt(
                 SessionState.from_scan(marked.ids, marked.statuses),
@@ -312,8 +331,8 @@ class SessionFiles:
         """
         self.require_writable()
         ids = [canonical_tool_call_id(i) for i in ids]
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
             claims_read = scan_journal(self.paths.claims, claims_since, lock=False)
@@ -331,7 +350,9 @@ class SessionFiles:
             if won:
                 stamp = time.time()
                 records = [{"tool_call_id": i, "owner": owner, "claimed_at": stamp} for i in won]
-                claims_watermark = append_entries_to_file(self.paths.claims, records, self.fsync)
+                claims_watermark = append_entries_to_file(
+                    self.paths.claims, records, self.fsync, mode=self.file_mode
+                )
             return ClaimResult(catch_up, won, taken, claims_read.watermark, claims_watermark)
 
     # -- leases (the journal side; see lease_files) ------------------------------------------
@@ -364,14 +385,14 @@ class SessionFiles:
         that leaves the old record, and the grant is never used.
         """
         self.require_writable()
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             if current is not None and current.token >= record.token:
                 return "behind"
             if current is not None and current.held_by_other(record.holder, lease_files.now_ms()):
                 return "busy"
-            lease_files.write_record(self.paths.lease, record, self.fsync)
+            lease_files.write_record(self.paths.lease, record, self.fsync, mode=self.file_mode)
             return "ok"
 
     def grant_lease(self, holder: str, ttl_ms: int) -> LeaseRecord | None:
@@ -381,15 +402,15 @@ class SessionFiles:
         Durability and concurrency: as :meth:`commit_lease` (locked, atomic, fsynced).
         """
         self.require_writable()
-        self.paths.agent_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.paths.journal):
+        self._ensure_agent_dir()
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             now = lease_files.now_ms()
             if current is not None and current.held_by_other(holder, now):
                 return None
             token = 1 if current is None else current.token + 1
             record = LeaseRecord(token, holder, now + ttl_ms)
-            lease_files.write_record(self.paths.lease, record, self.fsync)
+            lease_files.write_record(self.paths.lease, record, self.fsync, mode=self.file_mode)
             return record
 
     def renew_lease(self, record: LeaseRecord) -> bool:
@@ -399,25 +420,27 @@ class SessionFiles:
 
         Durability and concurrency: as :meth:`commit_lease` (locked, atomic, fsynced).
         """
-        with file_lock(self.paths.journal):
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             if current is not None and (
                 current.token > record.token
                 or (current.token == record.token and current.holder != record.holder)
             ):
                 return False
-            lease_files.write_record(self.paths.lease, record, self.fsync)
+            lease_files.write_record(self.paths.lease, record, self.fsync, mode=self.file_mode)
             return True
 
     def release_lease(self, token: int, holder: str) -> None:
         """Mark the lease released in the record if it is still the newest (the token stays,
         so tokens keep growing; the holder is cleared, so no late renewal revives it).
         Durability and concurrency: as :meth:`commit_lease`."""
-        with file_lock(self.paths.journal):
+        with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
             if current is not None and current.token == token and current.holder == holder:
                 released = LeaseRecord(current.token, RELEASED, 0)
-                lease_files.write_record(self.paths.lease, released, self.fsync)
+                lease_files.write_record(
+                    self.paths.lease, released, self.fsync, mode=self.file_mode
+                )
 
     def record_session(self, session_key: str, real_session_id: str | None) -> None:
         """Remember the last session key in ``state.json`` and, when the caller passed a real
@@ -426,15 +449,17 @@ class SessionFiles:
         if self.read_only:
             return
         agent_dir = self.paths.agent_dir
-        agent_dir.mkdir(parents=True, exist_ok=True)
-        agent_files.update_agent_state(
+        agent_files.update_agent_state(  # creates the agent directory, safely, if missing
             agent_dir,
             lambda s: s if s.last_session_key == session_key else _with_last_key(s, session_key),
             self.fsync,
+            mode=self.file_mode,
         )
         if real_session_id:
             session_id = self.paths.journal.name.removeprefix("offload-").removesuffix(".jsonl")
-            agent_files.register_session(agent_dir, session_key, session_id, self.fsync)
+            agent_files.register_session(
+                agent_dir, session_key, session_id, self.fsync, mode=self.file_mode
+            )
 
 
 def _with_last_key(state: agent_files.AgentState, key: str) -> agent_files.AgentState:

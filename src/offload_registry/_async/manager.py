@@ -507,6 +507,7 @@ class OffloadStateManager:
             self.agent_dir,
             lambda state: dataclasses.replace(state, **changes),
             self._files.fsync,
+            mode=self._files.file_mode,
         )
 
     async def compare_and_set_agent_state(
@@ -530,7 +531,13 @@ class OffloadStateManager:
             applied = all(getattr(state, name) == value for name, value in expected.items())
             return dataclasses.replace(state, **changes) if applied else state
 
-        await run_blocking(agent_files.update_agent_state, self.agent_dir, swap, self._files.fsync)
+        await run_blocking(
+            agent_files.update_agent_state,
+            self.agent_dir,
+            swap,
+            self._files.fsync,
+            mode=self._files.file_mode,
+        )
         return applied
 
     async def next_mmd_number(self) -> int:
@@ -546,7 +553,10 @@ class OffloadStateManager:
         """
         self._files.require_writable()
         return await run_blocking(
-            agent_files.allocate_mmd_number, self.agent_dir, self._files.fsync
+            agent_files.allocate_mmd_number,
+            self.agent_dir,
+            self._files.fsync,
+            mode=self._files.file_mode,
         )
 
     async def set_active_mmd(self, mmd_file: str | None, mmd_id: str | None) -> AgentState:

@@ -69,7 +69,13 @@ from offload_registry.codec import (
     watermark_id,
 )
 from offload_registry.errors import ConfigurationError
-from offload_registry.fsutil import fsync_dir
+from offload_registry.fsutil import (
+    DEFAULT_FILE_MODE,
+    ROOT_FILE_DEPTH,
+    ensure_dir,
+    opened_dir,
+    read_file_bytes,
+)
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
@@ -205,31 +211,51 @@ def connect(target: RedisTarget, options: TierOptions) -> Any:
     raise ConfigurationError(f"{target.scheme}:// is not supported by this build")
 
 
-def data_root_id(data_root: Path, *, create: bool) -> str | None:
+def data_root_id(
+    data_root: Path, *, create: bool, file_mode: int = DEFAULT_FILE_MODE
+) -> str | None:
     """The random id of a data root, kept in ``<root>/.offload-registry-id`` (made on first
-    use by a writable registry; ``None`` when missing and ``create`` is false)."""
+    use by a writable registry, with ``file_mode``; ``None`` when missing and ``create`` is
+    false). A link or non-regular file in its place raises ``UnsafePathError``."""
     path = data_root / DATA_ROOT_ID_FILE
     try:
-        return path.read_text("ascii").strip()
+        return _read_root_id(path)
     except FileNotFoundError:
         if not create:
             return None
-    data_root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(data_root, 0, mode=file_mode)
     # Written whole under a temporary name, then linked into place (which fails if the file
     # exists): the id file never exists empty, so processes starting together on a new data
-    # root all read the one id that won, never an empty or half-written one.
-    temp = data_root / f"{DATA_ROOT_ID_FILE}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(temp, "x", encoding="ascii") as f:
-            f.write(uuid.uuid4().hex + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileExistsError):  # another process made it first: theirs
-            os.link(temp, path)
-            fsync_dir(data_root)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path.read_text("ascii").strip()
+    # root all read the one id that won, never an empty or half-written one. Both names are
+    # used relative to the root's descriptor, the temp one created exclusively, never
+    # following a link.
+    with opened_dir(data_root, 0) as dir_fd:
+        temp = f"{DATA_ROOT_ID_FILE}.{uuid.uuid4().hex}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temp, flags, file_mode, dir_fd=dir_fd)
+        try:
+            try:
+                os.write(fd, (uuid.uuid4().hex + "\n").encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileExistsError):  # another process made it first: theirs
+                os.link(
+                    temp,
+                    DATA_ROOT_ID_FILE,
+                    src_dir_fd=dir_fd,
+                    dst_dir_fd=dir_fd,
+                    follow_symlinks=False,
+                )
+                os.fsync(dir_fd)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=dir_fd)
+    return _read_root_id(path)
+
+
+def _read_root_id(path: Path) -> str:
+    return read_file_bytes(path, below=ROOT_FILE_DEPTH).decode("ascii").strip()
 
 
 class RedisTier:
@@ -1165,11 +1191,12 @@ def open_redis_tier(
     client: Any,
     options: TierOptions,
     read_only: bool,
+    file_mode: int = DEFAULT_FILE_MODE,
 ) -> RedisTier:
     """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
     redis-py client the application already owns (then never closed by the registry)."""
     keyspace = Keyspace.for_data_root(options.key_prefix, data_root)
-    root_id = data_root_id(data_root, create=not read_only)
+    root_id = data_root_id(data_root, create=not read_only, file_mode=file_mode)
     if client is not None:
         pool = getattr(client, "connection_pool", None)
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):

@@ -508,6 +508,7 @@ class OffloadStateManager:
             self.agent_dir,
             lambda state: dataclasses.replace(state, **changes),
             self._files.fsync,
+            mode=self._files.file_mode,
         )
 
     def compare_and_set_agent_state(
@@ -531,7 +532,13 @@ class OffloadStateManager:
             applied = all(getattr(state, name) == value for name, value in expected.items())
             return dataclasses.replace(state, **changes) if applied else state
 
-        run_blocking(agent_files.update_agent_state, self.agent_dir, swap, self._files.fsync)
+        run_blocking(
+            agent_files.update_agent_state,
+            self.agent_dir,
+            swap,
+            self._files.fsync,
+            mode=self._files.file_mode,
+        )
         return applied
 
     def next_mmd_number(self) -> int:
@@ -547,7 +554,10 @@ class OffloadStateManager:
         """
         self._files.require_writable()
         return run_blocking(
-            agent_files.allocate_mmd_number, self.agent_dir, self._files.fsync
+            agent_files.allocate_mmd_number,
+            self.agent_dir,
+            self._files.fsync,
+            mode=self._files.file_mode,
         )
 
     def set_active_mmd(self, mmd_file: str | None, mmd_id: str | None) -> AgentState:

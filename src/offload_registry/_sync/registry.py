@@ -25,7 +25,7 @@ from offload_registry._sync.manager import OffloadStateManager
 from offload_registry._sync.redis_tier import open_redis_tier
 from offload_registry._sync.tier import NoSharedTier, SharedTier
 from offload_registry.errors import ConfigurationError, RegistryClosedError
-from offload_registry.fsutil import FsyncPolicy
+from offload_registry.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, check_file_mode
 from offload_registry.keys import is_internal_memory_session, resolve_identity
 from offload_registry.near_cache import LruCache
 from offload_registry.session_files import SessionFiles, SessionPaths
@@ -103,6 +103,12 @@ class SessionRegistry:
     Without ``redis_url`` (or ``tier``) the registry works on the journals alone, for one
     process at a time. ``read_only=True`` never writes to the data root (no directories, lock
     files, ``state.json`` or ``sessions-registry.json``); writes then raise ``JournalError``.
+
+    Files the registry creates get ``file_mode`` (default ``0o600``, owner only) and
+    directories the matching mode (``0o700``; ``0o640`` gives ``0o750``), under the umask.
+    Nothing below the data root is followed: a link, or a FIFO or other non-regular file, in
+    the place of a file or agent directory raises ``UnsafePathError`` (the data root itself
+    may be a link).
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class SessionRegistry:
         max_cached: int = DEFAULT_MAX_CACHED,
         max_cached_bytes: int | None = DEFAULT_MAX_CACHED_BYTES,
         fsync: FsyncPolicy | str = FsyncPolicy.ALWAYS,
+        file_mode: int = DEFAULT_FILE_MODE,
         read_only: bool = False,
         key_prefix: str = DEFAULT_PREFIX,
         redis_client: Any = None,
@@ -124,6 +131,7 @@ class SessionRegistry:
             raise ConfigurationError("pass at most one of redis_url, redis_client and tier")
         self._data_root = Path(data_root) if data_root is not None else default_data_root()
         self._fsync = FsyncPolicy.parse(fsync)
+        self._file_mode = check_file_mode(file_mode)
         self._read_only = read_only
         if redis_url is not None or redis_client is not None:
             options = redis_options or TierOptions(key_prefix=key_prefix)
@@ -135,6 +143,7 @@ class SessionRegistry:
                 client=redis_client,
                 options=options,
                 read_only=read_only,
+                file_mode=self._file_mode,
             )
         self._tier: SharedTier = tier if tier is not None else NoSharedTier()
         self._started = False
@@ -203,7 +212,7 @@ class SessionRegistry:
     def _load(self, session_key: str, real_session_id: str | None) -> SessionCtx:
         identity = resolve_identity(session_key, real_session_id)
         paths = SessionPaths.for_identity(self._data_root, identity)
-        files = SessionFiles(paths, self._fsync, self._read_only)
+        files = SessionFiles(paths, self._fsync, self._read_only, self._file_mode)
         manager = OffloadStateManager(identity, files, self._tier)
         manager.stats = self.stats
         self._managers.add(manager)

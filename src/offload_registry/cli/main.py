@@ -21,7 +21,7 @@ from offload_registry.cli import (
     verify_cmd,
     warm_cmd,
 )
-from offload_registry.errors import ConfigurationError, InvalidSessionKeyError
+from offload_registry.errors import ConfigurationError, InvalidSessionKeyError, JournalError
 
 PROG = "offload-registry"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InvalidSessionKeyError, ConfigurationError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except JournalError as exc:  # e.g. a link or FIFO planted in the data root: one line
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

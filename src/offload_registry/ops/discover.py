@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload_registry.fsutil import AGENT_DIR_DEPTH, opened_dir
 from offload_registry.keys import SessionIdentity, is_safe_component
 from offload_registry.session_files import SessionPaths
 
@@ -45,11 +46,15 @@ class DiskSession:
 
 def _session_ids(agent_dir: Path) -> list[str]:
     ids: set[str] = set()
-    with os.scandir(agent_dir) as entries:
+    with opened_dir(agent_dir, AGENT_DIR_DEPTH) as fd, os.scandir(fd) as entries:
         for entry in entries:
             name = entry.name
-            if not name.startswith(PREFIX) or not entry.is_file():
+            if not name.startswith(PREFIX):
                 continue  # hidden lock and temp files start with "."
+            if not entry.is_file(follow_symlinks=False):
+                if name.endswith((JOURNAL_SUFFIX, CLAIMS_SUFFIX)):
+                    log.warning("skipping %s: not a regular file", agent_dir / name)
+                continue
             for suffix in (JOURNAL_SUFFIX, CLAIMS_SUFFIX):
                 if name.endswith(suffix):
                     ids.add(name[len(PREFIX) : -len(suffix)])
@@ -57,15 +62,25 @@ def _session_ids(agent_dir: Path) -> list[str]:
 
 
 def agent_names(data_root: Path) -> list[str]:
-    """Every agent directory under the data root, sorted (hidden entries skipped)."""
+    """Every agent directory under the data root, sorted (hidden entries skipped, and links:
+    nothing below the data root is followed, see :mod:`offload_registry.fsutil`)."""
+    names: list[str] = []
     with os.scandir(data_root) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                names.append(entry.name)
+            elif entry.is_symlink():
+                log.warning("skipping %s: a link below the data root", data_root / entry.name)
+    return sorted(names)
 
 
 def iter_sessions(data_root: Path, agents: Sequence[str] | None = None) -> Iterator[DiskSession]:
     """Every session under ``data_root`` (or only the ``agents`` directories), agent by
     agent in name order; one directory listing in memory at a time. Names that no key can
-    produce (unsafe components) are skipped with a warning."""
+    produce (unsafe components), links and non-regular files are skipped with a warning; a
+    named agent directory that is a link raises ``UnsafePathError``."""
     for agent in agents if agents else agent_names(data_root):
         agent_dir = data_root / agent
         if not is_safe_component(agent):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,12 @@ def disk_stats(data_root: Path) -> DiskStats:
         out.sessions += 1
         for path, is_journal in ((session.paths.journal, True), (session.paths.claims, False)):
             try:
-                size = path.stat().st_size
+                st = path.lstat()  # never follow a link below the data root
             except FileNotFoundError:
                 continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a link or FIFO in a session file's place: not counted, not read
+            size = st.st_size
             if not is_journal:
                 out.claims_records += 1
                 out.claims_bytes += size
