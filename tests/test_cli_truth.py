@@ -1,0 +1,149 @@
+"""Every command tells the truth: a check that checked nothing does not say OK, the names
+printed for sessions can be pasted back as input, and numbers mean what they say. Each test
+runs the real CLI in a subprocess and asserts its exit status and output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from offload_registry.embedded_server import RedisServerProcess
+from ops_helpers import run_cli, unique_prefix, write_sessions
+
+
+def cli(root: Path, url: str, prefix: str, *args: str) -> tuple[int, str, str]:
+    done = run_cli("--data-root", str(root), "--redis-url", url, "--key-prefix", prefix, *args)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+def warmed(tmp_path: Path, redis_server: RedisServerProcess) -> tuple[Path, str, str, list[str]]:
+    keys = write_sessions(tmp_path, 4, 3)
+    prefix = unique_prefix()
+    status, _, err = cli(tmp_path, redis_server.url, prefix, "warm")
+    assert status == 0, err
+    return tmp_path, redis_server.url, prefix, keys
+
+
+def test_verify_of_an_unknown_session_exits_1_with_the_reason(
+    warmed: tuple[Path, str, str, list[str]],
+) -> None:
+    root, url, prefix, _ = warmed
+    status, out, err = cli(root, url, prefix, "verify", "agent:nosuch:abc")
+    assert status == 1
+    assert "0 differences" not in out
+    assert "no session agent:nosuch:abc" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["verify", "evict"])
+@pytest.mark.parametrize("word", ["notakey", "a1/s00001"])
+def test_a_string_that_is_not_a_session_key_exits_2(
+    warmed: tuple[Path, str, str, list[str]], command: str, word: str
+) -> None:
+    root, url, prefix, _ = warmed
+    status, out, err = cli(root, url, prefix, command, word)
+    assert status == 2 and out == ""
+    assert "not a session key" in err and err.count("\n") == 1
+    if "/" in word:
+        assert "did you mean agent:a1:s00001?" in err
+
+
+def test_evict_of_an_unknown_session_exits_1_and_a_known_one_without_copy_says_so(
+    warmed: tuple[Path, str, str, list[str]],
+) -> None:
+    root, url, prefix, keys = warmed
+    status, out, err = cli(root, url, prefix, "evict", "agent:nosuch:abc")
+    assert status == 1 and "no session agent:nosuch:abc" in err
+    assert cli(root, url, prefix, "evict", keys[0])[0] == 0
+    status, out, _ = cli(root, url, prefix, "evict", keys[0])
+    assert status == 0
+    assert out.strip() == "evict: 0 of 1 sessions dropped (keys); 1 had no Redis copy"
+
+
+def test_verify_prints_keys_that_paste_back_and_positions_a_person_can_read(
+    warmed: tuple[Path, str, str, list[str]],
+) -> None:
+    root, url, prefix, keys = warmed
+    journal = root / "a1" / "offload-s00001.jsonl"
+    with journal.open("a") as f:
+        f.write('{"tool_call_id":"call_new","summary":"s"}\n')
+    status, out, _ = cli(root, url, prefix, "verify")
+    assert status == 1
+    line = next(x for x in out.splitlines() if x.startswith("behind: "))
+    printed = line.removeprefix("behind: ").split(" ")[0]
+    assert printed == keys[1] == "agent:a1:s00001"
+    assert "('" not in line and "journal byte " in line, line
+    # the printed name is accepted back by every command
+    assert cli(root, url, prefix, "verify", printed)[0] == 1
+    assert cli(root, url, prefix, "verify", "--repair", printed)[0] == 0
+    status, out, _ = cli(root, url, prefix, "verify", printed)
+    assert status == 0 and "verify: 1 sessions, 0 differences" in out
+    status, out, _ = cli(root, url, prefix, "inspect", "--json", printed)
+    assert status == 0 and json.loads(out)["entry_count"] == 4
+
+
+def test_a_worker_suffixed_session_is_printed_as_the_key_that_reaches_it(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    key = "agent:main:swebench-w3-task"
+    (tmp_path / "main-w3").mkdir()
+    (tmp_path / "main-w3" / "offload-swebench-w3-task.jsonl").write_text(
+        '{"tool_call_id":"c1","summary":"s"}\n'
+    )
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "offload-a..b.jsonl").write_text('{"tool_call_id":"c2"}\n')
+    prefix = unique_prefix()
+    status, out, _ = cli(tmp_path, redis_server.url, prefix, "verify")
+    assert status == 1
+    assert f"missing: {key}" in out.splitlines()
+    assert "missing: main/offload-a..b (no key resolves to this file)" in out.splitlines()
+
+
+def test_sessions_lists_pasteable_keys_with_what_redis_holds_of_each(
+    warmed: tuple[Path, str, str, list[str]],
+) -> None:
+    root, url, prefix, keys = warmed
+    assert cli(root, url, prefix, "evict", keys[0])[0] == 0
+    status, out, _ = cli(root, url, prefix, "sessions", "--json")
+    assert status == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["key"] for r in rows) == sorted(keys)
+    by_key = {r["key"]: r for r in rows}
+    assert by_key[keys[0]]["redis"] == "missing" and by_key[keys[0]]["entries"] is None
+    for key in keys[1:]:
+        row = by_key[key]
+        assert row["redis"] == "ok" and row["entries"] == 3
+        assert row["redis_bytes"] > 0 and row["idle_seconds"] >= 0
+    status, out, _ = cli(root, url, prefix, "sessions", "--agent", "a1")
+    lines = out.splitlines()
+    assert status == 0 and lines[0].startswith("agent:a1:s00001  journal=")
+    assert "redis=ok entries=3 size=" in lines[0]
+    assert lines[-1] == f"sessions: 1 under {root}, 1 held by Redis"
+    # every listed key is accepted back
+    assert cli(root, url, prefix, "inspect", lines[0].split()[0])[0] == 0
+    status, out, _ = cli(root, "", prefix, "sessions")  # no Redis: the disk only
+    assert status == 0 and out.splitlines()[-1] == f"sessions: 4 under {root} (no Redis asked)"
+
+
+def test_version_and_global_options_after_the_command(tmp_path: Path) -> None:
+    from offload_registry import __version__
+
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"offload-registry {__version__}"
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "offload-s1.jsonl").write_text('{"tool_call_id":"c1"}\n')
+    done = run_cli("inspect", "--data-root", str(tmp_path), "--json", "agent:main:s1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["entry_count"] == 1
+    # after the command wins over before it
+    done = run_cli("--data-root", "/nonexistent", "sessions", "--data-root", str(tmp_path))
+    assert done.returncode == 0 and done.stdout.startswith("agent:main:s1  journal=")
+
+
+def test_inspect_with_a_missing_data_root_exits_2(tmp_path: Path) -> None:
+    done = run_cli("--data-root", str(tmp_path / "nope"), "inspect", "agent:main:s1")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "is not a directory" in done.stderr and done.stderr.count("\n") == 1
