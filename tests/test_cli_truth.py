@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from offload_registry import __version__
 from offload_registry.embedded_server import RedisServerProcess
 from ops_helpers import run_cli, unique_prefix, write_sessions
 
@@ -129,8 +130,6 @@ def test_sessions_lists_pasteable_keys_with_what_redis_holds_of_each(
 
 
 def test_version_and_global_options_after_the_command(tmp_path: Path) -> None:
-    from offload_registry import __version__
-
     done = run_cli("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"offload-registry {__version__}"
     (tmp_path / "main").mkdir()
