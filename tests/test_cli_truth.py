@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from offload_registry import __version__
 from offload_registry.embedded_server import RedisServerProcess
@@ -146,3 +147,29 @@ def test_inspect_with_a_missing_data_root_exits_2(tmp_path: Path) -> None:
     done = run_cli("--data-root", str(tmp_path / "nope"), "inspect", "agent:main:s1")
     assert done.returncode == 2 and done.stdout == ""
     assert "is not a directory" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_stats_measures_memory_exactly_and_says_when_there_is_nothing_to_measure(
+    warmed: tuple[Path, str, str, list[str]],
+) -> None:
+    root, url, prefix, _ = warmed
+    status, out, _ = cli(root, url, prefix, "stats", "--json")
+    assert status == 0
+    reported = json.loads(out)["redis"]
+    client = redis.Redis.from_url(url)
+    try:
+        exact = 0
+        for key in client.scan_iter(match=f"{prefix}:*"):
+            if not key.endswith((b":state", b":deltas")):
+                continue
+            exact += client.memory_usage(key, samples=0) or 0
+    finally:
+        client.close()
+    assert reported["sessions"] == reported["sampled"] == 4
+    assert reported["bytes_per_session"] == round(exact / 4, 1)
+    status, out, _ = cli(root, url, unique_prefix(), "stats")
+    assert status == 0 and "None" not in out
+    assert "redis: no sessions under the key prefix" in out
+    for bad in ("-5", "0"):
+        status, out, err = cli(root, url, prefix, "stats", "--sample", bad)
+        assert status == 2 and out == "" and "must be at least 1" in err
