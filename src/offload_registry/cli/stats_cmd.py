@@ -33,7 +33,9 @@ def _print_text(result: Stats, prefix: str) -> None:
         print(f"redis: no sessions under the key prefix {prefix!r}; maxmemory-policy {policy}")
     else:
         per_entry = (
-            f"{r.bytes_per_entry:,.0f} bytes/entry" if r.bytes_per_entry is not None else "no entries"
+            f"{r.bytes_per_entry:,.0f} bytes/entry"
+            if r.bytes_per_entry is not None
+            else "no entries"
         )
         print(
             f"redis: {r.sessions} sessions; measured {r.sampled}: "

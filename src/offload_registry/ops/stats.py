@@ -1,11 +1,11 @@
 """Stats: how big the deployment is in Redis and on disk.
 
 Redis: sessions counted with ``SCAN`` over the deployment's state keys (never ``KEYS``);
-memory from ``MEMORY USAGE ... SAMPLES 0`` (exact) of the first ``sample`` sessions met (their state hash and
-deltas list), per session and per journal entry; the server's ``maxmemory-policy`` and
-``maxmemory`` (``null`` where ``CONFIG`` is denied). Disk: every journal and claims record
-under the data root, their sizes, and their corrupt and invalid line counts (this parses
-every journal once: as long as a cold ``warm`` minus Redis).
+memory from ``MEMORY USAGE ... SAMPLES 0`` (exact) of the first ``sample`` sessions met
+(their state hash and deltas list), per session and per journal entry; the server's
+``maxmemory-policy`` and ``maxmemory`` (``null`` where ``CONFIG`` is denied). Disk: every
+journal and claims record under the data root, their sizes, and their corrupt and invalid
+line counts (this parses every journal once: as long as a cold ``warm`` minus Redis).
 """
 
 from __future__ import annotations
