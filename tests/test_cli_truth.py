@@ -173,3 +173,34 @@ def test_stats_measures_memory_exactly_and_says_when_there_is_nothing_to_measure
     for bad in ("-5", "0"):
         status, out, err = cli(root, url, prefix, "stats", "--sample", bad)
         assert status == 2 and out == "" and "must be at least 1" in err
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_simulate_refuses_a_duration_that_is_not_positive(seconds: str) -> None:
+    done = run_cli("simulate", "--no-redis", "--seconds", seconds)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_simulate_against_an_unreachable_redis_exits_1() -> None:
+    done = run_cli("--redis-url", "redis://127.0.0.1:1/0", "simulate", "--seconds", "0.5")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "cannot reach Redis" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_simulate_without_redis_does_not_claim_redis_agrees() -> None:
+    done = run_cli("simulate", "--no-redis", "--workers", "1", "--sessions", "1", "--seconds", "1")
+    assert done.returncode == 0, done.stderr
+    assert "Redis agrees" not in done.stdout and "no Redis in this run" in done.stdout
+    assert done.stdout.startswith("simulate: 1 worker process, 1 shared session, ")
+
+
+def test_simulate_report_is_consistent_and_names_the_server_it_started() -> None:
+    done = run_cli("simulate", "--workers", "2", "--sessions", "2", "--seconds", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert "(embedded: /" in report["shared_tier"]
+    assert "restarted empty after" in done.stderr and "on purpose" in done.stderr
+    staleness = report["staleness_ms"]
+    assert staleness["p50"] <= staleness["p99"] <= staleness["max"]
+    assert report["redis_sessions_compared"] is not None

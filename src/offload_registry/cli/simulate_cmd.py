@@ -516,8 +516,9 @@ def _print_report(summary: dict[str, Any]) -> None:
     if summary["redis_restarted_midway"]:
         print(
             "  Redis was restarted empty midway, on purpose: "
-            + _plural(errors, "Redis call", "Redis calls")
-            + " failed and were answered from the journals; "
+            + _plural(errors, "Redis call")
+            + (" failed and was" if errors == 1 else " failed and were")
+            + " answered from the journals; "
             + (
                 f"the circuit breaker opened {_plural(outages, 'time')}"
                 if outages
@@ -525,7 +526,8 @@ def _print_report(summary: dict[str, Any]) -> None:
             )
         )
     elif errors:
-        print(f"  {_plural(errors, 'Redis call')} failed and were answered from the journals")
+        verb = "was" if errors == 1 else "were"
+        print(f"  {_plural(errors, 'Redis call')} failed and {verb} answered from the journals")
     print(f"  {'operation':<10} {'count':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for op, row in summary["operations"].items():
         print(
