@@ -5,6 +5,7 @@ runs the real CLI in a subprocess and asserts its exit status and output."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,26 @@ def test_simulate_report_is_consistent_and_names_the_server_it_started() -> None
     staleness = report["staleness_ms"]
     assert staleness["p50"] <= staleness["p99"] <= staleness["max"]
     assert report["redis_sessions_compared"] is not None
+
+
+def test_a_data_root_recreated_at_the_same_path_is_refused_with_the_way_out(
+    warmed: tuple[Path, str, str, list[str]],
+) -> None:
+    root, url, prefix, _ = warmed
+    shutil.rmtree(root)
+    keys = write_sessions(root, 2, 1)
+    status, out, err = cli(root, url, prefix, "warm")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "belong to another data root" in err and "recreated at the same path" in err
+    pattern = err.split("--pattern '")[1].split("'")[0]
+    assert pattern.startswith(prefix + ":")
+    client = redis.Redis.from_url(url)  # the recovery the message gives
+    try:
+        for key in client.scan_iter(match=pattern):
+            client.unlink(key)
+    finally:
+        client.close()
+    status, out, err = cli(root, url, prefix, "warm")
+    assert status == 0, err
+    status, out, _ = cli(root, url, prefix, "verify", *keys)
+    assert status == 0 and "2 sessions, 0 differences" in out

@@ -410,10 +410,16 @@ class RedisTier:
         owner = self._client.get(key)
         owner_id = owner.decode() if isinstance(owner, bytes) else owner
         if owner_id != self._root_id:
+            pattern = self.keyspace.pattern()
+            # The usual cause: the data root was deleted and made again at the same path (a
+            # new id file), so the Redis copies describe journals that are gone. Say how out.
             raise ConfigurationError(
-                f"Redis keys {self.keyspace.pattern()!r} belong to another data root "
-                f"(id {owner_id}, this one is {self._root_id}): give each data root its own "
-                "--key-prefix, or point both at the same shared directory"
+                f"Redis keys {pattern!r} belong to another data root (id {owner_id}, this "
+                f"one is {self._root_id}). If this data root was deleted or recreated at the "
+                "same path, those copies are stale: delete them (as an admin user: "
+                f"redis-cli --scan --pattern '{pattern}' | xargs redis-cli unlink) and run "
+                "`offload-registry warm`; if two data roots share this path and prefix, give "
+                "each its own --key-prefix"
             )
 
     def _warn_about_eviction_policy(self) -> None:
