@@ -183,10 +183,15 @@ def test_simulate_refuses_a_duration_that_is_not_positive(seconds: str) -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
-def test_simulate_against_an_unreachable_redis_exits_1() -> None:
-    done = run_cli("--redis-url", "redis://127.0.0.1:1/0", "simulate", "--seconds", "0.5")
+@pytest.mark.parametrize("after_the_command", [False, True])
+def test_simulate_against_an_unreachable_redis_exits_1(after_the_command: bool) -> None:
+    # after the command: as `scripts/run-demo.sh --redis-url URL` passes it
+    url = ["--redis-url", "redis://127.0.0.1:1/0"]
+    args = ["simulate", *url] if after_the_command else [*url, "simulate"]
+    done = run_cli(*args, "--seconds", "0.5")
     assert done.returncode == 1 and done.stdout == ""
-    assert "cannot reach Redis" in done.stderr and "Traceback" not in done.stderr
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_simulate_without_redis_does_not_claim_redis_agrees() -> None:
