@@ -77,11 +77,14 @@ async def evict_keys(tier: RedisTier, sessions: Sequence[DiskSession]) -> EvictR
         batch = unique[i : i + BATCH]
         async with tier.client.pipeline(transaction=False) as pipe:
             for keys, _ in batch:
-                pipe.exists(*keys.data)
-            held: list[Any] = await pipe.execute()
+                for name in keys.data:  # TYPE, not EXISTS: the worker ACL already allows it
+                    pipe.type(name)
+            types: list[Any] = await pipe.execute()
+        per = len(batch[0][0].data)
         todo = []
-        for (keys, session), count in zip(batch, held, strict=True):
-            if not count and not await asyncio.to_thread(session.has_files):
+        for n, (keys, session) in enumerate(batch):
+            held = any(t not in (b"none", "none") for t in types[n * per : (n + 1) * per])
+            if not held and not await asyncio.to_thread(session.has_files):
                 report.not_found.append(str(session))
             else:
                 todo.append(keys)
