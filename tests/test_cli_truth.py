@@ -233,3 +233,24 @@ def test_a_data_root_recreated_at_the_same_path_is_refused_with_the_way_out(
     assert status == 0, err
     status, out, _ = cli(root, url, prefix, "verify", *keys)
     assert status == 0 and "2 sessions, 0 differences" in out
+
+
+def test_a_user_denied_select_is_a_permission_error_not_cannot_reach(
+    tmp_path: Path, private_redis_server: RedisServerProcess
+) -> None:
+    admin = redis.Redis.from_url(private_redis_server.url)
+    try:
+        admin.acl_setuser(
+            "nosel",
+            enabled=True,
+            passwords=["+pw-0123456789"],
+            keys=["*"],
+            commands=["+@all", "-select"],
+        )
+    finally:
+        admin.close()
+    url = f"redis://nosel:pw-0123456789@127.0.0.1:{private_redis_server.port}/2"
+    status, out, err = cli(tmp_path, url, unique_prefix(), "stats")
+    assert status == 2 and out == ""
+    assert "cannot reach" not in err and "select" in err and "refused the user" in err
+    assert "pw-0123456789" not in err

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
-from offload_registry._async.redis_tier import RedisTier, open_redis_tier
+from offload_registry._async.redis_tier import RedisPermissionError, RedisTier, open_redis_tier
 from offload_registry.errors import ConfigurationError, OffloadRegistryError
 from offload_registry.store.urls import TierOptions, parse_redis_url
 
@@ -45,6 +45,18 @@ async def open_tier(
     try:
         try:  # first, so an unreachable server is one error, not a breaker warning too
             await tier.client.ping()
+        except (NoPermissionError, AuthenticationError) as exc:
+            # It answered: a wrong password or a missing permission (SELECT of a database
+            # other than 0, say) is a configuration error, not "cannot reach".
+            raise RedisPermissionError(
+                f"Redis at {tier.description} refused the user: {exc}"
+            ) from exc
+        except ResponseError as exc:
+            if "NOPERM" not in str(exc) and "NOAUTH" not in str(exc):
+                raise RedisUnavailableError(f"Redis at {tier.description}: {exc}") from exc
+            raise RedisPermissionError(
+                f"Redis at {tier.description} refused the user: {exc}"
+            ) from exc
         except (RedisError, OSError) as exc:
             raise RedisUnavailableError(f"cannot reach Redis at {tier.description}: {exc}") from exc
         await tier.start()
