@@ -7,7 +7,13 @@ import json
 import sys
 from typing import Any
 
-from offload_registry.cli.ops_common import EXIT_FAILURE, PROG, existing_data_root, run_job
+from offload_registry.cli.ops_common import (
+    EXIT_FAILURE,
+    PROG,
+    existing_data_root,
+    run_job,
+    tls_files,
+)
 from offload_registry.errors import ConfigurationError
 from offload_registry.ops.discover import session_for_key
 from offload_registry.ops.evict import evict_idle, evict_keys, parse_duration
@@ -48,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     sessions = [session_for_key(root, key) for key in args.keys]  # exit 2 on a non-key
 
     async def job() -> int:
-        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=True) as tier:
+        async with open_tier(
+            root, url, key_prefix=args.key_prefix, read_only=True, tls=tls_files(args)
+        ) as tier:
             if idle is None:
                 report = await evict_keys(tier, sessions)
             else:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, run_job
+from offload_registry.cli.ops_common import existing_data_root, run_job, tls_files
 from offload_registry.errors import ConfigurationError
 from offload_registry.ops.discover import agent_names
 from offload_registry.ops.sessions import SessionRow, list_sessions
@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     async def job() -> int:
         if url is None:
             return await show(None)
-        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=True) as tier:
+        async with open_tier(
+            root, url, key_prefix=args.key_prefix, read_only=True, tls=tls_files(args)
+        ) as tier:
             return await show(tier)
 
     return run_job(job())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -29,12 +30,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from offload_registry.cli.ops_common import PROG, positive_int, run_job
+from offload_registry.cli.ops_common import PROG, positive_int, run_job, tls_files
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import ConfigurationError, LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
 from offload_registry.metrics import serve_metrics
-from offload_registry.ops.tier import open_tier
+from offload_registry.ops.tier import TlsFiles, open_tier
 from offload_registry.session_state import normalize_id
 from offload_registry.store.urls import TierOptions, redact
 from offload_registry.sync import SessionRegistry
@@ -90,6 +91,7 @@ class WorkerPlan:
     redis_url: str | None
     key_prefix: str
     metrics_port: int | None = None
+    tls: TlsFiles | None = None
 
 
 @dataclass
@@ -122,8 +124,16 @@ def _entry(tool_call_id: str, worker: int) -> dict[str, Any]:
     }
 
 
-def _open(plan_root: str, url: str | None, prefix: str, **kwargs: Any) -> SessionRegistry:
+def _open(
+    plan_root: str,
+    url: str | None,
+    prefix: str,
+    tls: TlsFiles | None = None,
+    **kwargs: Any,
+) -> SessionRegistry:
     options = TierOptions(socket_timeout=SOCKET_TIMEOUT, connect_timeout=SOCKET_TIMEOUT)
+    if tls:
+        options = dataclasses.replace(options, **tls)
     return SessionRegistry(
         plan_root, redis_url=url, key_prefix=prefix, redis_options=options, **kwargs
     )
@@ -140,7 +150,7 @@ def run_worker(plan: WorkerPlan) -> WorkerReport:
     report = WorkerReport(plan.index)
     deadline = time.monotonic() + plan.seconds
     cache = max(2, len(plan.session_keys) // 2) + 1  # + the probe session
-    with _open(plan.data_root, plan.redis_url, plan.key_prefix, max_cached=cache) as reg:
+    with _open(plan.data_root, plan.redis_url, plan.key_prefix, plan.tls, max_cached=cache) as reg:
         if plan.metrics_port is not None:
             serve_metrics(plan.metrics_port + plan.index, reg, addr="127.0.0.1")
         probe = threading.Thread(target=_probe, args=(reg, plan, report, deadline), daemon=True)
@@ -337,10 +347,10 @@ def _redis_for(args: argparse.Namespace) -> Iterator[tuple[str | None, RedisServ
             yield server.url, server
 
 
-async def _reachable(data_root: Path, url: str, prefix: str) -> int:
+async def _reachable(data_root: Path, url: str, prefix: str, tls: TlsFiles) -> int:
     """Raise ``RedisUnavailableError`` (exit 1) when the given Redis does not answer: the
     workers would silently run on the journals and the report would check nothing."""
-    async with open_tier(data_root, url, key_prefix=prefix, read_only=True):
+    async with open_tier(data_root, url, key_prefix=prefix, read_only=True, tls=tls):
         return 0
 
 
@@ -358,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
         prefix = f"{args.key_prefix}-sim{random.randrange(1 << 30):x}"
         with _redis_for(args) as (url, server):
             if url is not None and server is None:
-                status = run_job(_reachable(data_root, url, prefix))
+                status = run_job(_reachable(data_root, url, prefix, tls_files(args)))
                 if status:
                     return status
             if server is not None:
@@ -385,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
                     url,
                     prefix,
                     args.metrics_port,
+                    tls_files(args) if server is None else None,
                 )
                 for i in range(args.workers)
             ]

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, positive_int, run_job
+from offload_registry.cli.ops_common import existing_data_root, positive_int, run_job, tls_files
 from offload_registry.ops.stats import DEFAULT_SAMPLE, Stats, stats
 from offload_registry.ops.tier import check_url, open_tier
 
@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     root = existing_data_root(args.data_root)
 
     async def job() -> int:
-        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=True) as tier:
+        async with open_tier(
+            root, url, key_prefix=args.key_prefix, read_only=True, tls=tls_files(args)
+        ) as tier:
             result = await stats(tier, root, sample=args.sample)
         if args.json:
             print(json.dumps(result.as_json()))

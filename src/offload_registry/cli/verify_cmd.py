@@ -7,7 +7,13 @@ import json
 import sys
 from typing import Any
 
-from offload_registry.cli.ops_common import EXIT_FAILURE, PROG, existing_data_root, run_job
+from offload_registry.cli.ops_common import (
+    EXIT_FAILURE,
+    PROG,
+    existing_data_root,
+    run_job,
+    tls_files,
+)
 from offload_registry.ops.tier import check_url, open_tier
 from offload_registry.ops.verify import KINDS, VerifyReport, sessions_for_keys, verify
 
@@ -60,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     sessions = sessions_for_keys(root, args.keys) if args.keys else None
 
     async def job() -> int:
-        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=not args.repair) as t:
+        async with open_tier(
+            root, url, key_prefix=args.key_prefix, read_only=not args.repair, tls=tls_files(args)
+        ) as t:
             report = await verify(t, root, sessions=sessions, repair=args.repair)
         if args.json:
             print(json.dumps(report.as_json(), ensure_ascii=False))
