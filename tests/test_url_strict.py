@@ -5,6 +5,7 @@ environment."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,5 +121,11 @@ def test_a_tls_server_with_the_ca_from_the_cli_option_works_and_a_wrong_ca_is_re
         assert done.returncode == 0 and '"source": "redis"' in done.stdout, done.stderr
         done = run_cli(*base, "--tls-ca-file", str(other.ca), "inspect", "agent:main:s1")
         assert done.returncode == 2 and "TLS handshake" in done.stderr, done.stderr
+        # the option reaches simulate's worker processes and its final check too
+        sim = ["simulate", "--workers", "1", "--sessions", "1", "--seconds", "1", "--json"]
+        done = run_cli(*base, "--tls-ca-file", str(tls.ca), *sim)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["redis_errors"] == 0 and report["redis_sessions_compared"] >= 1
     finally:
         server.close()

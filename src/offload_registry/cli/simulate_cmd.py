@@ -277,6 +277,7 @@ def check_invariants(
     prefix: str,
     *,
     checked: Checked | None = None,
+    tls: TlsFiles | None = None,
 ) -> list[str]:
     """Every violation found, as a sentence (empty when all invariants hold); ``checked``
     receives how many sessions could be compared with Redis."""
@@ -301,7 +302,7 @@ def check_invariants(
                     if i not in manager.processed_tool_call_ids:
                         violations.append(f"{key}: acknowledged {i!r} missing after restart")
             if url is not None:
-                compared, found = _compare_with_redis(data_root, key, manager, url, prefix)
+                compared, found = _compare_with_redis(data_root, key, manager, url, prefix, tls=tls)
                 checked.redis_compared += compared
                 violations += found
     return violations
@@ -316,10 +317,10 @@ class Checked:
 
 
 def _compare_with_redis(
-    data_root: Path, key: str, truth: Any, url: str, prefix: str
+    data_root: Path, key: str, truth: Any, url: str, prefix: str, *, tls: TlsFiles | None
 ) -> tuple[bool, list[str]]:
     """``(compared, violations)``: a session Redis does not hold is not compared."""
-    with _open(str(data_root), url, prefix, read_only=True) as shared:
+    with _open(str(data_root), url, prefix, tls, read_only=True) as shared:
         manager = shared.resolve(key).manager
         if manager.source != "redis":
             return False, []  # not in Redis (evicted, or never published): not compared
@@ -416,7 +417,15 @@ def run(args: argparse.Namespace) -> int:
                     restarter.join()
             elapsed = time.perf_counter() - started
             checked = Checked()
-            violations = check_invariants(data_root, keys, reports, url, prefix, checked=checked)
+            violations = check_invariants(
+                data_root,
+                keys,
+                reports,
+                url,
+                prefix,
+                checked=checked,
+                tls=tls_files(args) if server is None else None,
+            )
         summary = _summarize(
             args,
             reports=reports,
