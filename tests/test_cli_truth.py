@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from offload_registry import __version__
+from offload_registry import sync as sync_api
 from offload_registry.embedded_server import RedisServerProcess
 from ops_helpers import run_cli, unique_prefix, write_sessions
 
@@ -254,3 +255,21 @@ def test_a_user_denied_select_is_a_permission_error_not_cannot_reach(
     assert status == 2 and out == ""
     assert "cannot reach" not in err and "select" in err and "refused the user" in err
     assert "pw-0123456789" not in err
+
+
+def test_sessions_shows_the_key_a_worker_recorded_for_a_real_session_id(tmp_path: Path) -> None:
+    with sync_api.SessionRegistry(tmp_path) as reg:
+        manager = reg.resolve("agent:main:chat-7", "a1b2-real").manager
+        manager.append_entries([{"tool_call_id": "c1", "summary": "s"}])
+    done = run_cli("--data-root", str(tmp_path), "sessions", "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert row["key"] == "agent:main:a1b2-real" and row["path"] == "main/offload-a1b2-real"
+    assert row["recorded_keys"] == ["agent:main:chat-7"]
+    # the printed key reaches the same files; the recorded one with --real-session-id
+    for args in (
+        [row["key"]],
+        ["--real-session-id", "a1b2-real", "agent:main:chat-7"],
+    ):
+        done = run_cli("--data-root", str(tmp_path), "inspect", "--json", *args)
+        assert done.returncode == 0 and json.loads(done.stdout)["entry_count"] == 1

@@ -21,7 +21,9 @@ Each session is printed as a key that resolves to its files: pass it to inspect,
 or evict. A file no key resolves to is printed by its path with "(no key)". With a Redis
 (--redis-url), each line also says whether Redis holds the session (ok, missing,
 stale_epoch, broken_deltas, undecodable), its entries, its size (MEMORY USAGE, exact) and
-how long nobody used it (OBJECT IDLETIME). --json prints one object per session and line.
+how long nobody used it (OBJECT IDLETIME). recorded-as lists the keys sessions-registry.json
+maps to the journal (a worker that passed a real session id); they reach it only with
+--real-session-id, so paste the first key. --json prints one object per session and line.
 Exit status 0, 1 when Redis cannot be reached, 2 for bad usage."""
 
 
@@ -43,6 +45,8 @@ def register(commands: Any) -> None:
 def _text(row: SessionRow) -> str:
     name = row.key if row.key is not None else f"{row.path} (no key)"
     journal = f"journal={row.journal_bytes}B" if row.journal_bytes is not None else "journal=none"
+    if row.recorded_keys:
+        journal += " recorded-as=" + ",".join(row.recorded_keys)
     if row.redis is None:
         return f"{name}  {journal}"
     redis = f"redis={row.redis}"

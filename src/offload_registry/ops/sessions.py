@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from offload_registry._async.redis_tier import RedisTier
+from offload_registry.agent_files import read_session_registry
 from offload_registry.ops.discover import DiskSession, batched, iter_sessions
 
 BATCH = 256
@@ -32,6 +33,10 @@ class SessionRow:
     session_id: str
     journal_bytes: int | None
     """Size of the journal (``None``: only a claims record exists)."""
+    recorded_keys: list[str] = field(default_factory=list)
+    """Keys ``sessions-registry.json`` maps to this journal (a worker that passed a real
+    session id records its key there). Shown for people: such a key reaches these files
+    only together with ``--real-session-id``, so ``key`` is the one to paste."""
     redis: str | None = None
     """``ok``, ``missing``, ``stale_epoch``, ``broken_deltas`` or ``undecodable`` (how a
     worker would take the copy); ``None`` when no Redis was asked."""
@@ -46,18 +51,36 @@ class SessionRow:
         return asdict(self)
 
 
-def _row(session: DiskSession) -> SessionRow:
+def _row(session: DiskSession, recorded: dict[str, list[str]]) -> SessionRow:
     try:
         size: int | None = session.paths.journal.stat().st_size
     except FileNotFoundError:
         size = None
     return SessionRow(
-        session.key, session.relative_path, session.agent_name, session.session_id, size
+        session.key,
+        session.relative_path,
+        session.agent_name,
+        session.session_id,
+        size,
+        recorded_keys=recorded.get(session.paths.journal.name, []),
     )
 
 
-def _rows(batch: Sequence[DiskSession]) -> list[SessionRow]:
-    return [_row(s) for s in batch]
+def _recorded(agent_dir: Path) -> dict[str, list[str]]:
+    """Journal file name -> the keys ``sessions-registry.json`` maps to it."""
+    out: dict[str, list[str]] = {}
+    for key, record in read_session_registry(agent_dir).items():
+        out.setdefault(record.offload_file, []).append(key)
+    return out
+
+
+def _rows(batch: Sequence[DiskSession], cache: dict[str, dict[str, list[str]]]) -> list[SessionRow]:
+    rows = []
+    for s in batch:
+        if s.agent_name not in cache:  # one read per agent directory
+            cache[s.agent_name] = _recorded(s.paths.agent_dir)
+        rows.append(_row(s, cache[s.agent_name]))
+    return rows
 
 
 def _int(reply: Any) -> int | None:
@@ -89,8 +112,9 @@ async def list_sessions(
 ) -> AsyncIterator[SessionRow]:
     """Every session under ``data_root`` (or only ``agents``), agent by agent in name
     order, in batches of :data:`BATCH` (one pipelined Redis round trip each)."""
+    recorded: dict[str, dict[str, list[str]]] = {}
     for batch in batched(iter_sessions(data_root, agents), BATCH):
-        rows = await asyncio.to_thread(_rows, batch)
+        rows = await asyncio.to_thread(_rows, batch, recorded)
         if tier is not None:
             await _fill(tier, batch, rows)
         for row in rows:
