@@ -199,7 +199,7 @@ def test_scans_of_the_data_root_skip_linked_agents_and_journals(
     (root / "linked").symlink_to(elsewhere, target_is_directory=True)
     (root / "main" / "offload-s2.jsonl").symlink_to(outside)
     found = [str(s) for s in iter_sessions(root)]
-    assert found == ["main/s1"]
+    assert found == ["agent:main:s1"]  # (a session prints as its pasteable key)
 
 
 def test_the_data_root_id_file_linked_outside_is_refused(root: Path, outside: Path) -> None:

@@ -54,9 +54,13 @@ K8S_VERSION = "1.32.0"
 """The Kubernetes version the manifests are validated against (kubernetes-validate ships it)."""
 METRICS_PORT = 9464
 REGISTRY_USERS = ("registry", "simulate")
+OPERATOR_EXTRA_COMMANDS = "+scan +memory|usage +object|idletime"
+"""What the operator commands add to the registry's: SCAN (verify's extra copies, stats,
+evict --idle-for), MEMORY USAGE (stats, sessions), OBJECT IDLETIME (evict, sessions)."""
 PASSWORDS = {
     "REDIS_REGISTRY_PASSWORD": "registry-pw-0123456789",
     "REDIS_SIMULATE_PASSWORD": "simulate-pw-0123456789",
+    "REDIS_OPERATOR_PASSWORD": "operator-pw-0123456789",
     "REDIS_ADMIN_PASSWORD": "admin-pw-0123456789abc",
 }
 
@@ -574,6 +578,16 @@ def test_the_acl_gives_the_registry_users_exactly_the_registry_commands() -> Non
     assert "off" in users["default"] and "-@all" in users["default"]
 
 
+def test_the_acl_gives_the_operator_the_registry_commands_plus_scan_and_measuring() -> None:
+    users = acl_users((REDIS_DIR / "users.acl.template").read_text())
+    rules = users["operator"]
+    granted = {r for r in rules if r.startswith("+")}
+    assert granted == set(REGISTRY_COMMANDS.split()) | set(OPERATOR_EXTRA_COMMANDS.split())
+    assert rules.index("-@all") < min(i for i, r in enumerate(rules) if r.startswith("+"))
+    assert [r for r in rules if r[0] in "~&%"] == ["~@KEY_PREFIX@:*", "&@KEY_PREFIX@:*"]
+    assert "on" in rules and "resetchannels" in rules and "resetkeys" in rules
+
+
 def test_the_acl_templates_commented_cluster_variant_adds_exactly_the_cluster_commands() -> None:
     text = (REDIS_DIR / "users.acl.template").read_text()
     commented = [line.lstrip("# ") for line in text.splitlines() if line.startswith("# user ")]
@@ -648,6 +662,74 @@ def test_a_server_with_the_deploy_config_serves_the_registry_user_only_its_prefi
     finally:
         for client in (admin, registry, anonymous):
             client.close()
+
+
+def _as_user(user: str, port: int, db: int = 0) -> str:
+    password = PASSWORDS[f"REDIS_{user.upper()}_PASSWORD"]
+    return f"redis://{user}:{password}@127.0.0.1:{port}/{db}"
+
+
+def _ops(root: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "offload_registry.cli.main", "--data-root", str(root)),
+            *("--redis-url", url, "--key-prefix", "offload-registry", *args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_operator_user_runs_every_operator_command_and_the_worker_user_cannot_scan(
+    deploy_redis: RedisServerProcess, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / "main").mkdir(parents=True)
+    (root / "main" / "offload-s1.jsonl").write_text('{"tool_call_id":"c1","summary":"s"}\n')
+    operator = _as_user("operator", deploy_redis.port)
+    for args in (
+        ["warm"],
+        ["verify"],
+        ["verify", "--repair"],
+        ["stats"],
+        ["sessions"],
+        ["evict", "--idle-for", "1h"],
+        ["evict", "agent:main:s1"],
+    ):
+        done = _ops(root, operator, *args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    admin = redis.Redis(
+        port=deploy_redis.port, username="admin", password=PASSWORDS["REDIS_ADMIN_PASSWORD"]
+    )
+    try:
+        denied = {e["object"] for e in admin.acl_log()}
+    finally:
+        admin.close()
+    assert denied <= {"config|get", "client|setinfo"}, denied
+    # why the operator user exists: the least-privilege worker user cannot SCAN
+    done = _ops(root, _as_user("registry", deploy_redis.port), "stats")
+    assert done.returncode != 0 and "scan" in done.stderr.lower()
+
+
+@pytest.mark.parametrize("user", ["registry", "operator"])
+def test_the_acl_users_can_use_a_database_other_than_0(
+    deploy_redis: RedisServerProcess, tmp_path: Path, user: str
+) -> None:
+    url = _as_user(user, deploy_redis.port, db=3)
+    with SessionRegistry(tmp_path / "root", redis_url=url, key_prefix="offload-registry") as reg:
+        manager = reg.resolve("agent:main:s1").manager
+        manager.append_entries([{"tool_call_id": "call_1", "summary": "s"}])
+    with SessionRegistry(tmp_path / "root", redis_url=url, key_prefix="offload-registry") as again:
+        assert again.resolve("agent:main:s1").manager.source == "redis"
+    admin = redis.Redis(
+        port=deploy_redis.port, db=3, username="admin", password=PASSWORDS["REDIS_ADMIN_PASSWORD"]
+    )
+    try:
+        assert admin.dbsize() > 0  # the data went to database 3
+    finally:
+        admin.close()
 
 
 def _scrape(port: int) -> dict[str, float]:

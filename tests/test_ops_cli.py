@@ -82,7 +82,12 @@ def test_evict_by_key_drops_the_copy_and_tells_live_workers(
         cached = live.resolve(keys[0]).manager
         time.sleep(0.3)  # the listener subscribes
         status, report = ops(capsys, tmp_path, url, prefix, "evict", "--json", *keys[:2])
-        assert status == 0 and report == {"scanned": 2, "evicted": 2, "rule": "keys"}
+        assert status == 0 and report == {
+            "scanned": 2,
+            "evicted": 2,
+            "rule": "keys",
+            "not_found": [],
+        }
         deadline = time.monotonic() + 5
         while not cached.stale:
             assert time.monotonic() < deadline, "the live worker was never told"
@@ -102,7 +107,12 @@ def test_evict_idle_for_drops_only_sessions_nobody_used_for_that_long(
     time.sleep(3.2)  # OBJECT IDLETIME counts whole seconds
     redis_view(tmp_path, url, prefix, keys[:1])  # a worker reads one session: not idle
     status, report = ops(capsys, tmp_path, url, prefix, "evict", "--idle-for", "2s", "--json")
-    assert status == 0 and report == {"scanned": 6, "evicted": 5, "rule": "idletime"}
+    assert status == 0 and report == {
+        "scanned": 6,
+        "evicted": 5,
+        "rule": "idletime",
+        "not_found": [],
+    }
     view = redis_view(tmp_path, url, prefix, keys)
     assert [view[k]["source"] for k in keys] == ["redis"] + ["journal"] * 5
 
@@ -119,10 +129,10 @@ def test_evict_idle_for_falls_back_to_the_ttl_under_an_lfu_policy(
     assert ops(capsys, tmp_path, url, prefix, "warm", "--json")[0] == 0
     capsys.readouterr()
     status, report = ops(capsys, tmp_path, url, prefix, "evict", "--idle-for", "1h", "--json")
-    assert status == 0 and report == {"scanned": 3, "evicted": 0, "rule": "ttl"}
+    assert status == 0 and report == {"scanned": 3, "evicted": 0, "rule": "ttl", "not_found": []}
     time.sleep(1.2)
     status, report = ops(capsys, tmp_path, url, prefix, "evict", "--idle-for", "1s", "--json")
-    assert status == 0 and report == {"scanned": 3, "evicted": 3, "rule": "ttl"}
+    assert status == 0 and report == {"scanned": 3, "evicted": 3, "rule": "ttl", "not_found": []}
 
 
 def test_bench_warm_runs_end_to_end_and_reports_both_rates() -> None:

@@ -42,7 +42,7 @@ TIMEOUT = 0.3
 # invalidation channel (PUBLISH from the scripts, SUBSCRIBE by the listener; ``&<prefix>:*``).
 # CONFIG GET (the eviction-policy warning) is optional: a NOPERM there is ignored.
 REGISTRY_COMMANDS = (
-    "+ping +get +set +del +client|setname +script|load +evalsha +multi +exec "
+    "+ping +select +get +set +del +client|setname +script|load +evalsha +multi +exec "
     "+hmget +hget +hset +hexists +hincrby +lrange +llen +rpush +pttl +pexpire +type "
     "+publish +subscribe +unsubscribe "
 )

@@ -73,9 +73,9 @@ def test_unencoded_at_sign_in_password_splits_at_the_last_one() -> None:
 
 
 def test_password_from_the_query() -> None:
-    target = parse_redis_url(f"redis://h/0?password={SECRET}&protocol=3")
+    target = parse_redis_url(f"redis://h/0?password={SECRET}&socket_timeout=3")
     assert target.password == SECRET
-    assert target.query == (("protocol", "3"),)
+    assert target.query == (("socket_timeout", "3"),)
 
 
 def test_rediss_url_means_tls() -> None:

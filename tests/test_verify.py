@@ -90,8 +90,7 @@ def test_verify_finds_each_kind_of_planted_drift_and_repair_fixes_it_all(
     }
     found = {(d["kind"], d["session"]) for d in report["differences"]}
     for kind, key in PLANTED.items():
-        agent, session_id = key.split(":")[1:]
-        assert (kind, f"{agent}/{session_id}") in found
+        assert (kind, key) in found  # the key itself: pasteable back into any command
 
     status, repaired = verify(capsys, tmp_path, url, prefix, "--repair")
     assert status == 0, repaired
@@ -112,6 +111,7 @@ def test_verify_named_keys_checks_only_those_sessions(
     status, report = verify(capsys, tmp_path, url, prefix, keys[0], keys[1])
     assert status == 1 and report["sessions"] == 2
     assert report["by_kind"]["missing"] == 2 and report["drift"] == 2
-    # a session with no files and no copy is not drift
+    # a session with no files and no copy is not drift, but nothing was checked: exit 1
     status, report = verify(capsys, tmp_path, url, prefix, "agent:nobody:nothing")
-    assert status == 0 and report["drift"] == 0
+    assert status == 1 and report["drift"] == 0 and report["sessions"] == 0
+    assert report["not_found"] == ["agent:nobody:nothing"]

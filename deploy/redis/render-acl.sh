@@ -2,7 +2,8 @@
 # Render users.acl.template into the ACL file redis.conf names, then exec the rest of the
 # command line (redis-server ...). Used by deploy/compose.yaml and deploy/k8s alike.
 #
-#   REDIS_REGISTRY_PASSWORD, REDIS_SIMULATE_PASSWORD, REDIS_ADMIN_PASSWORD   required
+#   REDIS_REGISTRY_PASSWORD, REDIS_SIMULATE_PASSWORD, REDIS_OPERATOR_PASSWORD,
+#   REDIS_ADMIN_PASSWORD                                                     required
 #   OFFLOAD_REGISTRY_KEY_PREFIX   default offload-registry
 #   ACL_TEMPLATE, ACL_FILE        default /usr/local/etc/redis/users.acl.template, /run/redis/users.acl
 #
@@ -24,6 +25,7 @@ check_password() {  # NAME VALUE
 }
 check_password REDIS_REGISTRY_PASSWORD "${REDIS_REGISTRY_PASSWORD:-}"
 check_password REDIS_SIMULATE_PASSWORD "${REDIS_SIMULATE_PASSWORD:-}"
+check_password REDIS_OPERATOR_PASSWORD "${REDIS_OPERATOR_PASSWORD:-}"
 check_password REDIS_ADMIN_PASSWORD "${REDIS_ADMIN_PASSWORD:-}"
 case $prefix in
   '' | *[!A-Za-z0-9._:-]*) fail "OFFLOAD_REGISTRY_KEY_PREFIX may only hold A-Z a-z 0-9 . _ : -" ;;
@@ -34,6 +36,7 @@ sed -e '/^[[:space:]]*#/d' -e '/^[[:space:]]*$/d' \
   -e "s/@KEY_PREFIX@/$prefix/g" \
   -e "s/@REDIS_REGISTRY_PASSWORD@/$REDIS_REGISTRY_PASSWORD/g" \
   -e "s/@REDIS_SIMULATE_PASSWORD@/$REDIS_SIMULATE_PASSWORD/g" \
+  -e "s/@REDIS_OPERATOR_PASSWORD@/$REDIS_OPERATOR_PASSWORD/g" \
   -e "s/@REDIS_ADMIN_PASSWORD@/$REDIS_ADMIN_PASSWORD/g" \
   "$template" >"$out"
 if grep -q '@[A-Z_]*@' "$out"; then

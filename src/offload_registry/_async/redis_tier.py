@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -46,7 +48,14 @@ from tenacity import (
     wait_random,
 )
 
-from offload_registry._async._primitives import Thunk, running, sleep, spawn, stop
+from offload_registry._async._primitives import (
+    Thunk,
+    run_blocking,
+    running,
+    sleep,
+    spawn,
+    stop,
+)
 from offload_registry._async.cluster import (
     MASTER_CHECK_SECONDS,
     ShardListener,
@@ -82,7 +91,13 @@ from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.keyspace import Keyspace, SessionKeys
 from offload_registry.store.memory import memory_server
-from offload_registry.store.urls import RedisTarget, TierOptions, parse_redis_url, redact
+from offload_registry.store.urls import (
+    RedisTarget,
+    TierOptions,
+    apply_url_options,
+    parse_redis_url,
+    redact,
+)
 
 log = logging.getLogger("offload_registry.redis")
 
@@ -305,6 +320,9 @@ class RedisTier:
         self.invalidations = 0
         self._versions: dict[str, int] = {}  # last version seen per watched session tag
         self._drop_near_cache: Callable[[], None] | None = None
+        self.tls_address: tuple[str, int] | None = None
+        """``(host, port)`` of a ``rediss://`` server, for telling TLS failures at start
+        apart from an outage."""
 
     def __repr__(self) -> str:
         return f"RedisTier({self.description}, {self.keyspace.base!r})"
@@ -346,8 +364,28 @@ class RedisTier:
             denied = _denial_in(exc)
             if denied is not None:  # a cluster client wraps what it could not run
                 raise self._permission_error(denied) from exc
+            await self._check_tls_handshake(exc)
             self.breaker.record_failure(exc, "start")
         self._started = True
+
+    async def _check_tls_handshake(self, exc: BaseException) -> None:
+        """Raise :class:`ConfigurationError` when a TLS start failed because of TLS (a bad
+        certificate, or a server that speaks plain text, which makes the handshake hang
+        until the timeout): retrying cannot fix either, so it must not read as an outage."""
+        if self.tls_address is None or not isinstance(exc, _OUTAGE):
+            return
+        reason = _tls_failure(exc)
+        if reason is not None:
+            raise ConfigurationError(
+                f"TLS handshake with {self.description} failed: {reason}"
+            ) from exc
+        host, port = self.tls_address
+        reply = await run_blocking(plain_text_reply, host, port, self._options.connect_timeout)
+        if reply[:1] in (b"+", b"-"):  # +PONG, -NOAUTH, -ERR: a RESP server without TLS
+            raise ConfigurationError(
+                f"{self.description} is a rediss:// URL but the server at {host}:{port} "
+                "speaks plain text (no TLS): use redis://, or enable TLS on the server"
+            ) from exc
 
     def _permission_error(self, exc: Exception) -> RedisPermissionError:
         return RedisPermissionError(
@@ -435,10 +473,16 @@ class RedisTier:
         owner = await self._client.get(key)
         owner_id = owner.decode() if isinstance(owner, bytes) else owner
         if owner_id != self._root_id:
+            pattern = self.keyspace.pattern()
+            # The usual cause: the data root was deleted and made again at the same path (a
+            # new id file), so the Redis copies describe journals that are gone. Say how out.
             raise ConfigurationError(
-                f"Redis keys {self.keyspace.pattern()!r} belong to another data root "
-                f"(id {owner_id}, this one is {self._root_id}): give each data root its own "
-                "--key-prefix, or point both at the same shared directory"
+                f"Redis keys {pattern!r} belong to another data root (id {owner_id}, this "
+                f"one is {self._root_id}). If this data root was deleted or recreated at the "
+                "same path, those copies are stale: delete them (as an admin user: "
+                f"redis-cli --scan --pattern '{pattern}' | xargs redis-cli unlink) and run "
+                "`offload-registry warm`; if two data roots share this path and prefix, give "
+                "each its own --key-prefix"
             )
 
     async def _warn_about_eviction_policy(self) -> None:
@@ -1209,7 +1253,9 @@ def open_redis_tier(
     if url is None:
         raise ConfigurationError("a Redis tier needs a URL or a client")
     target = parse_redis_url(url)
-    return RedisTier(
+    options = apply_url_options(target, options)
+    check_tls_files(options)
+    tier = RedisTier(
         connect(target, options),
         keyspace,
         options,
@@ -1217,3 +1263,43 @@ def open_redis_tier(
         root_id=root_id,
         reconnect=lambda: connect(target, options),
     )
+    if target.tls and target.hosts:
+        tier.tls_address = target.hosts[0]
+    return tier
+
+
+def check_tls_files(options: TierOptions) -> None:
+    """A TLS file that is missing or unreadable is a configuration error at start, not a
+    handshake that fails later and reads as an outage."""
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(options, name)
+        if path is not None and not os.access(path, os.R_OK):
+            what = "does not exist" if not os.path.exists(path) else "cannot be read"
+            raise ConfigurationError(f"the TLS file {name}={path!r} {what}")
+    if (options.ssl_certfile is None) != (options.ssl_keyfile is None):
+        raise ConfigurationError("a TLS client certificate needs both ssl_certfile and ssl_keyfile")
+
+
+def plain_text_reply(host: str, port: int, timeout: float) -> bytes:
+    """What a server says to a plain-text ``PING`` (``b""`` when nothing): tells a server
+    that does not speak TLS apart from one that is down (blocking; run it in a thread)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64)
+    except OSError:
+        return b""
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The TLS reason in a connection error, if it is one (certificate, protocol)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return str(seen)
+        text = str(seen)
+        if "SSL" in text or "CERTIFICATE" in text.upper():
+            return text
+        seen = seen.__cause__ or seen.__context__
+    return None

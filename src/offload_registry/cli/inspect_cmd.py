@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from offload_registry.cli.ops_common import existing_data_root, tls_files
+from offload_registry.store.urls import TierOptions
 from offload_registry.sync import SessionCtx, SessionRegistry
 
 HELP = "show the offload state of sessions (never writes to the data root)"
@@ -36,10 +38,12 @@ def describe(ctx: SessionCtx) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A missing root would read as an empty session: refuse it as the other commands do.
+    root = existing_data_root(args.data_root)
     with SessionRegistry(
-        args.data_root,
+        root,
         redis_url=args.redis_url,
-        key_prefix=args.key_prefix,
+        redis_options=TierOptions(key_prefix=args.key_prefix, **tls_files(args)),
         read_only=True,
         max_cached=len(args.keys),
     ) as registry:

@@ -12,10 +12,12 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from offload_registry import __version__
 from offload_registry.cli import (
     canary_cmd,
     evict_cmd,
     inspect_cmd,
+    sessions_cmd,
     simulate_cmd,
     stats_cmd,
     verify_cmd,
@@ -44,23 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: offload-registry --data-root /srv/offload inspect --json agent:main:s1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    env = os.environ.get
-    parser.add_argument(
-        "--data-root",
-        default=env("OFFLOAD_REGISTRY_DATA_ROOT"),
-        help="journal root (env OFFLOAD_REGISTRY_DATA_ROOT; default ~/.openclaw/context-offload)",
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=env("OFFLOAD_REGISTRY_REDIS_URL"),
-        help="shared tier URL (env OFFLOAD_REGISTRY_REDIS_URL); journals only when unset",
-    )
-    parser.add_argument(
-        "--key-prefix",
-        default=env("OFFLOAD_REGISTRY_KEY_PREFIX", "offload-registry"),
-        help="prefix of every Redis key (env OFFLOAD_REGISTRY_KEY_PREFIX)",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     inspect_cmd.register(commands)
     simulate_cmd.register(commands)
@@ -69,7 +56,53 @@ def build_parser() -> argparse.ArgumentParser:
     stats_cmd.register(commands)
     evict_cmd.register(commands)
     canary_cmd.register(commands)
+    sessions_cmd.register(commands)
+    for sub in commands.choices.values():
+        # Also accepted after the command (``inspect --data-root R KEY``); given there,
+        # they win over the same option before the command and over the environment.
+        _global_options(sub, suppress=True)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    env = os.environ.get
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument(
+        "--data-root",
+        default=default(env("OFFLOAD_REGISTRY_DATA_ROOT")),
+        help="journal root (env OFFLOAD_REGISTRY_DATA_ROOT; default ~/.openclaw/context-offload)",
+    )
+    group.add_argument(
+        "--redis-url",
+        default=default(env("OFFLOAD_REGISTRY_REDIS_URL")),
+        help="shared tier URL (env OFFLOAD_REGISTRY_REDIS_URL); journals only when unset",
+    )
+    group.add_argument(
+        "--key-prefix",
+        default=default(env("OFFLOAD_REGISTRY_KEY_PREFIX", "offload-registry")),
+        help="prefix of every Redis key (env OFFLOAD_REGISTRY_KEY_PREFIX)",
+    )
+    for option, name, what in TLS_OPTIONS:
+        group.add_argument(
+            option,
+            default=default(env(name)),
+            metavar="FILE",
+            help=f"{what} for rediss:// (env {name}; overrides the URL's parameter)",
+        )
+    group.add_argument(
+        "-v", "--verbose", action="count", default=default(0), help="more log output"
+    )
+
+
+TLS_OPTIONS = (
+    ("--tls-ca-file", "OFFLOAD_REGISTRY_TLS_CA_FILE", "CA bundle to verify the server"),
+    ("--tls-cert-file", "OFFLOAD_REGISTRY_TLS_CERT_FILE", "client certificate"),
+    ("--tls-key-file", "OFFLOAD_REGISTRY_TLS_KEY_FILE", "client certificate's private key"),
+)
 
 
 def _configure_logging(verbosity: int) -> None:

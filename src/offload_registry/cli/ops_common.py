@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from offload_registry._async.registry import default_data_root
 from offload_registry.errors import ConfigurationError
-from offload_registry.ops.tier import RedisUnavailableError
+from offload_registry.ops.tier import RedisUnavailableError, TlsFiles
 
 EXIT_FAILURE = 1
 PROG = "offload-registry"
@@ -28,6 +28,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles:
+    """The global ``--tls-*-file`` options as :class:`TierOptions` fields."""
+    return {
+        "ssl_ca_certs": getattr(args, "tls_ca_file", None),
+        "ssl_certfile": getattr(args, "tls_cert_file", None),
+        "ssl_keyfile": getattr(args, "tls_key_file", None),
+    }
 
 
 def existing_data_root(configured: str | None) -> Path:

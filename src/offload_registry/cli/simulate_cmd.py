@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -28,11 +30,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from offload_registry.cli.ops_common import positive_int
+from offload_registry.cli.ops_common import PROG, positive_int, run_job, tls_files
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import ConfigurationError, LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
 from offload_registry.metrics import serve_metrics
+from offload_registry.ops.tier import TlsFiles, open_tier
 from offload_registry.session_state import normalize_id
 from offload_registry.store.urls import TierOptions, redact
 from offload_registry.sync import SessionRegistry
@@ -48,11 +51,19 @@ PROBE_POLL = 0.001  # seconds between a worker's probe reads
 LEASE_TTL = 2.0
 
 
+def positive_float(text: str) -> float:
+    """An ``argparse`` type: a finite number of seconds greater than 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
 def register(commands: Any) -> None:
     parser = commands.add_parser("simulate", help=HELP, description=HELP, epilog=EXAMPLE)
     parser.add_argument("--workers", type=positive_int, default=4, help="worker processes (4)")
     parser.add_argument("--sessions", type=positive_int, default=3, help="shared sessions (3)")
-    parser.add_argument("--seconds", type=float, default=4.0, help="traffic duration (4)")
+    parser.add_argument("--seconds", type=positive_float, default=4.0, help="traffic duration (4)")
     parser.add_argument("--seed", type=int, default=1, help="random seed, for replays (1)")
     parser.add_argument("--ids", type=positive_int, default=400, help="tool call ids per session")
     parser.add_argument("--no-redis", action="store_true", help="journals and file locks only")
@@ -80,6 +91,7 @@ class WorkerPlan:
     redis_url: str | None
     key_prefix: str
     metrics_port: int | None = None
+    tls: TlsFiles | None = None
 
 
 @dataclass
@@ -112,8 +124,16 @@ def _entry(tool_call_id: str, worker: int) -> dict[str, Any]:
     }
 
 
-def _open(plan_root: str, url: str | None, prefix: str, **kwargs: Any) -> SessionRegistry:
+def _open(
+    plan_root: str,
+    url: str | None,
+    prefix: str,
+    tls: TlsFiles | None = None,
+    **kwargs: Any,
+) -> SessionRegistry:
     options = TierOptions(socket_timeout=SOCKET_TIMEOUT, connect_timeout=SOCKET_TIMEOUT)
+    if tls:
+        options = dataclasses.replace(options, **tls)
     return SessionRegistry(
         plan_root, redis_url=url, key_prefix=prefix, redis_options=options, **kwargs
     )
@@ -130,7 +150,7 @@ def run_worker(plan: WorkerPlan) -> WorkerReport:
     report = WorkerReport(plan.index)
     deadline = time.monotonic() + plan.seconds
     cache = max(2, len(plan.session_keys) // 2) + 1  # + the probe session
-    with _open(plan.data_root, plan.redis_url, plan.key_prefix, max_cached=cache) as reg:
+    with _open(plan.data_root, plan.redis_url, plan.key_prefix, plan.tls, max_cached=cache) as reg:
         if plan.metrics_port is not None:
             serve_metrics(plan.metrics_port + plan.index, reg, addr="127.0.0.1")
         probe = threading.Thread(target=_probe, args=(reg, plan, report, deadline), daemon=True)
@@ -250,9 +270,18 @@ def _probe(reg: Any, plan: WorkerPlan, report: WorkerReport, deadline: float) ->
 
 
 def check_invariants(
-    data_root: Path, keys: list[str], reports: list[WorkerReport], url: str | None, prefix: str
+    data_root: Path,
+    keys: list[str],
+    reports: list[WorkerReport],
+    url: str | None,
+    prefix: str,
+    *,
+    checked: Checked | None = None,
+    tls: TlsFiles | None = None,
 ) -> list[str]:
-    """Every violation found, as a sentence (empty when all invariants hold)."""
+    """Every violation found, as a sentence (empty when all invariants hold); ``checked``
+    receives how many sessions could be compared with Redis."""
+    checked = checked if checked is not None else Checked()
     violations: list[str] = []
     won = Counter(
         (key, normalize_id(i)) for r in reports for key, ids in r.won.items() for i in ids
@@ -273,21 +302,34 @@ def check_invariants(
                     if i not in manager.processed_tool_call_ids:
                         violations.append(f"{key}: acknowledged {i!r} missing after restart")
             if url is not None:
-                violations += _compare_with_redis(data_root, key, manager, url, prefix)
+                compared, found = _compare_with_redis(data_root, key, manager, url, prefix, tls=tls)
+                checked.redis_compared += compared
+                violations += found
     return violations
 
 
-def _compare_with_redis(data_root: Path, key: str, truth: Any, url: str, prefix: str) -> list[str]:
-    with _open(str(data_root), url, prefix, read_only=True) as shared:
+@dataclass
+class Checked:
+    """What the final check could compare (so the report never claims more)."""
+
+    redis_compared: int = 0
+    """Sessions Redis held at the end and that were compared with their journals."""
+
+
+def _compare_with_redis(
+    data_root: Path, key: str, truth: Any, url: str, prefix: str, *, tls: TlsFiles | None
+) -> tuple[bool, list[str]]:
+    """``(compared, violations)``: a session Redis does not hold is not compared."""
+    with _open(str(data_root), url, prefix, tls, read_only=True) as shared:
         manager = shared.resolve(key).manager
         if manager.source != "redis":
-            return []  # not in Redis (evicted, or never published): nothing can disagree
+            return False, []  # not in Redis (evicted, or never published): not compared
         for name in ("confirmed_offload_ids", "deleted_offload_ids", "processed_tool_call_ids"):
             if set(getattr(manager, name)) != set(getattr(truth, name)):
-                return [f"{key}: Redis and the journal disagree on {name}"]
+                return True, [f"{key}: Redis and the journal disagree on {name}"]
         if manager.entry_count != truth.entry_count:
-            return [f"{key}: Redis and the journal disagree on entry_count"]
-    return []
+            return True, [f"{key}: Redis and the journal disagree on entry_count"]
+    return True, []
 
 
 @contextlib.contextmanager
@@ -306,6 +348,13 @@ def _redis_for(args: argparse.Namespace) -> Iterator[tuple[str | None, RedisServ
             yield server.url, server
 
 
+async def _reachable(data_root: Path, url: str, prefix: str, tls: TlsFiles) -> int:
+    """Raise ``RedisUnavailableError`` (exit 1) when the given Redis does not answer: the
+    workers would silently run on the journals and the report would check nothing."""
+    async with open_tier(data_root, url, key_prefix=prefix, read_only=True, tls=tls):
+        return 0
+
+
 def _restart_midway(server: RedisServerProcess, after: float, done: threading.Event) -> None:
     if not done.wait(after):
         server.restart()
@@ -319,6 +368,23 @@ def run(args: argparse.Namespace) -> int:
         keys = [f"agent:sim:session-{n}" for n in range(args.sessions)]
         prefix = f"{args.key_prefix}-sim{random.randrange(1 << 30):x}"
         with _redis_for(args) as (url, server):
+            if url is not None and server is None:
+                status = run_job(_reachable(data_root, url, prefix, tls_files(args)))
+                if status:
+                    return status
+            if server is not None:
+                print(
+                    f"{PROG} simulate: started {server.binary} on {server.host}:{server.port}"
+                    + (
+                        ""
+                        if args.no_restart
+                        else f"; it is restarted empty after ~{args.seconds / 2 + 1.0:g} s on"
+                        " purpose, so the workers' warnings about failed Redis calls then are"
+                        " expected (--no-restart to skip)"
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
             plans = [
                 WorkerPlan(
                     i,
@@ -330,6 +396,7 @@ def run(args: argparse.Namespace) -> int:
                     url,
                     prefix,
                     args.metrics_port,
+                    tls_files(args) if server is None else None,
                 )
                 for i in range(args.workers)
             ]
@@ -349,7 +416,16 @@ def run(args: argparse.Namespace) -> int:
                 if restarter is not None:
                     restarter.join()
             elapsed = time.perf_counter() - started
-            violations = check_invariants(data_root, keys, reports, url, prefix)
+            checked = Checked()
+            violations = check_invariants(
+                data_root,
+                keys,
+                reports,
+                url,
+                prefix,
+                checked=checked,
+                tls=tls_files(args) if server is None else None,
+            )
         summary = _summarize(
             args,
             reports=reports,
@@ -358,6 +434,7 @@ def run(args: argparse.Namespace) -> int:
             url=url,
             server=server,
             restarter=restarter,
+            checked=checked,
         )
     if args.json:
         print(json.dumps(summary))
@@ -375,12 +452,19 @@ def _summarize(
     url: str | None,
     server: RedisServerProcess | None,
     restarter: threading.Thread | None,
+    checked: Checked,
 ) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     for op in OPERATIONS:
         samples = [s for r in reports for s in r.latencies.get(op, [])]
         if samples:
-            cuts = statistics.quantiles(samples, n=100) if len(samples) > 1 else samples * 99
+            # "inclusive": percentiles inside the observed range (the default extrapolates,
+            # which put p99 above the maximum)
+            cuts = (
+                statistics.quantiles(samples, n=100, method="inclusive")
+                if len(samples) > 1
+                else samples * 99
+            )
             operations[op] = {
                 "count": len(samples),
                 "per_second": round(len(samples) / args.seconds, 1),
@@ -390,7 +474,9 @@ def _summarize(
     won = sum(len(ids) for r in reports for ids in r.won.values())
     tier = "none (journals and file locks)"
     if url is not None:
-        tier = f"redis {redact(url)}" + (" (embedded)" if server is not None else "")
+        tier = f"redis {redact(url)}" + (
+            f" (embedded: {server.binary})" if server is not None else ""
+        )
     sources: Counter[str] = Counter()
     leases: Counter[str] = Counter()
     for r in reports:
@@ -411,6 +497,7 @@ def _summarize(
         "leases": {"granted": leases["granted"], "busy": leases["busy"], "lost": leases["lost"]},
         "redis_errors": sum(r.redis_errors for r in reports),
         "redis_outages_seen": sum(r.outages for r in reports),
+        "redis_sessions_compared": checked.redis_compared if url is not None else None,
         "claims": {"tried": tried, "won": won, "contested": tried - won},
         "written": sum(len(ids) for r in reports for ids in r.written.values()),
         "violations": violations,
@@ -430,7 +517,7 @@ def _staleness(reports: list[WorkerReport]) -> dict[str, Any]:
     ]
     if len(windows) < 2:
         return {"samples": len(windows)}
-    cuts = statistics.quantiles(windows, n=100)
+    cuts = statistics.quantiles(windows, n=100, method="inclusive")
     return {
         "samples": len(windows),
         "p50": round(cuts[49] * 1e3, 2),
@@ -441,14 +528,26 @@ def _staleness(reports: list[WorkerReport]) -> dict[str, Any]:
 
 def _print_report(summary: dict[str, Any]) -> None:
     print(
-        f"simulate: {summary['workers']} worker processes, {summary['sessions']} shared "
-        f"sessions, {summary['seconds']} s, shared tier: {summary['shared_tier']}"
+        f"simulate: {_plural(summary['workers'], 'worker process', 'worker processes')}, "
+        f"{_plural(summary['sessions'], 'shared session')}, {summary['seconds']} s, "
+        f"shared tier: {summary['shared_tier']}"
     )
+    errors, outages = summary["redis_errors"], summary["redis_outages_seen"]
     if summary["redis_restarted_midway"]:
         print(
-            f"  Redis was restarted empty midway: {summary['redis_errors']} failed Redis calls "
-            f"fell back to the journals ({summary['redis_outages_seen']} outages seen)"
+            "  Redis was restarted empty midway, on purpose: "
+            + _plural(errors, "Redis call")
+            + (" failed and was" if errors == 1 else " failed and were")
+            + " answered from the journals; "
+            + (
+                f"the circuit breaker opened {_plural(outages, 'time')}"
+                if outages
+                else "too few in a row to open the circuit breaker"
+            )
         )
+    elif errors:
+        verb = "was" if errors == 1 else "were"
+        print(f"  {_plural(errors, 'Redis call')} failed and {verb} answered from the journals")
     print(f"  {'operation':<10} {'count':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for op, row in summary["operations"].items():
         print(
@@ -482,7 +581,18 @@ def _print_report(summary: dict[str, Any]) -> None:
         for line in summary["violations"][:20]:
             print(f"    {line}")
     else:
+        compared = summary["redis_sessions_compared"]
+        if compared is None:
+            redis = "no Redis in this run"
+        elif compared:
+            redis = f"Redis agrees with the journals on the {_plural(compared, 'session')} it held"
+        else:
+            redis = "Redis held none of the sessions at the end: nothing compared with it"
         print(
             "  invariants: OK (no id won twice, no lease token granted twice, no lost write, "
-            "no duplicate line, Redis agrees with the journals)"
+            f"no duplicate line; {redis})"
         )
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"

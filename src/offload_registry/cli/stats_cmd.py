@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, run_job
+from offload_registry.cli.ops_common import existing_data_root, positive_int, run_job, tls_files
 from offload_registry.ops.stats import DEFAULT_SAMPLE, Stats, stats
 from offload_registry.ops.tier import check_url, open_tier
 
@@ -18,17 +18,29 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("stats", help=HELP, description=HELP, epilog=EXAMPLE)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--sample", type=int, default=DEFAULT_SAMPLE, help="sessions to measure (200)"
+        "--sample",
+        type=positive_int,
+        default=DEFAULT_SAMPLE,
+        help="sessions to measure exactly (MEMORY USAGE SAMPLES 0; default 200)",
     )
     parser.set_defaults(run=run)
 
 
-def _print_text(result: Stats) -> None:
+def _print_text(result: Stats, prefix: str) -> None:
     r, d = result.redis, result.disk
-    print(
-        f"redis: {r.sessions} sessions; sampled {r.sampled}: {r.bytes_per_session} bytes/session,"
-    )
-    print(f"       {r.bytes_per_entry} bytes/entry; maxmemory-policy {r.maxmemory_policy}")
+    policy = r.maxmemory_policy or "unknown (CONFIG GET denied)"
+    if not r.sampled:
+        print(f"redis: no sessions under the key prefix {prefix!r}; maxmemory-policy {policy}")
+    else:
+        per_entry = (
+            f"{r.bytes_per_entry:,.0f} bytes/entry"
+            if r.bytes_per_entry is not None
+            else "no entries"
+        )
+        print(
+            f"redis: {r.sessions} sessions; measured {r.sampled}: "
+            f"{r.bytes_per_session:,.0f} bytes/session, {per_entry}; maxmemory-policy {policy}"
+        )
     print(
         f"disk:  {d.sessions} sessions, {d.journals} journals ({d.journal_bytes} bytes), "
         f"{d.claims_records} claims records ({d.claims_bytes} bytes), {d.entries} entries, "
@@ -41,12 +53,14 @@ def run(args: argparse.Namespace) -> int:
     root = existing_data_root(args.data_root)
 
     async def job() -> int:
-        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=True) as tier:
-            result = await stats(tier, root, sample=max(args.sample, 0))
+        async with open_tier(
+            root, url, key_prefix=args.key_prefix, read_only=True, tls=tls_files(args)
+        ) as tier:
+            result = await stats(tier, root, sample=args.sample)
         if args.json:
             print(json.dumps(result.as_json()))
         else:
-            _print_text(result)
+            _print_text(result, args.key_prefix)
         return 0
 
     return run_job(job())

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, run_job
+from offload_registry.cli.ops_common import (
+    EXIT_FAILURE,
+    PROG,
+    existing_data_root,
+    run_job,
+    tls_files,
+)
 from offload_registry.ops.tier import check_url, open_tier
 from offload_registry.ops.verify import KINDS, VerifyReport, sessions_for_keys, verify
 
@@ -19,8 +26,10 @@ Example: offload-registry verify --json
 Kinds of drift: """
     + ", ".join(KINDS)
     + """.
-Exit status 0 when Redis agrees with the journals (or --repair made it agree), 1 on drift,
-2 for bad usage. Journals are never written."""
+Exit status 0 when Redis agrees with the journals (or --repair made it agree), 1 on drift
+or when a KEY names no session (no files, no Redis copy), 2 for bad usage or a KEY that is
+not of the form agent:NAME:ID. Sessions are printed as keys you can pass back as KEY.
+Journals are never written."""
 )
 
 
@@ -39,6 +48,8 @@ def register(commands: Any) -> None:
 
 
 def _print_text(report: VerifyReport) -> None:
+    if report.not_found and not report.sessions:
+        return  # nothing was checked: the reason is on stderr, no summary that reads as OK
     for d in report.differences:
         print(f"{d.kind}: {d.session}" + (f" ({d.detail})" if d.detail else ""))
     kinds = ", ".join(f"{report.by_kind[k]} {k}" for k in KINDS if report.by_kind[k])
@@ -55,12 +66,22 @@ def run(args: argparse.Namespace) -> int:
     sessions = sessions_for_keys(root, args.keys) if args.keys else None
 
     async def job() -> int:
-        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=not args.repair) as t:
+        async with open_tier(
+            root, url, key_prefix=args.key_prefix, read_only=not args.repair, tls=tls_files(args)
+        ) as t:
             report = await verify(t, root, sessions=sessions, repair=args.repair)
         if args.json:
             print(json.dumps(report.as_json(), ensure_ascii=False))
         else:
             _print_text(report)
+        for key in report.not_found:
+            print(
+                f"{PROG}: error: no session {key}: no journal or claims record under {root}"
+                " and no copy in Redis",
+                file=sys.stderr,
+            )
+        if report.not_found:
+            return EXIT_FAILURE
         if args.repair:
             return 1 if report.unrepaired else 0
         return 1 if report.drift else 0

@@ -12,6 +12,7 @@ from offload_registry.cli.ops_common import (
     positive_int,
     run_job,
     show_progress_logs,
+    tls_files,
 )
 from offload_registry.errors import ConfigurationError
 from offload_registry.ops.discover import agent_names, count_sessions
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     logger = show_progress_logs("offload_registry.ops.warm")
 
     async def job() -> int:
-        async with open_tier(root, url, key_prefix=args.key_prefix, read_only=False) as tier:
+        async with open_tier(
+            root, url, key_prefix=args.key_prefix, read_only=False, tls=tls_files(args)
+        ) as tier:
             total = count_sessions(root, agents) if sys.stderr.isatty() else None
             progress = Progress("warm", total, logger=logger)
             try:

@@ -3,21 +3,34 @@ the claims records ``offload-<id>.claims`` beside them (pure listing, no parsing
 
 A session is named by its on-disk names, exactly as the registry names the journal it
 resolves a key to (``keys.resolve_identity`` then ``SessionPaths.for_identity``), so its
-Redis keys (``Keyspace.session``) are the ones every worker reads. The key
-``agent:<agent>:<id>`` does not always resolve back to those names (worker suffixes, real
-session ids), so tools never round-trip through a key.
+Redis keys (``Keyspace.session``) are the ones every worker reads.
+
+What tools print for a session is a key an operator can paste back into any command
+(:func:`key_for`): a key that resolves to exactly these files. File names do not keep the
+original key (``agent:main:a:b`` and ``agent:main:a_b`` share ``main/offload-a_b.jsonl``), so
+the key printed is one that names the same files, not necessarily the one the worker used.
+When no key resolves to a file (a name the seed's sanitizing would change, such as one
+holding ``..``, written by hand or by another tool), the session is printed as its path
+under the data root and marked as having no key.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload_registry.errors import InvalidSessionKeyError
 from offload_registry.fsutil import AGENT_DIR_DEPTH, opened_dir
-from offload_registry.keys import SessionIdentity, is_safe_component
+from offload_registry.keys import (
+    SessionIdentity,
+    is_safe_component,
+    parse_session_key,
+    resolve_identity,
+)
 from offload_registry.session_files import SessionPaths
 
 log = logging.getLogger(__name__)
@@ -34,14 +47,69 @@ class DiskSession:
     agent_name: str
     session_id: str
     paths: SessionPaths
+    given_key: str | None = None
+    """The key an operator named the session by, when it was named by one."""
 
     @property
     def identity(self) -> SessionIdentity:
-        key = f"agent:{self.agent_name}:{self.session_id}"
+        key = f"agent:{self.agent_name}:{self.session_id}"  # Redis keys use the names only
         return SessionIdentity(key, self.agent_name, self.session_id, fallback=False)
 
+    @property
+    def key(self) -> str | None:
+        """A session key that resolves to exactly this session's files, or ``None``."""
+        return self.given_key or key_for(self.agent_name, self.session_id)
+
+    def has_files(self) -> bool:
+        """Whether its journal or its claims record exists (one ``stat`` each)."""
+        return self.paths.journal.exists() or self.paths.claims.exists()
+
+    @property
+    def relative_path(self) -> str:
+        """``<agent>/offload-<id>``: the files' names under the data root, without suffix."""
+        return f"{self.agent_name}/{PREFIX}{self.session_id}"
+
     def __str__(self) -> str:
-        return f"{self.agent_name}/{self.session_id}"
+        """The key to paste into any command, or the path when no key names the files."""
+        return self.key or f"{self.relative_path} (no key resolves to this file)"
+
+
+_WORKER_SUFFIX = re.compile(r"-w([0-9]+)\Z")
+_WORKER_IN_ID = re.compile(r"swebench-w([0-9]+)")
+
+
+def session_for_key(data_root: Path, key: str) -> DiskSession:
+    """The session an operator names by ``key``, resolved as a worker resolves it (its files
+    may not exist). Unlike a worker, a tool refuses a key that does not parse
+    (:class:`InvalidSessionKeyError`, exit 2): a typo would otherwise name a fallback
+    session nobody uses and the tool would report on nothing."""
+    if parse_session_key(key) is None:
+        hint = ""
+        agent, slash, rest = key.partition("/")
+        if slash and agent and rest:
+            hint = f"; did you mean agent:{agent}:{rest.removeprefix(PREFIX)}?"
+        raise InvalidSessionKeyError(key, f"not a session key of the form agent:NAME:ID{hint}")
+    identity = resolve_identity(key)
+    paths = SessionPaths.for_identity(data_root, identity)
+    return DiskSession(identity.agent_name, identity.session_id, paths, given_key=key)
+
+
+def key_for(agent_name: str, session_id: str) -> str | None:
+    """A key that ``resolve_identity`` maps to exactly ``(agent_name, session_id)``, or
+    ``None`` when there is none. The seed moves ``swebench-w<N>`` sessions into the agent
+    directory ``<agent>-w<N>``; that suffix is taken off again to find the key."""
+    candidates = [f"agent:{agent_name}:{session_id}"]
+    suffix, worker = _WORKER_SUFFIX.search(agent_name), _WORKER_IN_ID.search(session_id)
+    if suffix is not None and worker is not None and suffix.group(1) == worker.group(1):
+        candidates.insert(0, f"agent:{agent_name[: suffix.start()]}:{session_id}")
+    for key in candidates:
+        identity = resolve_identity(key)
+        if not identity.fallback and (identity.agent_name, identity.session_id) == (
+            agent_name,
+            session_id,
+        ):
+            return key
+    return None
 
 
 def _session_ids(agent_dir: Path) -> list[str]:

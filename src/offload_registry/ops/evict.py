@@ -20,16 +20,17 @@ just dropped.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.errors import ConfigurationError
-from offload_registry.keys import resolve_identity
+from offload_registry.ops.discover import DiskSession
 from offload_registry.store.keyspace import SessionKeys
 
 _DURATION = re.compile(r"([0-9]+)([smhd])")
@@ -48,22 +49,48 @@ def parse_duration(text: str) -> int:
 @dataclass(slots=True)
 class EvictReport:
     scanned: int = 0
+    """Sessions considered: named by key (and found), or seen by ``SCAN``."""
     evicted: int = 0
+    """Sessions whose Redis copy was deleted (the others had none, or were not idle)."""
     rule: str = "keys"
     """``keys``, ``idletime`` (``OBJECT IDLETIME``) or ``ttl`` (idle TTL minus ``PTTL``)."""
+    not_found: list[str] = field(default_factory=list)
+    """Keys that name no session: no files under the data root and no copy in Redis."""
 
     def as_json(self) -> dict[str, Any]:
-        return {"scanned": self.scanned, "evicted": self.evicted, "rule": self.rule}
+        return {
+            "scanned": self.scanned,
+            "evicted": self.evicted,
+            "rule": self.rule,
+            "not_found": self.not_found,
+        }
 
 
-async def evict_keys(tier: RedisTier, keys: Sequence[str]) -> EvictReport:
-    """Drop the Redis copies of the sessions these keys resolve to (as a worker resolves).
+async def evict_keys(tier: RedisTier, sessions: Sequence[DiskSession]) -> EvictReport:
+    """Drop the Redis copies of these sessions (named by key: ``discover.session_for_key``);
+    a key whose session has neither files nor a Redis copy is reported in ``not_found``.
 
     Durability and concurrency: Redis only, journals untouched (see the module docstring)."""
-    sessions = list({tier.keyspace.session_for(resolve_identity(k)) for k in keys})
-    report = EvictReport(scanned=len(sessions))
-    for i in range(0, len(sessions), BATCH):
-        report.evicted += await tier.drop_sessions(sessions[i : i + BATCH])
+    unique = list({tier.keyspace.session_for(s.identity): s for s in sessions}.items())
+    report = EvictReport()
+    for i in range(0, len(unique), BATCH):
+        batch = unique[i : i + BATCH]
+        async with tier.client.pipeline(transaction=False) as pipe:
+            for keys, _ in batch:
+                for name in keys.data:  # TYPE, not EXISTS: the worker ACL already allows it
+                    pipe.type(name)
+            types: list[Any] = await pipe.execute()
+        per = len(batch[0][0].data)
+        todo = []
+        for n, (keys, session) in enumerate(batch):
+            held = any(t not in (b"none", "none") for t in types[n * per : (n + 1) * per])
+            if not held and not await asyncio.to_thread(session.has_files):
+                report.not_found.append(str(session))
+            else:
+                todo.append(keys)
+        report.scanned += len(todo)
+        if todo:
+            report.evicted += await tier.drop_sessions(todo)
     return report
 
 

@@ -1,11 +1,11 @@
 """Stats: how big the deployment is in Redis and on disk.
 
 Redis: sessions counted with ``SCAN`` over the deployment's state keys (never ``KEYS``);
-memory from ``MEMORY USAGE`` of the first ``sample`` sessions met (their state hash and
-deltas list), per session and per journal entry; the server's ``maxmemory-policy`` and
-``maxmemory`` (``null`` where ``CONFIG`` is denied). Disk: every journal and claims record
-under the data root, their sizes, and their corrupt and invalid line counts (this parses
-every journal once: as long as a cold ``warm`` minus Redis).
+memory from ``MEMORY USAGE ... SAMPLES 0`` (exact) of the first ``sample`` sessions met
+(their state hash and deltas list), per session and per journal entry; the server's
+``maxmemory-policy`` and ``maxmemory`` (``null`` where ``CONFIG`` is denied). Disk: every
+journal and claims record under the data root, their sizes, and their corrupt and invalid
+line counts (this parses every journal once: as long as a cold ``warm`` minus Redis).
 """
 
 from __future__ import annotations
@@ -99,8 +99,10 @@ async def redis_stats(tier: RedisTier, sample: int = DEFAULT_SAMPLE) -> RedisSta
     if sampled:
         async with tier.client.pipeline(transaction=False) as pipe:
             for keys in sampled:
-                pipe.memory_usage(keys.state)
-                pipe.memory_usage(keys.deltas)
+                # SAMPLES 0: every field and element; the default (5) measures a few
+                # and extrapolates, which under-reports a hash of small fields ~10x.
+                pipe.memory_usage(keys.state, samples=0)
+                pipe.memory_usage(keys.deltas, samples=0)
             usage: list[Any] = await pipe.execute()
         replies = await tier.fetch_many(sampled)
         entries = 0

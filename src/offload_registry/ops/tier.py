@@ -6,12 +6,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypedDict
 
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
-from offload_registry._async.redis_tier import RedisTier, open_redis_tier
+from offload_registry._async.redis_tier import RedisPermissionError, RedisTier, open_redis_tier
 from offload_registry.errors import ConfigurationError, OffloadRegistryError
 from offload_registry.store.urls import TierOptions, parse_redis_url
+
+
+class TlsFiles(TypedDict):
+    """The TLS files of :class:`TierOptions`, as an operator command was given them."""
+
+    ssl_ca_certs: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+
+
+NO_TLS: TlsFiles = {"ssl_ca_certs": None, "ssl_certfile": None, "ssl_keyfile": None}
 
 
 class RedisUnavailableError(OffloadRegistryError):
@@ -31,20 +43,40 @@ def check_url(url: str | None, command: str) -> str:
 
 @contextlib.asynccontextmanager
 async def open_tier(
-    data_root: Path, url: str, *, key_prefix: str, read_only: bool
+    data_root: Path,
+    url: str,
+    *,
+    key_prefix: str,
+    read_only: bool,
+    tls: TlsFiles | None = None,
 ) -> AsyncIterator[RedisTier]:
     """A started tier on the data root's keyspace (its deployment id checked as a worker's
-    is); raises :class:`RedisUnavailableError` when Redis does not answer."""
+    is); raises :class:`RedisUnavailableError` when Redis does not answer. ``tls``: the
+    :class:`TierOptions` TLS files (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``)."""
     tier = open_redis_tier(
         data_root,
         url=url,
         client=None,
-        options=TierOptions(key_prefix=key_prefix),
+        options=TierOptions(key_prefix=key_prefix, **tls)
+        if tls
+        else TierOptions(key_prefix=key_prefix),
         read_only=read_only,
     )
     try:
         try:  # first, so an unreachable server is one error, not a breaker warning too
             await tier.client.ping()
+        except (NoPermissionError, AuthenticationError) as exc:
+            # It answered: a wrong password or a missing permission (SELECT of a database
+            # other than 0, say) is a configuration error, not "cannot reach".
+            raise RedisPermissionError(
+                f"Redis at {tier.description} refused the user: {exc}"
+            ) from exc
+        except ResponseError as exc:
+            if "NOPERM" not in str(exc) and "NOAUTH" not in str(exc):
+                raise RedisUnavailableError(f"Redis at {tier.description}: {exc}") from exc
+            raise RedisPermissionError(
+                f"Redis at {tier.description} refused the user: {exc}"
+            ) from exc
         except (RedisError, OSError) as exc:
             raise RedisUnavailableError(f"cannot reach Redis at {tier.description}: {exc}") from exc
         await tier.start()

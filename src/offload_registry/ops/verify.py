@@ -36,9 +36,8 @@ from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
 from offload_registry.codec import watermark_id
 from offload_registry.fsutil import FsyncPolicy
-from offload_registry.keys import resolve_identity
-from offload_registry.ops.discover import DiskSession, batched, iter_sessions
-from offload_registry.session_files import Rebuilt, SessionFiles, SessionPaths
+from offload_registry.ops.discover import DiskSession, batched, iter_sessions, session_for_key
+from offload_registry.session_files import Rebuilt, SessionFiles
 from offload_registry.store.keyspace import SessionKeys
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,9 @@ REPAIR_ATTEMPTS = 3
 class Difference:
     kind: str
     session: str
-    """``<agent>/<session id>``, or the Redis hash tag of an extra copy."""
+    """A key that resolves to the session's files (``discover.key_for``), its path under
+    the data root when no key does, or the Redis hash tag of an extra copy (Redis keys
+    hash the names, so no key can be recovered from them)."""
     detail: str = ""
 
 
@@ -72,6 +73,9 @@ class VerifyReport:
     repaired: int = 0
     unrepaired: int = 0
     seconds: float = 0.0
+    not_found: list[str] = field(default_factory=list)
+    """Keys asked for that name a session with no files and no copy in Redis (not counted
+    in ``sessions``: nothing was checked)."""
 
     @property
     def drift(self) -> int:
@@ -95,17 +99,30 @@ class VerifyReport:
                 {"kind": d.kind, "session": d.session, "detail": d.detail} for d in self.differences
             ],
             "differences_truncated": self.drift > len(self.differences),
+            "not_found": self.not_found,
         }
 
 
 def sessions_for_keys(data_root: Path, keys: Iterable[str]) -> list[DiskSession]:
-    """The sessions named by keys, resolved as a worker resolves them (files may not exist)."""
-    out = []
-    for key in keys:
-        identity = resolve_identity(key)
-        paths = SessionPaths.for_identity(data_root, identity)
-        out.append(DiskSession(identity.agent_name, identity.session_id, paths))
-    return out
+    """The sessions named by keys, resolved as a worker resolves them (files may not exist);
+    :class:`InvalidSessionKeyError` for a string that is not a session key."""
+    return [session_for_key(data_root, key) for key in keys]
+
+
+def describe_position(position: str) -> str:
+    """A journal position (``codec.watermark_id``) as a person reads it."""
+    if not position:
+        return "none"
+    parts = position.split(":")
+    if len(parts) != 7:
+        return position
+    device, inode, generation, offset, partial, _crc, _mtime = parts
+    torn = f" (+{partial} torn)" if partial not in ("0", "") else ""
+    return f"byte {offset}{torn}, generation {generation}, file {device}:{inode}"
+
+
+def describe_positions(journal: str, claims: str) -> str:
+    return f"journal {describe_position(journal)}; claims {describe_position(claims)}"
 
 
 def _rebuild(session: DiskSession) -> Rebuilt:
@@ -132,7 +149,9 @@ def compare(tier: RedisTier, reply: Any, rebuilt: Rebuilt) -> tuple[str, str] | 
     journal = (watermark_id(rebuilt.watermark), watermark_id(rebuilt.claims_watermark))
     held = (watermark_id(snapshot.watermark), watermark_id(snapshot.claims_watermark))
     if held != journal:
-        return "behind", f"Redis at {held}, files at {journal}"
+        return "behind", (
+            f"Redis at {describe_positions(*held)}; files at {describe_positions(*journal)}"
+        )
     state, want = snapshot.state, rebuilt.state
     differing = [
         name
@@ -206,7 +225,7 @@ async def _extras(tier: RedisTier, known: set[str], report: VerifyReport, repair
             status, snapshot = tier.read_reply(reply)
             if status == "missing" or (snapshot is not None and _empty(snapshot)):
                 continue
-            report.add(Difference("extra", k.tag, f"{status} copy with no files"))
+            report.add(Difference("extra", f"Redis copy {k.tag}", f"{status} copy with no files"))
             extra.append(k)
         if repair and extra:
             await tier.drop_sessions(extra)
@@ -246,9 +265,14 @@ async def verify(
     known: set[str] = set()
     source = sessions if sessions is not None else iter_sessions(data_root)
     for batch in batched(source, batch_size):
+        # Only for sessions named by key: a listed session had files when it was listed.
+        absent = [sessions is not None and not s.has_files() for s in batch]
         found = await _check(tier, batch)
         drifting = []
-        for session, difference in zip(batch, found, strict=True):
+        for session, difference, no_files in zip(batch, found, absent, strict=True):
+            if no_files and difference is None:
+                report.not_found.append(str(session))
+                continue
             report.sessions += 1
             known.add(tier.keyspace.session_for(session.identity).tag)
             if difference is not None:

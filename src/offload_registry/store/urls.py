@@ -19,6 +19,17 @@ Supported URLs (user name and password optional everywhere, percent-encoded when
     redis+sentinel://[user:password@]host:port[,host:port...]/service-name[/db]
     memory://                                                   in-process, one process only
 
+Query parameters (anything else is a :class:`ConfigurationError`, so a typo is caught at
+start instead of silently ignored)::
+
+    password, username, db                       credentials and database (every scheme)
+    socket_timeout, connect_timeout              seconds, finite and > 0
+    ssl_ca_certs, ssl_certfile, ssl_keyfile      TLS files (rediss:// only)
+    sentinel_password, sentinel_username         the sentinels' own user (redis+sentinel://)
+
+They fill the matching :class:`TierOptions` fields (:func:`apply_url_options`); a TLS file
+given both in the URL and in the options is refused as ambiguous.
+
 Credentials never leave this module in clear: :class:`RedisTarget` keeps the password out of
 its ``repr`` and ``str``, and every error message quotes the URL through :func:`redact`.
 """
@@ -29,6 +40,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
@@ -37,10 +49,12 @@ from offload_registry.store.keyspace import DEFAULT_PREFIX, validate_prefix
 
 __all__ = [
     "SCHEMES",
+    "URL_PARAMETERS",
     "HostPort",
     "RedisTarget",
     "TierFactory",
     "TierOptions",
+    "apply_url_options",
     "open_tier_factory",
     "parse_redis_url",
     "redact",
@@ -197,6 +211,64 @@ def _parse_hosts(text: str, url: str, default_port: int, *, many: bool) -> tuple
     return tuple(_parse_host(part, url, default_port) for part in parts)
 
 
+_TIMEOUT_PARAMS: Final = {"socket_timeout": "socket_timeout", "connect_timeout": "connect_timeout"}
+_TLS_PARAMS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_SENTINEL_PARAMS: Final = ("sentinel_password", "sentinel_username")
+URL_PARAMETERS: Final = (
+    "password",
+    "username",
+    "db",
+    *_TIMEOUT_PARAMS,
+    *_TLS_PARAMS,
+    *_SENTINEL_PARAMS,
+)
+"""Every query parameter :func:`parse_redis_url` accepts."""
+
+
+def _check_param(scheme: str, key: str, value: str, url: str) -> None:
+    """Refuse an unknown parameter, a bad value, or one the scheme cannot use."""
+    if key in _TIMEOUT_PARAMS:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise _error(f"{key} must be a number of seconds > 0, not {value!r}", url)
+    elif key in _TLS_PARAMS:
+        if scheme != "rediss":
+            raise _error(f"{key} is a TLS setting: it needs a rediss:// URL", url)
+        if not value:
+            raise _error(f"{key} is empty", url)
+    elif key in _SENTINEL_PARAMS:
+        if scheme != "redis+sentinel":
+            raise _error(f"{key} needs a redis+sentinel:// URL", url)
+    else:
+        raise _error(f"unknown URL parameter {key!r} (known: {', '.join(URL_PARAMETERS)})", url)
+
+
+def apply_url_options(target: RedisTarget, options: TierOptions) -> TierOptions:
+    """``options`` with the URL's timeouts and TLS files filled in. A timeout in the URL
+    replaces the option's; a TLS file given in both is a :class:`ConfigurationError`."""
+    changes: dict[str, Any] = {}
+    for key, value in target.query:
+        if key in _TIMEOUT_PARAMS:
+            changes[_TIMEOUT_PARAMS[key]] = float(value)
+        elif key in _TLS_PARAMS:
+            if getattr(options, key) not in (None, value):
+                raise ConfigurationError(
+                    f"{key} is given both in the URL {target.redacted!r} and as an option; "
+                    "give it once"
+                )
+            changes[key] = value
+    if not target.tls:
+        for key in _TLS_PARAMS:
+            if getattr(options, key) is not None:
+                raise ConfigurationError(
+                    f"{key} is a TLS setting but {target.redacted!r} is not a rediss:// URL"
+                )
+    return _replace(options, **changes) if changes else options
+
+
 def _parse_db(text: str, url: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise _error(f"bad database number {text!r} (expected a non-negative integer)", url)
@@ -284,6 +356,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         elif key == "db":
             query_db = _parse_db(value, url)
         else:
+            _check_param(scheme, key, value, url)
             query.append((key, value))
     where = _locate(scheme, location, url)
     db = where.db if where.db is not None else query_db
