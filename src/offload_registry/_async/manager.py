@@ -172,6 +172,10 @@ class OffloadStateManager:
             raise
         journal_at, claims_at = await probe.result()
         self._install(snapshot)
+        if not self._tier.hears(self.identity):
+            # Nobody could tell this copy of a later write: revalidate it on every resolve
+            # until the invalidation stream is back (which marks it stale once more).
+            self.mark_stale()
         if not from_tier:
             self.source = "journal"
             return
@@ -202,13 +206,14 @@ class OffloadStateManager:
 
         Under the manager's lock, so a concurrent resolver waits for the catch-up instead of
         answering from the old copy; the flag is cleared only when no invalidation arrived
-        meanwhile (otherwise the next resolve catches up again).
+        meanwhile and the tier can hear the next one (otherwise the next resolve catches up
+        again: while the invalidation stream is down, every resolve reads the journal's tail).
         """
         async with self._lock:
             seen = self._invalidations
             self.stats.revalidations += 1
             await self._catch_up_files()
-            if self._invalidations == seen:
+            if self._invalidations == seen and self._tier.hears(self.identity):
                 self.stale = False
 
     async def refresh(self) -> None:
