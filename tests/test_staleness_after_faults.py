@@ -5,6 +5,10 @@ session under a new epoch, timed out, lost with a frozen or restarted server), a
 registry's next resolve must show it within ``STALENESS_BOUND_SECONDS`` of the fault healing
 (the README's *Consistency model* states the bound). Each test starts its own redis-server,
 measures from the heal, and allows ``SLACK`` on top for a busy two-core machine.
+
+The fault tests turn the trust expiry off (``TRUST_SECONDS``, the backstop that revalidates
+any copy unchecked for a second): they prove that the announcement itself arrives. The last
+test proves the backstop alone.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import pytest
 
 from offload_registry import SessionRegistry
+from offload_registry._async import manager as manager_module
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.store.urls import TierOptions
 from session_helpers import entry
@@ -28,6 +33,12 @@ SLACK = 2.0  # scheduling on a busy machine; the figure itself is printed
 PAUSE_MS = 1500
 
 pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def announcements_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached copies are revalidated only when an invalidation (or a listener gap) says so."""
+    monkeypatch.setattr(manager_module, "_TRUST_NS", 10**18, raising=False)
 
 
 def opened(root: Path, url: str) -> SessionRegistry:
@@ -51,12 +62,19 @@ async def seen_after(reg: SessionRegistry, tool_call_id: str, since: float) -> f
 
 
 async def settled(reader: SessionRegistry, writer: SessionRegistry) -> None:
-    """Both hold the session, and the reader has seen one write by the writer (so both
-    listeners are subscribed and the reader's copy is trusted)."""
-    await reader.resolve(KEY)
+    """Both hold the session, both listeners are subscribed (the subscription's own
+    revalidation done), and the reader has seen one write by the writer."""
+    copy = (await reader.resolve(KEY)).manager
     manager = (await writer.resolve(KEY)).manager
+    deadline = time.monotonic() + 10
+    while not (reader.tier.hears(copy.identity) and writer.tier.hears(manager.identity)):
+        assert time.monotonic() < deadline, "the listeners never subscribed"
+        await asyncio.sleep(0.01)
+    await reader.resolve(KEY)
     await manager.append_entries([entry("before_1")])
     await seen_after(reader, "before_1", time.monotonic())
+    await reader.resolve(KEY)
+    assert not copy.stale
 
 
 async def republished_and_heard(root: Path, url: str, reader: SessionRegistry) -> None:
@@ -78,7 +96,7 @@ async def republished_and_heard(root: Path, url: str, reader: SessionRegistry) -
 
 @pytest.mark.parametrize("fault", ["restart-empty", "flushall"])
 async def test_a_write_refused_under_a_new_epoch_still_reaches_a_live_cache(
-    tmp_path: Path, private_redis_server: RedisServerProcess, fault: str
+    tmp_path: Path, private_redis_server: RedisServerProcess, fault: str, announcements_only: None
 ) -> None:
     server = private_redis_server
     async with opened(tmp_path, server.url) as writer, opened(tmp_path, server.url) as reader:
@@ -100,7 +118,7 @@ async def test_a_write_refused_under_a_new_epoch_still_reaches_a_live_cache(
 
 
 async def test_a_write_whose_announcement_timed_out_reaches_a_live_cache_after_the_pause(
-    tmp_path: Path, private_redis_server: RedisServerProcess
+    tmp_path: Path, private_redis_server: RedisServerProcess, announcements_only: None
 ) -> None:
     server = private_redis_server
     async with opened(tmp_path, server.url) as writer, opened(tmp_path, server.url) as reader:
@@ -117,7 +135,7 @@ async def test_a_write_whose_announcement_timed_out_reaches_a_live_cache_after_t
 
 
 async def test_a_write_made_while_redis_was_frozen_reaches_a_live_cache_after_sigcont(
-    tmp_path: Path, private_redis_server: RedisServerProcess
+    tmp_path: Path, private_redis_server: RedisServerProcess, announcements_only: None
 ) -> None:
     server = private_redis_server
     async with opened(tmp_path, server.url) as writer, opened(tmp_path, server.url) as reader:
@@ -134,7 +152,7 @@ async def test_a_write_made_while_redis_was_frozen_reaches_a_live_cache_after_si
 
 
 async def test_copies_are_not_trusted_while_the_listener_cannot_hear(
-    tmp_path: Path, private_redis_server: RedisServerProcess
+    tmp_path: Path, private_redis_server: RedisServerProcess, announcements_only: None
 ) -> None:
     """While a registry cannot hear invalidations (Redis down, the listener retrying), every
     resolve revalidates: each write by a process without Redis is seen at once, throughout
@@ -156,3 +174,24 @@ async def test_copies_are_not_trusted_while_the_listener_cannot_hear(
                 f"write {n} unseen {4.0 - (ends - time.monotonic()):.1f} s into the outage"
             )
             await asyncio.sleep(0.05)
+
+
+async def test_a_write_no_invalidation_announces_is_seen_within_the_bound(
+    tmp_path: Path, private_redis_server: RedisServerProcess
+) -> None:
+    """A writer without Redis (the seed, or a worker killed before it could announce a write)
+    sends no invalidation at all: a live cached copy still shows its write within the bound,
+    with the subscription up and nothing marking the copy stale."""
+    server = private_redis_server
+    async with opened(tmp_path, server.url) as reader, SessionRegistry(tmp_path) as offline:
+        manager = (await reader.resolve(KEY)).manager
+        tier: Any = reader.tier
+        deadline = time.monotonic() + 10
+        while not tier.hears(manager.identity):  # the subscription is confirmed
+            assert time.monotonic() < deadline, "the listener never subscribed"
+            await asyncio.sleep(0.01)
+        await reader.resolve(KEY)  # the subscription's own revalidation
+        await (await offline.resolve(KEY)).manager.append_entries([entry("unannounced_1")])
+        took = await seen_after(reader, "unannounced_1", time.monotonic())
+        assert tier.hears(manager.identity)
+        print(f"no announcement: seen {took:.3f} s after the write")

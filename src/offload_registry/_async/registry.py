@@ -179,9 +179,12 @@ class SessionRegistry:
                 self._touch(session_key)
             except KeyError:  # evicted by another thread meanwhile: still a valid answer
                 pass
-            ctx._access_ns = self._clock_ns()
-            if ctx.manager.stale:  # another process wrote it: read the journal's new tail
-                await ctx.manager.revalidate()
+            now = ctx._access_ns = self._clock_ns()
+            manager = ctx.manager
+            # Another process wrote it, or the copy went unchecked for TRUST_SECONDS (the
+            # staleness bound even when no invalidation comes): read the journal's new tail.
+            if manager.stale or now >= manager.trusted_until:
+                await manager.revalidate()
             return ctx
         if self._closed:
             raise RegistryClosedError("the registry is closed")
@@ -205,6 +208,7 @@ class SessionRegistry:
         files = SessionFiles(paths, self._fsync, self._read_only)
         manager = OffloadStateManager(identity, files, self._tier)
         manager.stats = self.stats
+        manager.clock_ns = self._clock_ns
         self._managers.add(manager)
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
