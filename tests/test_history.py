@@ -87,6 +87,6 @@ def test_a_longer_run_with_more_workers_and_faults_keeps_every_invariant(
 ) -> None:
     plan = Plan(
         seed=seed, seconds=60, workers=6, sessions=3, redis_restarts=8, random_kills=10,
-        pauses=6, crash_points=5, pool=600,
+        pauses=6, crash_points=5, pool=600, flushes=4, client_pauses=4, redis_stops=4,
     )  # fmt: skip
     run_and_check(tmp_path, private_redis_server, plan)

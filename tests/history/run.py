@@ -52,10 +52,10 @@ class Plan:
     random_kills: int = 2
     pauses: int = 1  # SIGSTOP a random worker for pause_seconds (past a lease's ttl)
     pause_seconds: float = 1.5
-    flushes: int = 1  # FLUSHALL
-    client_pauses: int = 1  # CLIENT PAUSE client_pause_ms WRITE (past the socket timeout)
+    flushes: int = 0  # FLUSHALL
+    client_pauses: int = 0  # CLIENT PAUSE client_pause_ms WRITE (past the socket timeout)
     client_pause_ms: int = 1500
-    redis_stops: int = 1  # SIGSTOP Redis for redis_stop_seconds
+    redis_stops: int = 0  # SIGSTOP Redis for redis_stop_seconds
     redis_stop_seconds: float = 1.0
     crash_points: int = 3  # how many of the first workers die at a named crash point
     max_cached: int = 2
