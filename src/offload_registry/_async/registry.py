@@ -166,11 +166,14 @@ class SessionRegistry:
     async def resolve(self, session_key: str, real_session_id: str | None = None) -> SessionCtx:
         """The session's context, loading it on first use.
 
-        A cached session is returned without I/O. Otherwise the shared tier or the journal
-        provides the state, and (unless read-only) ``state.json`` records the key as the
-        agent's last session, and ``sessions-registry.json`` maps it to ``real_session_id``
-        when one is given. Raises ``InvalidSessionKeyError`` for a key that cannot name a safe
-        path. As in the seed, a cached key keeps the session it was first resolved to.
+        A cached session is returned without I/O, unless it was marked stale or went
+        unchecked for ``TRUST_SECONDS`` (then the journal's new tail is read first: the
+        staleness bound of the README's *Consistency model*). Otherwise the shared tier or
+        the journal provides the state, and (unless read-only) ``state.json`` records the key
+        as the agent's last session, and ``sessions-registry.json`` maps it to
+        ``real_session_id`` when one is given. Raises ``InvalidSessionKeyError`` for a key that
+        cannot name a safe path. As in the seed, a cached key keeps the session it was first
+        resolved to.
         """
         # A hit: LruCache.get inlined (no lock, no extra call; see LruCache.hit_path).
         ctx = self._lookup(session_key)
