@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from cluster_fixtures import LocalSentinel, redis_sentinel
 from history.checker import Staleness, check
 from history.run import Plan, run_history
 from offload_registry.embedded_server import RedisServerProcess
 
+__all__ = ["redis_sentinel"]
 SEED_ENV = "OFFLOAD_HISTORY_SEED"
 FIXED_SEEDS = [1, 2, 3]
 
@@ -33,7 +35,7 @@ def seeds() -> list[int]:
     return [*FIXED_SEEDS, random.SystemRandom().randrange(1 << 31)]
 
 
-def run_and_check(tmp_path: Path, server: RedisServerProcess, plan: Plan) -> None:
+def run_and_check(tmp_path: Path, server: RedisServerProcess | LocalSentinel, plan: Plan) -> None:
     run = run_history(tmp_path, server, plan)
     print(run.summary())
     assert run.ops, "the workers recorded nothing"
@@ -76,6 +78,23 @@ def test_live_workers_see_every_acknowledged_write_within_the_bound_after_each_f
         redis_stops=2, pauses=1, random_kills=1, crash_points=2,
     )  # fmt: skip
     run_and_check(tmp_path, private_redis_server, plan)
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", seeds()[:1])
+def test_live_workers_see_every_acknowledged_write_after_a_sentinel_master_is_killed(
+    seed: int, tmp_path: Path, redis_sentinel: LocalSentinel
+) -> None:
+    """The live view behind Sentinel: the master is SIGKILLed mid-run and the replica takes
+    over (writes acknowledged by the old master and lost in the failover included)."""
+    plan = Plan(
+        seed=seed, seconds=15, workers=3, sessions=2, quiet_sessions=3, quiet_weight=0.005,
+        max_cached=8, socket_timeout=1.0, redis_restarts=0, master_kills=1, pauses=1,
+        random_kills=1, crash_points=1,
+    )  # fmt: skip
+    run_and_check(tmp_path, redis_sentinel, plan)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster_fixtures import LocalSentinel
 from history.checker import SessionFinal, View, Window
 from history.faults import CRASH_POINTS
 from history.record import Op, read_history
@@ -57,6 +58,7 @@ class Plan:
     client_pause_ms: int = 1500
     redis_stops: int = 0  # SIGSTOP Redis for redis_stop_seconds
     redis_stop_seconds: float = 1.0
+    master_kills: int = 0  # SIGKILL the master of a Sentinel deployment (run_history's server)
     crash_points: int = 3  # how many of the first workers die at a named crash point
     max_cached: int = 2
     pool: int = 120
@@ -90,7 +92,9 @@ class Run:
 
 
 class _Controller:
-    def __init__(self, workdir: Path, server: RedisServerProcess, plan: Plan) -> None:
+    def __init__(
+        self, workdir: Path, server: RedisServerProcess | LocalSentinel, plan: Plan
+    ) -> None:
         self.workdir = workdir
         self.server = server
         self.plan = plan
@@ -176,6 +180,7 @@ class _Controller:
             + ["flushall"] * self.plan.flushes
             + ["client-pause"] * self.plan.client_pauses
             + ["redis-stop"] * self.plan.redis_stops
+            + ["master-kill"] * self.plan.master_kills
         )
         events = sorted((start + self.rng.uniform(0.1, 0.9) * self.plan.seconds, k) for k in kinds)
         running = dict.fromkeys(self.procs, True)
@@ -215,6 +220,18 @@ class _Controller:
             lasts = self.plan.client_pause_ms / 1000 if kind == "client-pause" else CALM_SECONDS
             events.append((time.time() + lasts, "calm"))
             events.sort()
+        if isinstance(self.server, LocalSentinel):
+            if kind == "master-kill":  # the one fault a Sentinel deployment takes here
+                old = self.server.master()
+                old.kill()
+                killed = self.elapsed()
+                new = self.server.wait_new_master(old)
+                self.faults.append(
+                    f"master :{old.port} killed at {killed}, :{new.port} took over at "
+                    f"{self.elapsed()}"
+                )
+                self.windows.append(Window(kind, began, time.time_ns(), None))
+            return
         if kind == "restart":
             self.server.restart()
             self.faults.append(f"Redis restarted empty at {self.elapsed()}")
@@ -239,7 +256,7 @@ class _Controller:
         self.windows.append(Window(kind, began, time.time_ns(), None))
 
     def fault(self, kind: str, running: dict[str, bool], events: list[tuple[float, str]]) -> None:
-        if kind in ("restart", "flushall", "client-pause", "redis-stop"):
+        if kind in ("restart", "flushall", "client-pause", "redis-stop", "master-kill"):
             self.redis_fault(kind, events)
             return
         if kind == "calm":
@@ -273,8 +290,9 @@ class _Controller:
             events.sort()
 
 
-def run_history(workdir: Path, server: RedisServerProcess, plan: Plan) -> Run:
-    """Run ``plan`` against ``server`` (which it restarts), and gather what the checker needs."""
+def run_history(workdir: Path, server: RedisServerProcess | LocalSentinel, plan: Plan) -> Run:
+    """Run ``plan`` against ``server`` (which it restarts, flushes, pauses and freezes; or a
+    Sentinel deployment whose master it kills), and gather what the checker needs."""
     controller = _Controller(workdir, server, plan)
     controller.run()
     run = Run(plan, workdir, faults=controller.faults, windows=controller.windows)
