@@ -12,16 +12,20 @@ from typing import Any
 
 from history.checker import (
     SessionFinal,
+    Staleness,
     View,
+    Window,
     check,
     check_appends,
     check_availability,
     check_claims,
     check_leases,
+    check_live_views,
     check_marks,
     check_reads,
     check_views,
     expected_view,
+    settled,
 )
 from history.record import HistoryWriter, Op, read_history
 
@@ -361,6 +365,55 @@ def test_the_whole_check_passes_a_consistent_run() -> None:
     )
     files.views["fresh"] = expected_view(files)
     assert check(ops, {S: files}) == []
+
+
+# -- live views ---------------------------------------------------------------------------
+def view(process: str, index: int, processed: list[str], *, at: int, until: int) -> Op:
+    return op(process, index, "view", {}, {"processed": processed}, at=at, until=until)
+
+
+def test_settling_waits_for_a_fault_free_stretch_of_the_bound() -> None:
+    windows = [Window("restart", 10, 20), Window("flushall", 25, 26)]
+    assert settled(0, windows, 5) == 0  # [0, 5] is quiet
+    assert settled(8, windows, 6) == 26  # 20 heals, but [20, 26] meets the flush
+    assert settled(8, windows, 4) == 20  # [20, 24] is quiet
+    assert settled(30, windows, 5) == 30
+
+
+def test_a_live_view_past_the_bound_after_the_heal_must_show_the_write() -> None:
+    windows = [Window("client-pause", 0, 100)]
+    ops = [
+        append("a", 0, ["call_1"], 1, at=10, until=20),  # acknowledged during the pause
+        view("b", 0, [], at=50, until=51),  # during the fault: may be stale
+        view("b", 1, [], at=120, until=121),  # healed at 100, within the bound of 30
+        view("b", 2, [], at=131, until=132),  # past it
+        view("b", 3, ["call1"], at=140, until=141),
+    ]
+    seen = Staleness()
+    violations = check_live_views(ops, windows, 30, seen)
+    assert len(violations) == 1 and "view b:2 missed ['call1']" in violations[0]
+    assert seen.views == 4 and seen.longest == 131 - 100
+
+
+def test_a_stopped_viewer_or_writer_has_its_own_fault_window() -> None:
+    windows = [Window("worker-stop", 0, 100, process="b")]
+    ops = [
+        append("a", 0, ["call_1"], 1, at=10, until=20),
+        view("b", 0, [], at=110, until=111),  # b itself was stopped until 100
+        view("c", 0, [], at=110, until=111),  # c was not: 90 past the write
+    ]
+    violations = check_live_views(ops, windows, 30)
+    assert [v.split(" missed")[0] for v in violations] == [f"{S}: view c:0"]
+
+
+def test_claimed_ids_count_and_a_view_started_before_the_write_completed_does_not() -> None:
+    ops = [
+        claim("a", 0, ["call_1", "call_2"], ["call_2"], at=0, until=10),
+        view("b", 0, [], at=5, until=200),  # began before the claim was acknowledged
+        view("b", 1, ["call2"], at=100, until=101),  # call_1 was lost: not required
+    ]
+    assert check_live_views(ops, [], 30) == []
+    assert check(ops, {S: final(claims=[claim_line("call_2", 1)])}, windows=[]) == []
 
 
 def test_a_history_file_round_trips_and_a_killed_call_stays_open(tmp_path: Path) -> None:

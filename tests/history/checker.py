@@ -19,6 +19,12 @@ invoked took effect first.
   ruled out when an ``ok`` mark naming the id with another value began after the line was
   certainly written and after that value was certainly in place.
 * **reads**: a process sees its own acknowledged writes (appended or won ids).
+* **live views**: after each fault heals, every live worker's resolve shows every write
+  acknowledged before the heal. Precisely: an id appended or won by an ``ok`` operation that
+  completed at ``c`` is in every ``view`` (a worker's resolve, all its processed ids) invoked
+  at or after ``settled(c) + bound``, where ``settled(c)`` is the first moment from ``c`` on
+  that starts ``bound`` seconds free of every fault window concerning the writer or the
+  viewer (Redis faults concern every process; a stopped worker, itself).
 * **views**: every fresh reader (a registry with Redis, one rebuilding from the journal,
   ``inspect --json`` with and without Redis, the raw Redis snapshot when it claims to reflect
   the whole journal) agrees exactly with the state computed here from the raw files.
@@ -334,6 +340,84 @@ def check_views(finals: Mapping[str, SessionFinal]) -> list[str]:
     return violations
 
 
+# -- live views ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fault, from when it began until it healed (nanoseconds, as the histories'
+    times); ``process`` names the one worker it concerns (``None``: Redis, so all)."""
+
+    kind: str
+    start: int
+    healed: int
+    process: str | None = None
+
+
+def settled(at: int, windows: Iterable[Window], bound: int) -> int:
+    """The first moment from ``at`` on after which ``bound`` passes with no fault of
+    ``windows`` going on."""
+    spans = sorted((w.start, w.healed) for w in windows)
+    moment = at
+    for start, healed in spans:
+        if start < moment + bound and healed > moment:
+            moment = max(moment, healed)
+    return moment
+
+
+@dataclass(slots=True)
+class Staleness:
+    """What the live-view rule saw: views checked, and the longest time a view missed an
+    acknowledged write after the faults around it had healed (ns; 0 when none missed)."""
+
+    views: int = 0
+    longest: int = 0
+    longest_what: str = ""
+
+
+def _acknowledged_ids(op: Op) -> set[str]:
+    if op.f == "append":
+        return {normalize(e["tool_call_id"]) for e in op.args["entries"]}
+    if op.f == "claim":
+        return {normalize(i) for i in op.result["won"]}
+    return set()
+
+
+def check_live_views(
+    ops: list[Op], windows: list[Window], bound: int, seen: Staleness | None = None
+) -> list[str]:
+    """Every ``view`` shows every id acknowledged ``bound`` after the faults around it (the
+    writer's and the viewer's) healed; ``seen`` collects the longest staleness observed."""
+    seen = seen if seen is not None else Staleness()
+    writes = [op for op in ops if op.ok and op.f in ("append", "claim") and op.completed]
+    views = [op for op in ops if op.ok and op.f == "view"]
+    seen.views += len(views)
+    violations = []
+    by_pair: dict[tuple[str | None, str | None], list[Window]] = {}
+    for view in views:
+        shown = set(view.result["processed"])
+        for write in writes:
+            if write.session != view.session or write.completed is None:
+                continue
+            if write.completed >= view.invoked:
+                continue
+            missing = _acknowledged_ids(write) - shown
+            if not missing:
+                continue
+            pair = (write.process, view.process)
+            if pair not in by_pair:
+                by_pair[pair] = [w for w in windows if w.process in (None, *pair)]
+            since = settled(write.completed, by_pair[pair], 0)
+            late = view.invoked - since
+            if late > seen.longest:
+                seen.longest = late
+                seen.longest_what = f"view {view.id} missed {sorted(missing)[:3]} of {write.id}"
+            if view.invoked >= settled(write.completed, by_pair[pair], bound) + bound:
+                violations.append(
+                    f"{view.session}: view {view.id} missed {sorted(missing)[:5]}, acknowledged "
+                    f"by {write.id} {late / 1e9:.2f} s before, past the faults around it"
+                )
+    return violations
+
+
 # -- leases -------------------------------------------------------------------------------
 def _held(acquire: Op, releases: Mapping[str, Op]) -> tuple[float, float]:
     """When the lease was certainly held: from the grant's completion to the release's
@@ -393,9 +477,27 @@ def check_availability(ops: list[Op]) -> list[str]:
     return [f"{op.session}: {op.f} {op.id} raised {op.error}" for op in ops if op.outcome == "info"]
 
 
-def check(ops: list[Op], finals: Mapping[str, SessionFinal]) -> list[str]:
-    """Every violation of every rule (empty when the run is consistent)."""
+STALENESS_BOUND = 1_000_000_000
+"""The README's bound (1 s): a live resolve shows a write this long after Redis answers."""
+LIVE_SLACK = 1_000_000_000
+"""Allowed on top of the bound: scheduling on a busy two-core machine running the workers."""
+
+
+def check(
+    ops: list[Op],
+    finals: Mapping[str, SessionFinal],
+    windows: list[Window] | None = None,
+    staleness: Staleness | None = None,
+) -> list[str]:
+    """Every violation of every rule (empty when the run is consistent); the live-view rule
+    runs when the fault ``windows`` are given."""
+    live = (
+        []
+        if windows is None
+        else check_live_views(ops, windows, STALENESS_BOUND + LIVE_SLACK, staleness)
+    )
     return [
+        *live,
         *check_claims(ops, finals),
         *check_appends(ops, finals),
         *check_marks(ops, finals),

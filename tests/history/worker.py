@@ -4,7 +4,9 @@ Run as ``python -m history.worker CONFIG.json`` (``tests`` on ``PYTHONPATH``). T
 opens the blocking ``SessionRegistry`` with a small near cache, so sessions are evicted and
 reloaded often, and until the deadline picks a session and an operation at random:
 
-* ``resolve``; ``read`` (which of its own acknowledged ids it sees); ``refresh``; ``evict``;
+* ``resolve``; ``read`` (which of its own acknowledged ids it sees); ``view`` (every id its
+  resolve shows, normalized: the live view the checker holds to the staleness bound);
+  ``refresh``; ``evict``;
 * ``append`` of 1-4 entries: fresh ids of its own, or ids of a pool shared with every other
   worker, spelled in several forms that normalize alike (``call_7``, ``call7``, ``ca_ll_7``);
 * ``mark`` of 1-3 ids as ``True`` or ``"deleted"``;
@@ -24,6 +26,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -37,8 +40,10 @@ from history.record import HistoryWriter
 from offload_registry.store.urls import TierOptions
 from offload_registry.sync import OffloadStateManager, SessionRegistry
 
-OPERATIONS = ("resolve", "read", "append", "mark", "claim", "evict", "refresh", "lease")
-WEIGHTS = (2, 2, 5, 2, 5, 1, 1, 1)
+OPERATIONS = ("resolve", "read", "append", "mark", "claim", "evict", "refresh", "lease", "view")
+WEIGHTS = (2, 2, 5, 2, 5, 1, 1, 1, 2)
+WRITES = ("append", "mark", "claim", "lease")
+HINTED = 0.15  # the share of writes sent to quiet sessions while the fault flag exists
 SPELLINGS = ("call_{}", "call{}", "ca_ll_{}")
 SOCKET_TIMEOUT = 0.5
 DEFINITE_ERRORS = ("LeaseUnavailableError", "LeaseLostError")  # refused, nothing done
@@ -60,6 +65,10 @@ class WorkerConfig:
     crash_call: int = 0
     lease_ttl: float = 1.0
     lease_wait: float = 0.2
+    quiet: list[str] | None = None  # sessions written rarely (read as often as the others)
+    quiet_weight: float = 0.03  # a quiet session's share of writes, against 1 for the others
+    fault_flag: str | None = None  # exists while a Redis fault is on or just healed
+    socket_timeout: float = SOCKET_TIMEOUT
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -150,6 +159,19 @@ class Worker:
     def step(self) -> None:
         session = self.rng.choice(self.config.sessions)
         f = self.rng.choices(OPERATIONS, WEIGHTS)[0]
+        quiet = self.config.quiet or []
+        if quiet and f in WRITES:
+            # Quiet sessions go seconds without a write: a write whose announcement was lost
+            # is not papered over by the next one, so the live view can see it missing. Half
+            # writes go to them around a Redis fault, when announcements get lost.
+            flag = self.config.fault_flag
+            if flag and os.path.exists(flag) and self.rng.random() < HINTED:
+                session = self.rng.choice(quiet)
+            else:
+                weights = [
+                    self.config.quiet_weight if s in quiet else 1.0 for s in self.config.sessions
+                ]
+                session = self.rng.choices(self.config.sessions, weights)[0]
         if f == "resolve":
             self.record("resolve", session, {}, lambda: self.resolve(session))
         elif f == "read":
@@ -179,10 +201,16 @@ class Worker:
             self.record("refresh", session, {}, lambda: self.manager(session).refresh())
         elif f == "lease" and leases_available():
             self.lease(session)
+        elif f == "view":
+            self.record("view", session, {}, lambda: self.view(session))
 
     def resolve(self, session: str) -> dict[str, Any]:
         manager = self.manager(session)
         return {"entry_count": manager.entry_count, "source": manager.source}
+
+    def view(self, session: str) -> dict[str, list[str]]:
+        processed = self.manager(session).processed_tool_call_ids
+        return {"processed": sorted({i.replace("_", "") for i in processed})}
 
     def read(self, session: str, probe: list[str]) -> dict[str, list[str]]:
         manager = self.manager(session)
@@ -219,8 +247,9 @@ def main(argv: list[str]) -> int:
     )
     if config.crash_target:
         die_after(config.crash_target, config.crash_call)
+    timeout = config.socket_timeout
     options = TierOptions(
-        key_prefix=config.key_prefix, socket_timeout=SOCKET_TIMEOUT, connect_timeout=SOCKET_TIMEOUT
+        key_prefix=config.key_prefix, socket_timeout=timeout, connect_timeout=timeout
     )
     with SessionRegistry(
         config.data_root,

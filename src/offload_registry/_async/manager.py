@@ -47,6 +47,11 @@ from offload_registry.stats import RegistryStats
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+TRUST_SECONDS = 1.0
+"""A cached copy is answered from without reading the journal for at most this long: the
+backstop that bounds staleness when no invalidation will ever come (a writer without Redis,
+such as the seed, or one killed before it could announce a write)."""
+_TRUST_NS = int(TRUST_SECONDS * 1e9)
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
 
 
@@ -95,6 +100,10 @@ class OffloadStateManager:
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.source = "new"
         self.stale = False  # set by the invalidation listener, cleared by revalidate()
+        # When this copy must next be revalidated even if nothing marked it stale (by
+        # ``clock_ns``, the registry's clock); see TRUST_SECONDS.
+        self.clock_ns: Callable[[], int] = time.time_ns
+        self.trusted_until = 0
         self._invalidations = 0  # counts mark_stale() calls, so revalidate() never loses one
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
@@ -173,6 +182,7 @@ class OffloadStateManager:
         (then ``then``, blocking, runs in that thread too): when the tier's copy stands
         exactly there, the state is the files' state at that moment and nothing is read.
         """
+        self.trusted_until = self.clock_ns() + _TRUST_NS  # before reading anything
         probe = Pending(_then(self._files.positions, then))
         try:
             snapshot, from_tier = await self._tier.load_or_rebuild(self.identity, self._rebuild)
@@ -181,6 +191,10 @@ class OffloadStateManager:
             raise
         journal_at, claims_at = await probe.result()
         self._install(snapshot)
+        if not self._tier.hears(self.identity):
+            # Nobody could tell this copy of a later write: revalidate it on every resolve
+            # until the invalidation stream is back (which marks it stale once more).
+            self.mark_stale()
         if not from_tier:
             self.source = "journal"
             return
@@ -207,17 +221,21 @@ class OffloadStateManager:
         self.stale = True
 
     async def revalidate(self) -> None:
-        """Catch up with the journal's new tail because this copy was marked stale.
+        """Catch up with the journal's new tail because this copy was marked stale (or has
+        not been checked for ``TRUST_SECONDS``).
 
         Under the manager's lock, so a concurrent resolver waits for the catch-up instead of
         answering from the old copy; the flag is cleared only when no invalidation arrived
-        meanwhile (otherwise the next resolve catches up again).
+        meanwhile and the tier can hear the next one (otherwise the next resolve catches up
+        again: while the invalidation stream is down, every resolve reads the journal's tail).
         """
         async with self._lock:
             seen = self._invalidations
+            trusted_until = self.clock_ns() + _TRUST_NS  # before reading the journal
             self.stats.revalidations += 1
             await self._catch_up_files()
-            if self._invalidations == seen:
+            self.trusted_until = trusted_until
+            if self._invalidations == seen and self._tier.hears(self.identity):
                 self.stale = False
 
     async def refresh(self) -> None:

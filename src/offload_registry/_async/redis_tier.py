@@ -107,6 +107,10 @@ MAX_DELTAS = 256
 REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
 EPOCH_CHECK_SECONDS = 5.0
+REPAIR_SECONDS = 0.2
+"""How often the repairer retries announcing writes whose announcement did not certainly
+happen (the dirty set); with the listeners' delivery this sets the staleness bound after a
+fault heals (README, *Consistency model*)."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
 # RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
@@ -307,7 +311,11 @@ class RedisTier:
         self._epoch = ""
         self._epoch_checked = float("-inf")
         self._started = False
+        # Sessions written while their announcement did not certainly happen (a timeout, an
+        # outage, an open breaker): the repairer announces them once Redis answers again.
         self._dirty: set[SessionKeys] = set()
+        self._dirty_marks = 0  # counts _mark_dirty calls (a publish clears only older marks)
+        self._repairer: Any = None
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
         self._channel = keyspace.channel()
         # On Redis Cluster each session has its own shard channel (SPUBLISH), see cluster.py.
@@ -319,6 +327,10 @@ class RedisTier:
         self._closing = False
         self.invalidations = 0
         self._versions: dict[str, int] = {}  # last version seen per watched session tag
+        # Whether invalidations reach us now: the plain channel's subscription is confirmed
+        # (``_hearing_all``), or on Redis Cluster each session's shard subscription is.
+        self._hearing_all = False
+        self._hearing: set[str] = set()
         self._drop_near_cache: Callable[[], None] | None = None
         self.tls_address: tuple[str, int] | None = None
         """``(host, port)`` of a ``rediss://`` server, for telling TLS failures at start
@@ -655,7 +667,7 @@ class RedisTier:
     ) -> None:
         keys = self.keyspace.session_for(identity)
         if not self.breaker.allow():
-            self._dirty.add(keys)
+            self._mark_dirty(keys)
             return
         delta = Delta(change.kind, change.ids, change.statuses, change.watermark)
         chained = "jwm" if change.kind == APPEND else "cwm"
@@ -707,7 +719,11 @@ class RedisTier:
         else:  # no snapshot of our epoch: Redis may have restarted and moved to a new one
             await self._refresh_epoch_safely()
         mode = "always" if reason == "gap" else "if-absent"
-        await self._publish_snapshot(keys, snapshot, mode, writer, fence)
+        if await self._publish_snapshot(keys, snapshot, mode, writer, fence) == 0:
+            # Refused: another worker republished the session under the new epoch (from the
+            # journal, perhaps before this write). Redis may lag by this write (readers catch
+            # up from the journal), but the live copies elsewhere must still hear of it.
+            await self._announce_write(keys, writer)
 
     async def _publish_snapshot(
         self,
@@ -716,28 +732,34 @@ class RedisTier:
         mode: str,
         writer: str = NO_WRITER,
         fence: int | None = None,
-    ) -> None:
-        """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS)."""
+    ) -> int | None:
+        """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS);
+        returns ``publish.lua``'s answer (0: the mode refused it), ``None`` when not sent."""
         if not self.breaker.allow():
-            self._dirty.add(keys)
-            return
+            self._mark_dirty(keys)
+            return None
         args = self._snapshot_args(keys, snapshot, mode, writer, fence, announce=True)
         if args is None:
-            return
+            return None
+        marks = self._dirty_marks
         try:
-            written = await self._idempotent(
-                lambda: self._publish(keys=[keys.state, keys.deltas, keys.fence], args=args)
+            written = int(
+                await self._idempotent(
+                    lambda: self._publish(keys=[keys.state, keys.deltas, keys.fence], args=args)
+                )
             )
         except _FAILURES as exc:
             self._failed(exc, "publish", keys)
-            return
+            return None
+        if written > 0:
+            self.stats.snapshots_published += 1
+            if self._dirty_marks == marks:  # announced whole: nothing older left to repair
+                self._dirty.discard(keys)
         await self._succeeded()
         if written == -1:
             self.stats.fenced += 1  # see publish_change: the journal holds the write
             await self._announce_write(keys, writer)
-        elif written:
-            self.stats.snapshots_published += 1
-            self._dirty.discard(keys)
+        return written
 
     # -- leases -----------------------------------------------------------------------------
     async def lease_call(
@@ -996,6 +1018,7 @@ class RedisTier:
                 if not watchers:
                     del self._watchers[tag]
                     self._versions.pop(tag, None)
+                    self._hearing.discard(tag)  # a new watch waits for a new subscription
 
     def after_fork_in_child(self) -> None:
         # The parent's listener (task or thread) does not exist here; the next watch starts
@@ -1011,6 +1034,10 @@ class RedisTier:
         self._watchers = {}
         self._versions = {}
         self._listener = None
+        self._hearing_all = False
+        self._hearing = set()
+        self._dirty = set()  # the parent repairs its own writes
+        self._repairer = None
         self.origin = uuid.uuid4().hex[:12]
 
     def _marks(self, tag: str | None, skip: str = "") -> list[Callable[[], None]]:
@@ -1032,6 +1059,30 @@ class RedisTier:
     def _mark_tag_stale(self, tag: str) -> None:
         for mark_stale in self._marks(tag):
             mark_stale()
+
+    def hears(self, identity: SessionIdentity) -> bool:
+        return self._hearing_all or self.keyspace.session_for(identity).tag in self._hearing
+
+    def _subscribed(self, tag: str | None) -> None:
+        """The server confirmed a subscription (``tag``'s shard channel, or with ``None`` the
+        deployment's channel): from now on we hear its writes, but what was written before
+        was missed, so the copies it covers are revalidated once. (Hearing is noted first:
+        a revalidation racing this still sees the mark and catches up again.)"""
+        if tag is None:
+            with self._watch_lock:
+                self._versions.clear()  # start counting gaps afresh
+            self._hearing_all = True
+            self._mark_all_stale()
+        else:
+            self._hearing.add(tag)
+            self._mark_tag_stale(tag)
+
+    def _deaf(self) -> None:
+        """The invalidation stream broke: no copy is trusted until it is subscribed again
+        (every resolve revalidates meanwhile)."""
+        self._hearing_all = False
+        self._hearing.clear()
+        self._mark_all_stale()
 
     def _watched_tags(self) -> set[str]:
         with self._watch_lock:
@@ -1073,7 +1124,7 @@ class RedisTier:
         self._drop_near_cache = drop_near_cache
 
     def _handler_failed(self) -> None:
-        self._mark_all_stale()
+        self._deaf()
         if self._drop_near_cache is not None:
             self._drop_near_cache()
 
@@ -1088,15 +1139,18 @@ class RedisTier:
                     lambda: self._closing,
                     self._watched_tags,
                     self._on_message,
-                    self._mark_tag_stale,
-                    self._mark_all_stale,
+                    self._subscribed,
+                    self._deaf,
                     on_failure=self._handler_failed,
                 )
             else:
                 await self._follow_channel()
         finally:
-            if not self._closing:
-                self._mark_all_stale()
+            if self._closing:
+                self._hearing_all = False
+                self._hearing.clear()
+            else:
+                self._deaf()
 
     async def _follow_channel(self) -> None:
         delay = 0.05
@@ -1117,9 +1171,7 @@ class RedisTier:
                         elif kind == "subscribe":
                             # Only now does the server deliver our channel's messages: what was
                             # written before may have been missed, so revalidate everything.
-                            with self._watch_lock:
-                                self._versions.clear()  # start counting gaps afresh
-                            self._mark_all_stale()
+                            self._subscribed(None)
                             delay = 0.05
                     if heartbeat.dead():  # a half-open connection never ends by itself
                         raise RedisConnectionError(
@@ -1134,7 +1186,7 @@ class RedisTier:
                         if await master_moved(self._client, pubsub):  # Sentinel failover
                             raise RedisConnectionError("the master moved; resubscribing")
             except (*_FAILURES, ValueError) as exc:
-                self._mark_all_stale()
+                self._deaf()
                 log.debug("invalidation listener: %s; resubscribing", exc)
             except Exception:  # a failing handler must not leave copies trusted
                 self._handler_failed()
@@ -1150,11 +1202,30 @@ class RedisTier:
     def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
         self.stats.errors += 1
         if keys is not None and where != "load":
-            self._dirty.add(keys)
+            self._mark_dirty(keys)
         self.breaker.record_failure(exc, where)
 
+    def _mark_dirty(self, keys: SessionKeys) -> None:
+        """A write to ``keys`` may not have been announced: announce it once Redis answers
+        (the next successful call, or the repairer within ``REPAIR_SECONDS``), whatever
+        state the breaker is in."""
+        self._dirty_marks += 1
+        self._dirty.add(keys)
+        if not self._closing and (self._repairer is None or not running(self._repairer)):
+            self._repairer = spawn(self._repair, name="offload-registry-repairer")
+
+    async def _repair(self) -> None:
+        """Retry the dirty set every ``REPAIR_SECONDS`` until it is empty. Runs whatever the
+        breaker says (it is the breaker's background probe: nobody waits on it), so one
+        timeout, which never opens the breaker, is repaired as soon as Redis answers, and
+        an open breaker closes as soon as Redis is back."""
+        while self._dirty and not self._closing:
+            await sleep(REPAIR_SECONDS)
+            if self._dirty and not self._closing and await self._reconcile():
+                self.breaker.record_success()
+
     async def _succeeded(self) -> None:
-        if self.breaker.record_success():
+        if self.breaker.record_success() or self._dirty:
             await self._reconcile()
 
     async def _refresh_epoch_safely(self) -> None:
@@ -1167,26 +1238,38 @@ class RedisTier:
         if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
             await self._refresh_epoch()
 
-    async def _reconcile(self) -> None:
-        """After an outage: re-read the epoch (the server may be a new one) and drop the
-        Redis copies of sessions written meanwhile, so their next reader rebuilds them."""
+    async def _reconcile(self) -> bool:
+        """After a failed write or an outage: re-read the epoch (the server may be a new one),
+        drop the Redis copies of the dirty sessions, so their next reader rebuilds them from
+        the journal, and announce each (its writes may never have been), so every live copy
+        revalidates. ``True`` when the whole dirty set was repaired."""
+        taken: SessionKeys | None = None
         try:
             await self._refresh_epoch()
             for keys in list(self._dirty):
-                # Writes made during the outage were never announced: announce them now.
+                # Taken before the call: a write failing meanwhile marks the session again.
+                taken = keys
+                self._dirty.discard(keys)
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.delete(keys.state, keys.deltas)
                     self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
                     await pipe.execute()
-                self._dirty.discard(keys)
+                taken = None
         except _FAILURES as exc:
+            if taken is not None:
+                self._dirty.add(taken)
             self.breaker.record_failure(exc, "reconcile")
+            return False
+        return True
 
     async def close(self) -> None:
         self._closing = True
         if self._listener is not None:
             await stop(self._listener)
             self._listener = None
+        if self._repairer is not None:
+            await stop(self._repairer)
+            self._repairer = None
         if self._owns_client:
             await close_client(self._client)
 

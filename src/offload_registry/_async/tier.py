@@ -85,6 +85,11 @@ class SharedTier(Protocol):
         """Stop watching (the session left the near cache)."""
         ...
 
+    def hears(self, identity: SessionIdentity) -> bool:
+        """True while the invalidations of this session would reach this process (the
+        stream is subscribed); a copy is trusted between resolves only then."""
+        ...
+
     def after_fork_in_child(self) -> None:
         """Forget the parent's watchers and listener (called in a forked child)."""
         ...
@@ -148,6 +153,9 @@ class NoSharedTier:
 
     def unwatch(self, identity: SessionIdentity, name: str) -> None:
         return None
+
+    def hears(self, identity: SessionIdentity) -> bool:
+        return True  # no other process shares the journals
 
     def after_fork_in_child(self) -> None:
         return None

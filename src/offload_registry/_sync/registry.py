@@ -176,11 +176,14 @@ class SessionRegistry:
     def resolve(self, session_key: str, real_session_id: str | None = None) -> SessionCtx:
         """The session's context, loading it on first use.
 
-        A cached session is returned without I/O. Otherwise the shared tier or the journal
-        provides the state, and (unless read-only) ``state.json`` records the key as the
-        agent's last session, and ``sessions-registry.json`` maps it to ``real_session_id``
-        when one is given. Raises ``InvalidSessionKeyError`` for a key that cannot name a safe
-        path. As in the seed, a cached key keeps the session it was first resolved to.
+        A cached session is returned without I/O, unless it was marked stale or went
+        unchecked for ``TRUST_SECONDS`` (then the journal's new tail is read first: the
+        staleness bound of the README's *Consistency model*). Otherwise the shared tier or
+        the journal provides the state, and (unless read-only) ``state.json`` records the key
+        as the agent's last session, and ``sessions-registry.json`` maps it to
+        ``real_session_id`` when one is given. Raises ``InvalidSessionKeyError`` for a key that
+        cannot name a safe path. As in the seed, a cached key keeps the session it was first
+        resolved to.
         """
         # A hit: LruCache.get inlined (no lock, no extra call; see LruCache.hit_path).
         ctx = self._lookup(session_key)
@@ -189,9 +192,12 @@ class SessionRegistry:
                 self._touch(session_key)
             except KeyError:  # evicted by another thread meanwhile: still a valid answer
                 pass
-            ctx._access_ns = self._clock_ns()
-            if ctx.manager.stale:  # another process wrote it: read the journal's new tail
-                ctx.manager.revalidate()
+            now = ctx._access_ns = self._clock_ns()
+            manager = ctx.manager
+            # Another process wrote it, or the copy went unchecked for TRUST_SECONDS (the
+            # staleness bound even when no invalidation comes): read the journal's new tail.
+            if manager.stale or now >= manager.trusted_until:
+                manager.revalidate()
             return ctx
         if self._closed:
             raise RegistryClosedError("the registry is closed")
@@ -215,6 +221,7 @@ class SessionRegistry:
         files = SessionFiles(paths, self._fsync, self._read_only, self._file_mode)
         manager = OffloadStateManager(identity, files, self._tier)
         manager.stats = self.stats
+        manager.clock_ns = self._clock_ns
         self._managers.add(manager)
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
