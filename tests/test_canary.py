@@ -97,3 +97,18 @@ def test_run_stops_when_the_stop_event_is_set(registry: SessionRegistry) -> None
     stop.set()
     thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_a_linked_canary_agent_directory_is_never_cleaned_through(
+    registry: SessionRegistry, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "offload-b1-s0.jsonl"
+    victim.write_text('{"tool_call_id":"keep"}\n')
+    (tmp_path / "offload-canary").symlink_to(elsewhere, target_is_directory=True)
+    worker = canary(registry, Clock(1_000.0), sessions=1)
+    worker.round()  # bucket 10: bucket 1 is long due for clean-up, but not through a link
+    assert worker.stats.errors == 1  # the round's writes were refused too (a link below root)
+    assert victim.read_text() == '{"tool_call_id":"keep"}\n'
+    assert list(elsewhere.iterdir()) == [victim]

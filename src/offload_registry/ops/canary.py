@@ -121,12 +121,15 @@ class Canary:
         self.stats.rounds += 1
         try:
             self._exercise(key)
-            self._remove_old_buckets(bucket)
         except OffloadRegistryError as exc:
             self.stats.errors += 1
             log.warning("canary round on %s failed: %s", key, exc, extra={"session_key": key})
         else:
             self.stats.last_round_ok_unix = self._clock()
+        try:
+            self._remove_old_buckets(bucket)
+        except OffloadRegistryError as exc:
+            log.warning("canary clean-up failed: %s", exc)
 
     def bucket(self) -> int:
         return int(self._clock() // self.plan.bucket_seconds)
@@ -206,6 +209,9 @@ class Canary:
         if newest_old <= self._removed_through:
             return
         agent_dir = Path(self.registry.data_root) / self.plan.agent
+        if agent_dir.is_symlink():  # never delete through a link planted in the data root
+            log.error("canary: %s is a link; not cleaning it up", agent_dir)
+            return
         for journal in _canary_journals(agent_dir):
             session_bucket = _bucket_of(journal)
             if session_bucket is not None and session_bucket <= newest_old:
