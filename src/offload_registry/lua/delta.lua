@@ -1,3 +1,4 @@
+#!lua
 -- Append one change to a session, only if it continues exactly where Redis stands.
 -- KEYS[1] state hash, KEYS[2] deltas list, KEYS[3] lease fence (highest lease token)
 -- ARGV[1] epoch, ARGV[2] chained field ('jwm' journal or 'cwm' claims),

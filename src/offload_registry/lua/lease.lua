@@ -1,3 +1,4 @@
+#!lua
 -- A session lease: one holder at a time, with a fencing token that only grows.
 -- KEYS[1] lease (string "<token> <holder>", expiring with the lease),
 -- KEYS[2] fence (the highest token granted; raised to the journal's record on each grant,

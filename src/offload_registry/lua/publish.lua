@@ -1,3 +1,4 @@
+#!lua
 -- Replace a session's snapshot (built from its journal) and drop its deltas, atomically.
 -- KEYS[1] state hash, KEYS[2] deltas list, KEYS[3] lease fence (highest lease token)
 -- ARGV[1] epoch, ARGV[2] snapshot, ARGV[3] journal watermark id, ARGV[4] claims watermark id,
@@ -26,9 +27,11 @@ elseif mode ~= 'always' then
     return 0
   end
 end
-redis.call('DEL', KEYS[2])
+-- HSET before DEL: under the eval compatibility mode (no shebang: fakeredis, Redis 6) Redis
+-- checks maxmemory only at a script's first write, and lets a DEL through over the limit.
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'snap', ARGV[2], 'jwm', ARGV[3],
   'cwm', ARGV[4], 'cwmb', ARGV[5], 'deltas', 0)
+redis.call('DEL', KEYS[2])
 local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[8] ~= '' then
