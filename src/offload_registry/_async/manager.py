@@ -80,6 +80,9 @@ class OffloadStateManager:
         self._watermark: Watermark | None = None
         self._claimed: set[str] = set()
         self._claims_watermark: Watermark | None = None
+        # Whether ``_claimed`` was read from the claims record by this process (a set from
+        # the shared tier is checked against the whole record at the next claim).
+        self._claimed_from_disk = True
         self._runtime_processed: set[str] = set()
         self._pending: dict[str, Any] = {}
         self._pending_lock = threading.Lock()  # the sync twin's threads share a manager
@@ -172,6 +175,7 @@ class OffloadStateManager:
             raise
         journal_at, claims_at = await probe.result()
         self._install(snapshot)
+        self._claimed_from_disk = not from_tier
         if not from_tier:
             self.source = "journal"
             return
@@ -300,6 +304,7 @@ class OffloadStateManager:
         async with self._lock:
             rebuilt, changed = await run_blocking(self._files.mark, statuses, fence)
             self._install(rebuilt.snapshot())
+            self._claimed_from_disk = True
             await self._tier.publish(self.identity, self.snapshot(), self.writer_id, fence)
             self._resized()
             return changed
@@ -347,10 +352,15 @@ class OffloadStateManager:
                 ids=candidates,
                 owner=self._owner,
                 fence=fence,
+                claimed_from_disk=self._claimed_from_disk,
             )
             self._apply_catch_up(result.catch_up)
-            self._claimed |= result.claimed_since
+            if result.claims_complete:  # exactly the record: drops what a copy made up
+                self._claimed = result.claimed_since
+            else:
+                self._claimed |= result.claimed_since
             self._claims_watermark = result.claims_watermark
+            self._claimed_from_disk = True  # the record was read in full if it was not
             if result.catch_up.changed or result.claimed_since:
                 self._resized()
             # Committed: what follows only informs Redis, and must never turn a won claim
