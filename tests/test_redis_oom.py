@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import OutOfMemoryError
 
 from offload_registry import SessionRegistry
 from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.urls import TierOptions
 from ops_helpers import cli_json, journal_truth, redis_view, run_cli, unique_prefix
 from session_helpers import described, entry, truth
@@ -106,6 +108,24 @@ async def test_a_registry_starting_against_a_redis_over_its_memory_limit_answers
         assert described(first) == await truth(tmp_path, KEY)
     async with opened(tmp_path, private_redis_server.url, prefix) as reg:
         assert (await reg.resolve(KEY)).manager.source == "redis"
+
+
+def test_a_redis_that_keeps_refusing_writes_is_logged_once_not_once_per_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Over maxmemory, reads succeed (closing the breaker) and writes fail (opening it again).
+    now = [0.0]
+    breaker = CircuitBreaker(reset_after=1.0, clock=lambda: now[0], log_every=30.0)
+    caplog.set_level(logging.WARNING, logger="offload_registry.redis")
+    for _ in range(20):
+        for _ in range(3):
+            breaker.record_failure(OutOfMemoryError("OOM command not allowed"), "delta")
+        now[0] += 1.0
+        assert breaker.allow()
+        assert breaker.record_success()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages  # one failure, one recovery, in 20 s of flapping
+    assert breaker.outages == 20  # every one is still counted
 
 
 def test_the_cli_inspect_against_a_redis_over_its_memory_limit_answers_from_the_journal(
