@@ -70,15 +70,17 @@ def lease_path(root: Path) -> Path:
     return root / "main" / "offload-s1.lease"
 
 
+@pytest.mark.parametrize("url_kind", ["memory", "real"])
 async def test_a_lease_above_2_53_is_granted_renewed_and_exclusive(
-    tmp_path: Path, redis_server: RedisServerProcess
+    tmp_path: Path, redis_server: RedisServerProcess, url_kind: str
 ) -> None:
+    url = "memory://" if url_kind == "memory" else redis_server.url
     prefix = f"t{uuid4().hex[:12]}"
     lease_path(tmp_path).parent.mkdir(parents=True)
     write_record(lease_path(tmp_path), LeaseRecord(BIG, "", 0), FsyncPolicy.NEVER)
     async with (
-        opened(tmp_path, redis_server.url, prefix) as reg,
-        opened(tmp_path, redis_server.url, prefix) as rival,
+        opened(tmp_path, url, prefix) as reg,
+        opened(tmp_path, url, prefix) as rival,
     ):
         manager = (await reg.resolve(KEY)).manager
         async with manager.lease(ttl=0.6) as lease:

@@ -17,7 +17,11 @@ import pytest
 from redis.exceptions import OutOfMemoryError
 
 from offload_registry import SessionRegistry
+from offload_registry._async.redis_tier import open_redis_tier
+from offload_registry.changes import TierSnapshot
 from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.keys import resolve_identity
+from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.urls import TierOptions
 from ops_helpers import cli_json, journal_truth, redis_view, run_cli, unique_prefix
@@ -278,3 +282,28 @@ def test_workers_under_a_tiny_maxmemory_lose_nothing_and_never_answer_wrong(
         for key in SESSIONS:
             got = {k: v for k, v in view[key].items() if k != "source"}
             assert got == expected[key], key
+
+
+async def test_a_server_without_script_flags_gets_the_scripts_without_their_shebang(
+    tmp_path: Path,
+) -> None:
+    # fakeredis stands in for Redis 6: it cannot compile a "#!lua" line either.
+    tier = open_redis_tier(
+        tmp_path,
+        url="memory://",
+        client=None,
+        options=TierOptions(key_prefix=unique_prefix()),
+        read_only=False,
+    )
+    tier._flagged_scripts = True  # as for a real server, until it refuses the shebang
+    tier._register_scripts(tier.client)
+    try:
+        await tier.start()
+        assert not tier._flagged_scripts
+        identity = resolve_identity(KEY)
+        await tier.publish(identity, TierSnapshot(SessionState(), {"call_1"}, None))
+        assert tier.stats.snapshots_published == 1 and tier.stats.errors == 0
+        stored = await tier.load(identity)
+        assert stored is not None and stored.claimed == {"call_1"}
+    finally:
+        await tier.close()

@@ -189,6 +189,9 @@ def _script(name: str, *, flagged: bool = True) -> str:
     return text.split("\n", 1)[1]
 
 
+_FLAGS_PROBE = "#!lua flags=no-writes\nreturn 1\n"
+
+
 def _shebang_refused(exc: BaseException) -> bool:
     """True when a server could not compile a script because of its ``#!lua`` line."""
     text = str(exc)
@@ -322,12 +325,14 @@ class RedisTier:
         self._claim = client.register_script(_script("claim.lua", flagged=flagged))
 
     def _load_scripts(self) -> None:
-        """Load every script; a server that cannot compile their shebang (older than Redis
-        7) gets them without it."""
+        """Load every script; a server that cannot run a shebang (older than Redis 7, or
+        fakeredis, which compiles a script only when it runs it) gets them without it."""
         try:
-            self._client.script_load(self._publish.script)
+            if self._flagged_scripts:  # a read-only flagged script runs even over maxmemory
+                probe = self._client.register_script(_FLAGS_PROBE)
+                probe(keys=[self.keyspace.marker()])
         except ResponseError as exc:
-            if not (self._flagged_scripts and _shebang_refused(exc)):
+            if not _shebang_refused(exc):
                 raise
             log.warning(
                 "this Redis does not support script flags (Redis 7+); scripts run unflagged",
