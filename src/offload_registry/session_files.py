@@ -131,7 +131,6 @@ class ClaimResult:
     claimed_since: set[str]  # every id (with forms) newly found in or added to the record
     claims_base: Watermark | None  # the record's position before the won ids were added
     claims_watermark: Watermark | None
-    claims_complete: bool = False  # claimed_since holds the whole record (it was read in full)
 
 
 def _all_forms(ids: Iterable[str]) -> set[str]:
@@ -296,14 +295,8 @@ class SessionFiles:
         ids: Iterable[str],
         owner: str,
         fence: int | None = None,
-        claimed_from_disk: bool = True,
     ) -> ClaimResult:
         """Win each id that neither the journal nor the claims record holds yet.
-
-        ``claimed`` is trusted for the record up to ``claims_since`` only when
-        ``claimed_from_disk`` (this process read it from the record); a set that came from a
-        shared tier (Redis) is not, so then the record is read in full here, under the lock:
-        whatever Redis holds can make a caller lose sooner, never win an id twice.
 
         Durability and concurrency: under the journal's exclusive ``flock`` the won ids are
         appended to the claims record and fsynced (per the policy) before this returns, so a
@@ -314,8 +307,6 @@ class SessionFiles:
         with file_lock(self.paths.journal):
             self._check_fence(fence)
             catch_up = self.catch_up(since, locked=True)
-            if not claimed_from_disk:
-                claims_since = None  # the commit point decides, not a copy from Redis
             claims_read = scan_journal(self.paths.claims, claims_since, lock=False)
             taken = _all_forms(claims_read.ids)
             won: list[str] = []
@@ -332,10 +323,7 @@ class SessionFiles:
                 stamp = time.time()
                 records = [{"tool_call_id": i, "owner": owner, "claimed_at": stamp} for i in won]
                 claims_watermark = append_entries_to_file(self.paths.claims, records, self.fsync)
-            complete = claims_since is None or claims_read.replaced
-            return ClaimResult(
-                catch_up, won, taken, claims_read.watermark, claims_watermark, complete
-            )
+            return ClaimResult(catch_up, won, taken, claims_read.watermark, claims_watermark)
 
     # -- leases (the journal side; see lease_files) ------------------------------------------
     def _check_fence(self, fence: int | None) -> None:

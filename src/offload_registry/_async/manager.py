@@ -318,9 +318,10 @@ class OffloadStateManager:
         decided and appended to the session's claims record, fsynced (per policy), under the
         journal's inter-process lock before this returns. The record, not Redis, is the
         commit point, so a claim survives Redis losing it and the filter can only make a
-        caller lose sooner, never win twice. A caller cancelled meanwhile does not stop the
-        claim: its ids stay won, and are not handed out again. With ``lease``, refused as in
-        ``append_entries``.
+        caller lose sooner, never win twice (a copy loaded from Redis has its claimed set
+        replaced by the record's, read in full, at its first claim). A caller cancelled
+        meanwhile does not stop the claim: its ids stay won, and are not handed out again.
+        With ``lease``, refused as in ``append_entries``.
         """
         wanted = list(dict.fromkeys(ids))
         fence = self._fence(lease)
@@ -333,6 +334,14 @@ class OffloadStateManager:
 
     async def _claim(self, wanted: list[str], fence: int | None) -> list[str]:
         async with self._lock:
+            if not self._claimed_from_disk:
+                # The claimed set came from the shared tier: positions that match the files
+                # do not prove it holds every id of the record (a stale or damaged copy may
+                # lack one). The record, the commit point, is read in full once, under its
+                # shared lock (claimers elsewhere are not held up), and replaces the set.
+                claimed, claims_watermark, _ = await run_blocking(self._files.catch_up_claims, None)
+                self._claimed, self._claims_watermark = claimed, claims_watermark
+                self._claimed_from_disk = True
             # Ids this copy already knows to be taken are lost without asking anyone; then
             # Redis drops the ids it knows were committed; the journal decides the rest.
             wanted = [i for i in wanted if not self._known_taken(i)]
@@ -352,15 +361,10 @@ class OffloadStateManager:
                 ids=candidates,
                 owner=self._owner,
                 fence=fence,
-                claimed_from_disk=self._claimed_from_disk,
             )
             self._apply_catch_up(result.catch_up)
-            if result.claims_complete:  # exactly the record: drops what a copy made up
-                self._claimed = result.claimed_since
-            else:
-                self._claimed |= result.claimed_since
+            self._claimed |= result.claimed_since
             self._claims_watermark = result.claims_watermark
-            self._claimed_from_disk = True  # the record was read in full if it was not
             if result.catch_up.changed or result.claimed_since:
                 self._resized()
             # Committed: what follows only informs Redis, and must never turn a won claim
