@@ -17,6 +17,7 @@ from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import JournalError, LeaseUnavailableError
 from offload_registry.fsutil import FsyncPolicy
 from offload_registry.lease_files import MAX_TOKEN, LeaseRecord, read_record, write_record
+from offload_registry.session_state import SessionState
 from session_helpers import entry
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
@@ -59,6 +60,27 @@ async def test_a_snapshot_missing_a_claimed_id_at_the_files_positions_never_lets
         assert await other.claim(["call_1", "call_3"]) == ["call_3"]
         assert await other.claim(["call1"]) == []  # nor its normalized form
         assert "call_1" in other.processed_tool_call_ids  # and the copy is repaired
+
+
+@pytest.mark.parametrize("url_kind", ["memory", "real"])
+async def test_a_snapshot_missing_a_journal_id_at_the_files_positions_never_lets_it_be_won(
+    tmp_path: Path, redis_server: RedisServerProcess, url_kind: str
+) -> None:
+    url = "memory://" if url_kind == "memory" else redis_server.url
+    prefix = f"t{uuid4().hex[:12]}"
+    async with opened(tmp_path, url, prefix) as first:
+        manager = (await first.resolve(KEY)).manager
+        await manager.append_entries([entry("toolu_1"), entry("toolu_2")])
+        tier: Any = first.tier
+        stored = await tier.load(manager.identity)
+        assert stored is not None and "toolu_1" in stored.state.processed
+        stored.state = SessionState.from_scan(["toolu_2"], {})  # lacks toolu_1
+        await tier.publish(manager.identity, stored)
+    async with opened(tmp_path, url, prefix) as second:
+        other = (await second.resolve(KEY)).manager
+        assert other.source == "redis"
+        assert await other.claim(["toolu_1", "call_9"]) == ["call_9"]
+        assert "toolu_1" in other.processed_tool_call_ids
 
 
 # --------------------------------------------------------------------------------------------
