@@ -35,6 +35,11 @@ from offload_registry.fsutil import (
 RELEASED = ""
 """The holder of a record whose lease was released (its token still counts)."""
 
+MAX_TOKEN = 2**63 - 1
+"""The largest lease token: a signed 64-bit integer. Tokens are exact integers end to end
+(decimal strings in Redis, compared digit by digit in the scripts, never through a Lua
+double); a record holding anything else is damaged, and no larger token is ever written."""
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
@@ -69,16 +74,26 @@ def read_record(path: Path) -> LeaseRecord | None:
         raise JournalError(str(path), f"cannot read the lease record: {exc}") from exc
     try:
         data = orjson.loads(raw)
-        record = LeaseRecord(int(data["token"]), str(data["holder"]), int(data["expires_ms"]))
+        token, holder, expires_ms = data["token"], data["holder"], data["expires_ms"]
+        # Exact integers only: a float, a string or a bool was never written by us.
+        if type(token) is not int or not 0 <= token <= MAX_TOKEN:
+            raise ValueError(f"token {token!r} is not an integer from 0 to {MAX_TOKEN}")
+        if type(expires_ms) is not int or type(holder) is not str:
+            raise ValueError("holder or expires_ms has the wrong type")
+        record = LeaseRecord(token, holder, expires_ms)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise JournalError(
-            str(path),
-            f"the lease record is damaged ({exc}); restore it from a backup, or write one"
-            " with a token above any ever granted (removing it would let old tokens win)",
-        ) from exc
-    if record.token < 0:
-        raise JournalError(str(path), "the lease record holds a negative token")
+        raise JournalError(str(path), _damaged(exc)) from exc
     return record
+
+
+def _damaged(exc: Exception) -> str:
+    return (
+        f"the lease record is damaged ({exc}); restore it from a backup, or, with every worker"
+        ' of this session stopped, write {"token": T, "holder": "", "expires_ms": 0} where T'
+        " is the highest token this session ever used (its Redis fence key, the lease tokens"
+        f" in your logs) plus one: an integer from 1 to {MAX_TOKEN}, kept as small as that"
+        " allows (removing the file would let old tokens win)"
+    )
 
 
 def write_record(
@@ -87,7 +102,12 @@ def write_record(
     """Replace the record atomically (temp file with ``mode``, fsync per policy, rename,
     directory fsync); the caller holds the journal's exclusive lock, so grants and fenced
     writes serialize. A write that fails raises :class:`JournalError` and leaves the old
-    record (a link or non-regular file in its place: :class:`UnsafePathError`)."""
+    record (a link or non-regular file in its place: :class:`UnsafePathError`); a token
+    outside 0..:data:`MAX_TOKEN` is refused the same way, nothing written."""
+    if type(record.token) is not int or not 0 <= record.token <= MAX_TOKEN:
+        raise JournalError(
+            str(path), f"refusing lease token {record.token!r}: tokens end at {MAX_TOKEN}"
+        )
     data = {"token": record.token, "holder": record.holder, "expires_ms": record.expires_ms}
     try:
         atomic_write_bytes(path, orjson.dumps(data) + b"\n", fsync, mode=mode)

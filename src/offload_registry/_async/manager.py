@@ -93,6 +93,9 @@ class OffloadStateManager:
         self._watermark: Watermark | None = None
         self._claimed: set[str] = set()
         self._claims_watermark: Watermark | None = None
+        # Whether this copy was read from the files by this process; a copy from the shared
+        # tier is rebuilt from them at its first claim (see _claim).
+        self._from_disk = True
         self._runtime_processed: set[str] = set()
         self._pending: dict[str, Any] = {}
         self._pending_lock = threading.Lock()  # the sync twin's threads share a manager
@@ -195,6 +198,7 @@ class OffloadStateManager:
             # Nobody could tell this copy of a later write: revalidate it on every resolve
             # until the invalidation stream is back (which marks it stale once more).
             self.mark_stale()
+        self._from_disk = not from_tier
         if not from_tier:
             self.source = "journal"
             return
@@ -332,6 +336,7 @@ class OffloadStateManager:
         async with self._lock:
             rebuilt, changed = await run_blocking(self._files.mark, statuses, fence)
             self._install(rebuilt.snapshot())
+            self._from_disk = True
             await self._tier.publish(self.identity, self.snapshot(), self.writer_id, fence)
             self._resized()
             return changed
@@ -347,9 +352,10 @@ class OffloadStateManager:
         decided and appended to the session's claims record, fsynced (per policy), under the
         journal's inter-process lock before this returns. The record, not Redis, is the
         commit point, so a claim survives Redis losing it and the filter can only make a
-        caller lose sooner, never win twice. A caller cancelled meanwhile does not stop the
-        claim: its ids stay won, and are not handed out again. With ``lease``, refused as in
-        ``append_entries``.
+        caller lose sooner, never win twice (a copy loaded from Redis is rebuilt from the
+        files at its first claim). A caller cancelled
+        meanwhile does not stop the claim: its ids stay won, and are not handed out again.
+        With ``lease``, refused as in ``append_entries``.
         """
         wanted = list(dict.fromkeys([canonical_tool_call_id(i) for i in ids]))
         fence = self._fence(lease)
@@ -362,6 +368,15 @@ class OffloadStateManager:
 
     async def _claim(self, wanted: list[str], fence: int | None) -> list[str]:
         async with self._lock:
+            if not self._from_disk:
+                # The copy came from the shared tier: positions that match the files do not
+                # prove it holds every id of the journal and the claims record (a stale or
+                # damaged copy may lack one). The files decide claims, so the copy is rebuilt
+                # from them once, under their shared lock (claimers elsewhere are not held
+                # up); later claims read only what was added since.
+                self._install((await run_blocking(self._files.rebuild)).snapshot())
+                self._from_disk = True
+                self._resized()
             # Ids this copy already knows to be taken are lost without asking anyone; then
             # Redis drops the ids it knows were committed; the journal decides the rest.
             wanted = [i for i in wanted if not self._known_taken(i)]

@@ -33,6 +33,7 @@ from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -114,7 +115,15 @@ fault heals (README, *Consistency model*)."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
 # RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, RedisClusterException, OSError)
+# OutOfMemoryError (a server over its maxmemory refusing writes) is an outage like any other.
+_OUTAGE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    RedisClusterException,
+    OSError,
+)
 _FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
@@ -186,10 +195,31 @@ class TierStats:
     version_gaps: int = 0
     """Invalidations whose version skipped one this process never saw (a lost message);
     the session is revalidated either way, so this only measures the stream's health."""
+    oom: int = 0
+    """Calls Redis refused because it was over its ``maxmemory`` (counted in ``errors``
+    too): the registry answered from the journals, as in any outage."""
 
 
-def _script(name: str) -> str:
-    return resources.files("offload_registry").joinpath("lua", name).read_text("utf-8")
+def _script(name: str, *, flagged: bool = True) -> str:
+    """The text of ``lua/<name>``. Each begins with a Redis 7 shebang (``#!lua``, without
+    ``allow-oom`` except for the unlock script, which only deletes): Redis then refuses the
+    whole script while it is over ``maxmemory``, before it runs, instead of checking only at
+    its first write and letting it write on past the limit. ``flagged=False`` drops that
+    line, for servers without shebang support (fakeredis, Redis 6), where the scripts are
+    written so that their first write is one Redis checks."""
+    text = resources.files("offload_registry").joinpath("lua", name).read_text("utf-8")
+    if flagged or not text.startswith("#!"):
+        return text
+    return text.split("\n", 1)[1]
+
+
+_FLAGS_PROBE = "#!lua flags=no-writes\nreturn 1\n"
+
+
+def _shebang_refused(exc: BaseException) -> bool:
+    """True when a server could not compile a script because of its ``#!lua`` line."""
+    text = str(exc)
+    return isinstance(exc, ResponseError) and ("near '#'" in text or "shebang" in text.lower())
 
 
 def connect(target: RedisTarget, options: TierOptions) -> Any:
@@ -307,6 +337,8 @@ class RedisTier:
         self._ttl_ms = options.idle_ttl_seconds * 1000
         # Refresh the idle TTL only when less than 90 % of it remains: reads stay reads.
         self._refresh_below_ms = self._ttl_ms * 9 // 10
+        # fakeredis does not understand a script's shebang; a real server is tried with it.
+        self._flagged_scripts = not type(client).__module__.startswith("fakeredis")
         self._register_scripts(client)
         self._epoch = ""
         self._epoch_checked = float("-inf")
@@ -340,11 +372,31 @@ class RedisTier:
         return f"RedisTier({self.description}, {self.keyspace.base!r})"
 
     def _register_scripts(self, client: Any) -> None:
-        self._publish = client.register_script(_script("publish.lua"))
-        self._delta = client.register_script(_script("delta.lua"))
-        self._unlock = client.register_script(_script("unlock.lua"))
-        self._lease = client.register_script(_script("lease.lua"))
-        self._claim = client.register_script(_script("claim.lua"))
+        flagged = self._flagged_scripts
+        self._publish = client.register_script(_script("publish.lua", flagged=flagged))
+        self._delta = client.register_script(_script("delta.lua", flagged=flagged))
+        self._unlock = client.register_script(_script("unlock.lua", flagged=flagged))
+        self._lease = client.register_script(_script("lease.lua", flagged=flagged))
+        self._claim = client.register_script(_script("claim.lua", flagged=flagged))
+
+    async def _load_scripts(self) -> None:
+        """Load every script; a server that cannot run a shebang (older than Redis 7, or
+        fakeredis, which compiles a script only when it runs it) gets them without it."""
+        try:
+            if self._flagged_scripts:  # a read-only flagged script runs even over maxmemory
+                probe = self._client.register_script(_FLAGS_PROBE)
+                await probe(keys=[self.keyspace.marker()])
+        except ResponseError as exc:
+            if not _shebang_refused(exc):
+                raise
+            log.warning(
+                "this Redis does not support script flags (Redis 7+); scripts run unflagged",
+                extra={"redis": self.description},
+            )
+            self._flagged_scripts = False
+            self._register_scripts(self._client)
+        for script in (self._publish, self._delta, self._unlock, self._lease, self._claim):
+            await self._client.script_load(script.script)
 
     # -- start-up -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -361,9 +413,13 @@ class RedisTier:
             await self._refresh_epoch()
             await self._check_deployment()
             await self._warn_about_eviction_policy()
-            for script in (self._publish, self._delta, self._unlock, self._lease, self._claim):
-                await self._client.script_load(script.script)
+            await self._load_scripts()
             await self._probe_permissions()
+        except OutOfMemoryError as exc:
+            # Over maxmemory (the marker or deployment key cannot be created, the probe
+            # cannot write): an outage like any other, ridden through on the journals. The
+            # permission probe is skipped, as when the server is down at start.
+            self._failed(exc, "start", None)
         except (NoPermissionError, AuthenticationError) as exc:
             raise self._permission_error(exc) from exc
         except ResponseError as exc:
@@ -446,6 +502,8 @@ class RedisTier:
             for name, step in steps:
                 try:
                     await step()
+                except OutOfMemoryError:
+                    raise  # not a permission: the server is full (start treats it as an outage)
                 except ResponseError as exc:
                     raise RedisPermissionError(
                         f"the Redis user of {self.description} cannot run {name}: {exc}"
@@ -481,8 +539,10 @@ class RedisTier:
         if self._root_id is None:
             return
         key = self.keyspace.deployment_key()
-        await self._client.set(key, self._root_id, nx=True)
         owner = await self._client.get(key)
+        if owner is None:  # read first: a server over maxmemory still answers the check
+            await self._client.set(key, self._root_id, nx=True)
+            owner = await self._client.get(key)
         owner_id = owner.decode() if isinstance(owner, bytes) else owner
         if owner_id != self._root_id:
             pattern = self.keyspace.pattern()
@@ -1201,6 +1261,12 @@ class RedisTier:
     # -- health -------------------------------------------------------------------------
     def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
         self.stats.errors += 1
+        if isinstance(exc, OutOfMemoryError):
+            self.stats.oom += 1
+        elif self._flagged_scripts and _shebang_refused(exc):
+            # A server replaced by one without script flags since start (or down at start).
+            self._flagged_scripts = False
+            self._register_scripts(self._client)
         if keys is not None and where != "load":
             self._mark_dirty(keys)
         self.breaker.record_failure(exc, where)

@@ -1,3 +1,4 @@
+#!lua
 -- The claim filter: Redis's fast answer in front of the on-disk claims record, which alone
 -- decides (a won claim is committed there, under the journal's lock, before it is returned).
 -- KEYS[1] claims hash: every form of an id that is committed (won by someone, or in the

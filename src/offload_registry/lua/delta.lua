@@ -1,3 +1,4 @@
+#!lua
 -- Append one change to a session, only if it continues exactly where Redis stands.
 -- KEYS[1] state hash, KEYS[2] deltas list, KEYS[3] lease fence (highest lease token)
 -- ARGV[1] epoch, ARGV[2] chained field ('jwm' journal or 'cwm' claims),
@@ -10,7 +11,22 @@
 -- Returns {version, deltas} on success, {0, reason} when refused:
 -- 'absent' (no snapshot of this epoch), 'gap' (Redis is not where the change starts) or
 -- 'fenced' (a newer lease was granted: the writer's token is stale).
-if (ARGV[9] or '') ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[9]) then
+-- Tokens are exact: decimal strings compared digit by digit (a Lua number is a double,
+-- exact only below 2^53); anything that is not a decimal string counts as 0.
+local function canon(s)
+  if type(s) ~= 'string' or not string.match(s, '^%d+$') then
+    return '0'
+  end
+  local stripped = string.gsub(s, '^0+', '')
+  return stripped == '' and '0' or stripped
+end
+local function above(a, b)  -- a > b, both canonical
+  if #a ~= #b then
+    return #a > #b
+  end
+  return a > b
+end
+if (ARGV[9] or '') ~= '' and above(canon(redis.call('GET', KEYS[3])), canon(ARGV[9])) then
   return {0, 'fenced'}
 end
 local fields = redis.call('HMGET', KEYS[1], 'epoch', ARGV[2], 'deltas')

@@ -1,26 +1,52 @@
+#!lua
 -- A session lease: one holder at a time, with a fencing token that only grows.
 -- KEYS[1] lease (string "<token> <holder>", expiring with the lease),
 -- KEYS[2] fence (the highest token granted; raised to the journal's record on each grant,
 --         since a counter in Redis alone goes backwards when Redis loses data)
 -- ARGV[1] op, ARGV[2] holder, ARGV[3] lease TTL (ms), ARGV[4] token (acquire: the floor,
 --         i.e. the journal's highest token), ARGV[5] fence TTL (ms)
--- acquire -> {token, 0} granted, or {0, remaining ms} while another holder has it
+-- acquire -> {token, 0} granted (a decimal string), or {0, remaining ms} while another has it
 -- renew   -> 1 renewed, 0 the lease key is gone (Redis lost it), -1 another holder has it
 -- restore -> 1 re-established after Redis lost it, -1 another holder has it
 -- release -> 1 released, 0 not ours
-local op, holder, ttl, token = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Tokens are exact: decimal strings compared digit by digit (a Lua number is a double,
+-- exact only below 2^53); anything that is not a decimal string counts as 0.
+local function canon(s)
+  if type(s) ~= 'string' or not string.match(s, '^%d+$') then
+    return '0'
+  end
+  local stripped = string.gsub(s, '^0+', '')
+  return stripped == '' and '0' or stripped
+end
+local function above(a, b)  -- a > b, both canonical
+  if #a ~= #b then
+    return #a > #b
+  end
+  return a > b
+end
+local function plus_one(s)
+  local i = #s
+  while i > 0 and string.byte(s, i) == 57 do  -- '9' carries
+    i = i - 1
+  end
+  if i == 0 then
+    return '1' .. string.rep('0', #s)
+  end
+  return string.sub(s, 1, i - 1) .. string.char(string.byte(s, i) + 1) .. string.rep('0', #s - i)
+end
+local op, holder, ttl, token = ARGV[1], ARGV[2], ARGV[3], canon(ARGV[4])
 local current = redis.call('GET', KEYS[1])
-local fence = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local fence = canon(redis.call('GET', KEYS[2]))
 if op == 'acquire' then
   if current then
     return {0, redis.call('PTTL', KEYS[1])}
   end
-  local granted = math.max(fence, token) + 1
+  local granted = plus_one(above(fence, token) and fence or token)
   redis.call('SET', KEYS[2], granted, 'PX', ARGV[5])
   redis.call('SET', KEYS[1], granted .. ' ' .. holder, 'PX', ttl)
   return {granted, 0}
 end
-local mine = ARGV[4] .. ' ' .. holder
+local mine = token .. ' ' .. holder
 if op == 'renew' then
   if current == mine then
     redis.call('PEXPIRE', KEYS[1], ttl)
@@ -41,7 +67,7 @@ if op == 'restore' then
   if current then
     return -1
   end
-  redis.call('SET', KEYS[2], math.max(fence, token), 'PX', ARGV[5])
+  redis.call('SET', KEYS[2], above(fence, token) and fence or token, 'PX', ARGV[5])
   redis.call('SET', KEYS[1], mine, 'PX', ttl)
   return 1
 end

@@ -1,3 +1,4 @@
+#!lua
 -- Replace a session's snapshot (built from its journal) and drop its deltas, atomically.
 -- KEYS[1] state hash, KEYS[2] deltas list, KEYS[3] lease fence (highest lease token)
 -- ARGV[1] epoch, ARGV[2] snapshot, ARGV[3] journal watermark id, ARGV[4] claims watermark id,
@@ -9,7 +10,22 @@
 -- ARGV[11] 'sharded' to SPUBLISH (Redis Cluster: the session's own shard channel, in its
 --          slot), anything else or absent to PUBLISH
 -- Returns the new version, 0 when the mode refused the write, -1 when the token is stale.
-if (ARGV[10] or '') ~= '' and (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) > tonumber(ARGV[10]) then
+-- Tokens are exact: decimal strings compared digit by digit (a Lua number is a double,
+-- exact only below 2^53); anything that is not a decimal string counts as 0.
+local function canon(s)
+  if type(s) ~= 'string' or not string.match(s, '^%d+$') then
+    return '0'
+  end
+  local stripped = string.gsub(s, '^0+', '')
+  return stripped == '' and '0' or stripped
+end
+local function above(a, b)  -- a > b, both canonical
+  if #a ~= #b then
+    return #a > #b
+  end
+  return a > b
+end
+if (ARGV[10] or '') ~= '' and above(canon(redis.call('GET', KEYS[3])), canon(ARGV[10])) then
   return -1
 end
 local kind = redis.call('TYPE', KEYS[1])['ok']
@@ -26,9 +42,11 @@ elseif mode ~= 'always' then
     return 0
   end
 end
-redis.call('DEL', KEYS[2])
+-- HSET before DEL: under the eval compatibility mode (no shebang: fakeredis, Redis 6) Redis
+-- checks maxmemory only at a script's first write, and lets a DEL through over the limit.
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'snap', ARGV[2], 'jwm', ARGV[3],
   'cwm', ARGV[4], 'cwmb', ARGV[5], 'deltas', 0)
+redis.call('DEL', KEYS[2])
 local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[8] ~= '' then

@@ -41,6 +41,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_started = 0.0
         self._last_logged = float("-inf")
+        self._outage_logged = False  # a failure was logged that no recovery message closed
         self.suppressed = 0
         self.outages = 0
 
@@ -65,7 +66,10 @@ class CircuitBreaker:
         recovered = self.state is not BreakerState.CLOSED
         self.state = BreakerState.CLOSED
         self._failures = 0
-        if recovered:
+        # Only after a logged failure: a Redis that flaps (say, over maxmemory: reads close
+        # the breaker, writes open it again) logs one failure and one recovery per interval.
+        if recovered and self._outage_logged:
+            self._outage_logged = False
             log.warning("Redis is reachable again; resuming the shared tier")
         return recovered
 
@@ -88,6 +92,7 @@ class CircuitBreaker:
                 extra={"breaker": self.state.value},
             )
             self._last_logged = now
+            self._outage_logged = True
             self.suppressed = 0
         else:
             self.suppressed += 1
