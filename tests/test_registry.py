@@ -179,6 +179,41 @@ async def test_no_key_writes_outside_the_data_root(tmp_path: Path, key: str) -> 
     assert ctx.manager.journal_path.resolve().is_relative_to(root.resolve())
 
 
+@pytest.mark.parametrize(
+    ("key", "real_session_id", "seed_file"),
+    [
+        ("agent:main:.s", None, "main/offload-.s.jsonl"),
+        ("agent:main:.", None, "main/offload-..jsonl"),
+        ("agent:.hidden:s", None, ".hidden/offload-s.jsonl"),
+        ("agent:main:x", "r:1", "main/offload-r:1.jsonl"),
+        ("agent:main:" + "s" * 241, None, "main/offload-" + "s" * 241 + ".jsonl"),
+        ("agent:" + "a" * 255 + ":s", None, "a" * 255 + "/offload-s.jsonl"),
+    ],
+)
+async def test_resolve_reads_the_journal_the_seed_wrote_under_its_own_name(
+    tmp_path: Path, key: str, real_session_id: str | None, seed_file: str
+) -> None:
+    # The seed wrote these files with these very names; a registry must find them, and its own
+    # writes (lock, temp, claims and lease files beside the journal) must work even when their
+    # natural names would exceed the 255-byte limit that the journal's name still fits.
+    journal = tmp_path / seed_file
+    journal.parent.mkdir(parents=True)
+    journal.write_text('{"tool_call_id": "seed_1", "offloaded": true}\n', encoding="utf-8")
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve(key, real_session_id)).manager
+        assert manager.journal_path == journal
+        assert "seed_1" in manager.confirmed_offload_ids
+        assert await manager.append_entries([entry("ours_1")]) == 1
+        assert await manager.claim(["ours_2"]) == ["ours_2"]
+        assert await manager.mark_offload_status({"ours_1": True}) == 1
+    ids = [e["tool_call_id"] for e in read_journal(journal).entries]
+    assert ids == ["seed_1", "ours_1"]
+    async with SessionRegistry(tmp_path) as again:
+        manager = (await again.resolve(key, real_session_id)).manager
+        assert {"seed_1", "ours_1"} <= set(manager.confirmed_offload_ids)
+        assert await manager.claim(["ours_2"]) == []
+
+
 async def test_append_drops_ids_already_in_the_journal_and_their_normalized_forms(
     tmp_path: Path,
 ) -> None:

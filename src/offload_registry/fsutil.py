@@ -8,11 +8,35 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from offload_registry.errors import ConfigurationError
+from offload_registry.keys import MAX_NAME_BYTES
+
+LONG_NAME_PREFIX = ".offload-long-"
+"""Start of the hidden name our own files get when their natural name does not fit."""
+
+
+def fit_name(name: str) -> str:
+    """``name`` when it fits the file system's 255-byte limit, else a hidden stand-in.
+
+    Used for the files the registry adds beside a journal (lock, temp, claims and lease files):
+    their natural names (``.offload-<id>.jsonl.lock``, ``.offload-<id>.jsonl.tmp-<pid>``) are
+    up to 22 bytes longer than the journal's, so a session id the seed can use (journal name
+    up to 255 bytes) could otherwise be read but never written. The stand-in is
+    ``.offload-long-`` plus the SHA-256 of the natural name in hex (78 bytes): deterministic, so
+    every process picks the same lock file, distinct for distinct names (up to a hash collision,
+    the pid of a temp name included), and hidden, so neither the seed nor our session scans take
+    it for a journal or a claims record. The cost: a claims record of such a session is not
+    found by the ``warm``/``verify``/``stats`` scans unless its journal exists too.
+    """
+    encoded = os.fsencode(name)
+    if len(encoded) <= MAX_NAME_BYTES:
+        return name
+    return LONG_NAME_PREFIX + hashlib.sha256(encoded).hexdigest()
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -54,7 +78,7 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: FsyncPolicy) -> None:
     read-modify-write). A crash leaves at most a stray ``.<name>.tmp-<pid>`` file, which the
     next write of the same process id overwrites and readers ignore.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(fit_name(f".{path.name}.tmp-{os.getpid()}"))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
@@ -72,7 +96,7 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: FsyncPolicy) -> None:
 
 def lock_path_for(path: Path) -> Path:
     """The sibling lock file of ``path`` (hidden, so the seed's readers never look at it)."""
-    return path.with_name(f".{path.name}.lock")
+    return path.with_name(fit_name(f".{path.name}.lock"))
 
 
 @contextlib.contextmanager

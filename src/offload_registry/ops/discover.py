@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload_registry.keys import SessionIdentity, is_safe_component
+from offload_registry.keys import SessionIdentity, is_safe_agent_name, is_safe_session_id
 from offload_registry.session_files import SessionPaths
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,10 @@ def _session_ids(agent_dir: Path) -> list[str]:
 
 
 def agent_names(data_root: Path) -> list[str]:
-    """Every agent directory under the data root, sorted (hidden entries skipped)."""
+    """Every agent directory under the data root, sorted. Hidden ones count: the seed gives
+    ``agent:.hidden:s`` the directory ``.hidden`` and so do we."""
     with os.scandir(data_root) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        return sorted(e.name for e in entries if e.is_dir())
 
 
 def iter_sessions(data_root: Path, agents: Sequence[str] | None = None) -> Iterator[DiskSession]:
@@ -68,11 +69,11 @@ def iter_sessions(data_root: Path, agents: Sequence[str] | None = None) -> Itera
     produce (unsafe components) are skipped with a warning."""
     for agent in agents if agents else agent_names(data_root):
         agent_dir = data_root / agent
-        if not is_safe_component(agent):
+        if not is_safe_agent_name(agent):
             log.warning("skipping %s: not a name the registry can use", agent_dir)
             continue
         for session_id in _session_ids(agent_dir):
-            if not is_safe_component(session_id):
+            if not is_safe_session_id(session_id):
                 log.warning("skipping %s/offload-%s: unsafe session id", agent_dir, session_id)
                 continue
             identity = SessionIdentity("", agent, session_id, fallback=False)
