@@ -214,6 +214,19 @@ async def test_resolve_reads_the_journal_the_seed_wrote_under_its_own_name(
         assert await manager.claim(["ours_2"]) == []
 
 
+async def test_a_directory_where_the_journal_should_be_reads_as_an_empty_session(
+    tmp_path: Path,
+) -> None:
+    # The seed's read fails on a directory and it starts the session empty; so do we. Writing
+    # to it is still refused with a clear error, never a traceback from deep inside.
+    (tmp_path / "main" / "offload-s.jsonl").mkdir(parents=True)
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve("agent:main:s")).manager
+        assert (manager.entry_count, set(manager.processed_tool_call_ids)) == (0, set())
+        with pytest.raises(JournalError, match=r"offload-s\.jsonl"):
+            await manager.append_entries([entry("c_1")])
+
+
 async def test_append_drops_ids_already_in_the_journal_and_their_normalized_forms(
     tmp_path: Path,
 ) -> None:

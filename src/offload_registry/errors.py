@@ -7,6 +7,7 @@
     ├── JournalError (OSError)                a journal or agent file could not be read or written
     ├── ConfigurationError (ValueError)       bad options: unknown URL scheme, bad fsync policy, ...
     ├── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
+    ├── RedisUnavailableError                 Redis did not answer where it is required
     └── LeaseError                            a session lease could not be used
         ├── LeaseUnavailableError                 another holder has the lease
         └── LeaseLostError                        the lease expired or was superseded: a
@@ -42,6 +43,11 @@ class JournalError(OffloadRegistryError, OSError):
 
 class ConfigurationError(OffloadRegistryError, ValueError):
     """An option the caller passed cannot be used (bad URL scheme, bad policy name, ...)."""
+
+
+class RedisUnavailableError(OffloadRegistryError):
+    """Redis did not answer where it is required (an operator tool, or a cluster client that
+    must reach a node to learn the slot map): an outage, not a configuration error."""
 
 
 class RegistryClosedError(OffloadRegistryError, RuntimeError):

@@ -293,7 +293,8 @@ def _continues(fd: int, st: os.stat_result, since: Watermark, generation: int) -
 
 
 def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, bool] | None:
-    """``(new bytes, watermark after them, continued)``, or ``None`` for a missing file.
+    """``(new bytes, watermark after them, continued)``, or ``None`` for a missing file (or a
+    directory in its place).
 
     Continuing from a watermark whose last piece was unterminated re-reads that piece when
     the file grew; when it is still byte for byte the same line (now ended), it is skipped,
@@ -302,6 +303,11 @@ def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, b
     try:
         f = path.open("rb")
     except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        # The seed's read fails here and it starts the session empty; we read it the same
+        # way (a write to it still raises JournalError).
+        log.warning("%s is a directory, not a journal: read as an empty session", path)
         return None
     with f:
         fd = f.fileno()
@@ -351,7 +357,7 @@ def current_watermark(path: Path) -> Watermark | None:
                 read_generation(path),
                 st.st_mtime_ns,
             )
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):  # a directory reads as missing, as above
         return None
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc

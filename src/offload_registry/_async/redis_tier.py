@@ -68,11 +68,12 @@ from offload_registry.codec import (
     encode_watermark,
     watermark_id,
 )
-from offload_registry.errors import ConfigurationError
+from offload_registry.errors import ConfigurationError, RedisUnavailableError
 from offload_registry.fsutil import fsync_dir
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
+from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.keyspace import Keyspace, SessionKeys
 from offload_registry.store.memory import memory_server
@@ -182,9 +183,10 @@ def connect(target: RedisTarget, options: TierOptions) -> Any:
         "client_name": "offload-registry",
     }
     if target.scheme == "memory":
+        server = memory_server(target.redacted)  # first: says which extra to install
         import fakeredis  # noqa: PLC0415 - optional extra, checked by memory_server
 
-        return fakeredis.FakeAsyncRedis(server=memory_server(target.redacted))
+        return fakeredis.FakeAsyncRedis(server=server)
     if target.scheme == "unix":
         return redis_client.Redis(unix_socket_path=target.socket_path, **common)
     if target.scheme in ("redis", "rediss"):
@@ -311,19 +313,32 @@ class RedisTier:
         except (NoPermissionError, AuthenticationError) as exc:
             raise self._permission_error(exc) from exc
         except ResponseError as exc:
-            if "NOPERM" not in str(exc):
+            if "NOPERM" in str(exc):
+                raise self._permission_error(exc) from exc
+            problem = configuration_problem(exc)
+            if problem is None:
                 raise
-            raise self._permission_error(exc) from exc
+            raise ConfigurationError(f"cannot use Redis at {self.description}: {problem}") from exc
         except ConfigurationError:
             raise
         except _FAILURES as exc:  # down, read-only replica, failing over: later
             denied = _denial_in(exc)
             if denied is not None:  # a cluster client wraps what it could not run
                 raise self._permission_error(denied) from exc
+            # A wrong password, database or server mode never heals: refuse it now rather
+            # than answer from the journals for ever.
+            problem = configuration_problem(exc)
+            if problem is not None:
+                raise ConfigurationError(
+                    f"cannot use Redis at {self.description}: {problem}"
+                ) from exc
             self.breaker.record_failure(exc, "start")
         self._started = True
 
     def _permission_error(self, exc: Exception) -> RedisPermissionError:
+        problem = configuration_problem(exc)
+        if problem is not None and "permission" not in problem:  # a password problem
+            return RedisPermissionError(f"cannot use Redis at {self.description}: {problem}")
         return RedisPermissionError(
             f"the Redis user of {self.description} lacks a permission the registry needs: {exc}"
         )
@@ -1182,8 +1197,19 @@ def open_redis_tier(
     if url is None:
         raise ConfigurationError("a Redis tier needs a URL or a client")
     target = parse_redis_url(url)
+    try:
+        client = connect(target, options)
+    except ConfigurationError:
+        raise
+    except (RedisError, RedisClusterException, OSError) as exc:
+        # Only a synchronous cluster client connects here (it must learn the slot map from a
+        # node before it exists), so there is no client to fall back from: name the cause.
+        problem = configuration_problem(exc)
+        if problem is not None:
+            raise ConfigurationError(f"cannot use Redis at {redact(url)}: {problem}") from exc
+        raise RedisUnavailableError(f"cannot reach Redis at {redact(url)}: {exc}") from exc
     return RedisTier(
-        connect(target, options),
+        client,
         keyspace,
         options,
         description=redact(url),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from offload_registry.jsjson import dumps_js
 from offload_registry.sync import SessionCtx, SessionRegistry
 
 HELP = "show the offload state of sessions (never writes to the data root)"
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         for key in args.keys:
             info = describe(registry.resolve(key, args.real_session_id))
             if args.json:
-                print(json.dumps(info, ensure_ascii=False))
+                print(dumps_js(info))
             else:
                 print(
                     f"{info['session_key']}: agent={info['agent_name']} "

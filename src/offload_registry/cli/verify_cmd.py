@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_text(report)
         if args.repair:
-            return 1 if report.unrepaired else 0
+            return 1 if report.unrepaired or report.by_kind["unreadable"] else 0
         return 1 if report.drift else 0
 
     return run_job(job())

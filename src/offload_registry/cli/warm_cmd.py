@@ -14,7 +14,7 @@ from offload_registry.cli.ops_common import (
     show_progress_logs,
 )
 from offload_registry.errors import ConfigurationError
-from offload_registry.ops.discover import agent_names, count_sessions
+from offload_registry.ops.discover import Unreadable, agent_names, count_sessions
 from offload_registry.ops.progress import Progress
 from offload_registry.ops.tier import check_url, open_tier
 from offload_registry.ops.warm import DEFAULT_BATCH, WarmReport, warm
@@ -63,13 +63,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"no agent directory {missing[0]!r} under {root}")
     logger = show_progress_logs("offload_registry.ops.warm")
 
+    unreadable = Unreadable()  # each logged when met; the exit status is then 1
+
     async def job() -> int:
         async with open_tier(root, url, key_prefix=args.key_prefix, read_only=False) as tier:
             total = count_sessions(root, agents) if sys.stderr.isatty() else None
             progress = Progress("warm", total, logger=logger)
             try:
                 report = await warm(
-                    tier, root, agents=agents, batch_size=args.batch, progress=progress
+                    tier,
+                    root,
+                    agents=agents,
+                    batch_size=args.batch,
+                    progress=progress,
+                    unreadable=unreadable,
                 )
             finally:
                 progress.close()
@@ -77,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(report.as_json()))
         else:
             print(summary(report))
-        return 1 if report.failed else 0
+        return 1 if report.failed or unreadable else 0
 
     return run_job(job())

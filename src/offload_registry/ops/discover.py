@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from offload_registry.keys import SessionIdentity, is_safe_agent_name, is_safe_session_id
@@ -43,6 +43,31 @@ class DiskSession:
         return f"{self.agent_name}/{self.session_id}"
 
 
+@dataclass(slots=True)
+class Unreadable:
+    """What a scan could not read (an agent directory it cannot list, a journal it cannot
+    open): each is logged as an error when met and skipped, so one bad directory never
+    aborts ``warm``, ``stats`` or ``verify``; a command that scanned exits 1 when any was."""
+
+    found: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, reason)`` of each, in the order met."""
+    quiet: bool = False
+
+    def add(self, path: Path | str, exc: BaseException) -> None:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if not self.quiet:
+            log.error("cannot read %s (%s); skipped", path, reason, extra={"path": str(path)})
+        self.found.append((str(path), reason))
+
+    @property
+    def problems(self) -> list[str]:
+        """One ``<path>: <reason>`` line each."""
+        return [f"{path}: {reason}" for path, reason in self.found]
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+
 def _session_ids(agent_dir: Path) -> list[str]:
     ids: set[str] = set()
     with os.scandir(agent_dir) as entries:
@@ -63,16 +88,26 @@ def agent_names(data_root: Path) -> list[str]:
         return sorted(e.name for e in entries if e.is_dir())
 
 
-def iter_sessions(data_root: Path, agents: Sequence[str] | None = None) -> Iterator[DiskSession]:
+def iter_sessions(
+    data_root: Path, agents: Sequence[str] | None = None, unreadable: Unreadable | None = None
+) -> Iterator[DiskSession]:
     """Every session under ``data_root`` (or only the ``agents`` directories), agent by
     agent in name order; one directory listing in memory at a time. Names that no key can
-    produce (unsafe components) are skipped with a warning."""
+    produce (unsafe components) are skipped with a warning. An agent directory that cannot
+    be listed goes to ``unreadable`` and is skipped (without ``unreadable``: ``OSError``)."""
     for agent in agents if agents else agent_names(data_root):
         agent_dir = data_root / agent
         if not is_safe_agent_name(agent):
             log.warning("skipping %s: not a name the registry can use", agent_dir)
             continue
-        for session_id in _session_ids(agent_dir):
+        try:
+            session_ids = _session_ids(agent_dir)
+        except OSError as exc:
+            if unreadable is None:
+                raise
+            unreadable.add(agent_dir, exc)
+            continue
+        for session_id in session_ids:
             if not is_safe_session_id(session_id):
                 log.warning("skipping %s/offload-%s: unsafe session id", agent_dir, session_id)
                 continue
@@ -81,8 +116,9 @@ def iter_sessions(data_root: Path, agents: Sequence[str] | None = None) -> Itera
 
 
 def count_sessions(data_root: Path, agents: Sequence[str] | None = None) -> int:
-    """How many sessions :func:`iter_sessions` would yield (listings only)."""
-    return sum(1 for _ in iter_sessions(data_root, agents))
+    """How many sessions :func:`iter_sessions` would yield (listings only; directories it
+    cannot list count as empty, the scan itself reports them)."""
+    return sum(1 for _ in iter_sessions(data_root, agents, Unreadable(quiet=True)))
 
 
 def batched(items: Iterable[DiskSession], size: int) -> Iterator[list[DiskSession]]:

@@ -7,15 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from offload_registry._async.redis_tier import RedisTier, open_redis_tier
-from offload_registry.errors import ConfigurationError, OffloadRegistryError
+from offload_registry.errors import ConfigurationError, RedisUnavailableError
+from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.urls import TierOptions, parse_redis_url
 
-
-class RedisUnavailableError(OffloadRegistryError):
-    """The tool's Redis did not answer."""
+__all__ = ["RedisUnavailableError", "check_url", "open_tier"]
 
 
 def check_url(url: str | None, command: str) -> str:
@@ -45,7 +44,14 @@ async def open_tier(
     try:
         try:  # first, so an unreachable server is one error, not a breaker warning too
             await tier.client.ping()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # A wrong password, database or server mode is the operator's to fix (exit 2);
+            # anything else is an outage (exit 1).
+            problem = configuration_problem(exc)
+            if problem is not None:
+                raise ConfigurationError(
+                    f"cannot use Redis at {tier.description}: {problem}"
+                ) from exc
             raise RedisUnavailableError(f"cannot reach Redis at {tier.description}: {exc}") from exc
         await tier.start()
         yield tier
