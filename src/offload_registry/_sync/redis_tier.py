@@ -76,13 +76,12 @@ from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.heartbeat import Heartbeat
-from offload_registry.store.keyspace import Keyspace, SessionKeys
+from offload_registry.store.keyspace import DATA_ROOT_ID_FILE, Keyspace, SessionKeys
 from offload_registry.store.memory import memory_server
 from offload_registry.store.urls import RedisTarget, TierOptions, parse_redis_url, redact
 
 log = logging.getLogger("offload_registry.redis")
 
-DATA_ROOT_ID_FILE = ".offload-registry-id"
 MAX_DELTAS = 256
 """A writer folds the deltas into a new snapshot when a session holds more than this."""
 REBUILD_LOCK_MS = 15_000
@@ -1184,8 +1183,9 @@ def open_redis_tier(
 ) -> RedisTier:
     """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
     redis-py client the application already owns (then never closed by the registry)."""
-    keyspace = Keyspace.for_data_root(options.key_prefix, data_root)
+    # The id first: it names the deployment, whatever path this host mounts the root at.
     root_id = data_root_id(data_root, create=not read_only)
+    keyspace = Keyspace.for_data_root(options.key_prefix, data_root, root_id=root_id)
     if client is not None:
         pool = getattr(client, "connection_pool", None)
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
