@@ -19,6 +19,8 @@ from offload_registry.errors import (
     RegistryClosedError,
 )
 from offload_registry.journal import read_journal
+from offload_registry.keys import resolve_identity
+from offload_registry.ops.discover import iter_sessions
 from offload_registry.session_files import SessionFiles
 from session_helpers import entry
 
@@ -212,6 +214,33 @@ async def test_resolve_reads_the_journal_the_seed_wrote_under_its_own_name(
         manager = (await again.resolve(key, real_session_id)).manager
         assert {"seed_1", "ours_1"} <= set(manager.confirmed_offload_ids)
         assert await manager.claim(["ours_2"]) == []
+
+
+def test_the_operator_scans_find_the_sessions_the_seed_names(tmp_path: Path) -> None:
+    # warm, verify and stats list sessions with iter_sessions: a hidden agent directory and
+    # a real session id with ":" are sessions like any other, named as resolve names them.
+    for key, real in [("agent:.hidden:s", None), ("agent:main:x", "r:1"), ("agent:main:.d", None)]:
+        identity = resolve_identity(key, real)
+        journal = tmp_path / identity.agent_name / f"offload-{identity.session_id}.jsonl"
+        journal.parent.mkdir(exist_ok=True)
+        journal.write_text('{"tool_call_id": "c"}\n', encoding="utf-8")
+    found = {(s.agent_name, s.session_id) for s in iter_sessions(tmp_path)}
+    assert found == {(".hidden", "s"), ("main", "r:1"), ("main", ".d")}
+
+
+async def test_a_key_that_does_not_parse_reads_the_journal_of_its_real_session_id(
+    tmp_path: Path,
+) -> None:
+    # Decided (README, deliberate differences): the seed names this journal but never reads
+    # it; we read it, so a restart or another worker sees what was appended.
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve("not a key", "real:7")).manager
+        await manager.append_entries([entry("c_1")])
+    assert (tmp_path / "not a key" / "offload-real:7.jsonl").is_file()
+    async with SessionRegistry(tmp_path) as again:
+        manager = (await again.resolve("not a key", "real:7")).manager
+        assert "c_1" in manager.processed_tool_call_ids
+        assert await manager.append_entries([entry("c_1")]) == 0
 
 
 async def test_a_directory_where_the_journal_should_be_reads_as_an_empty_session(
