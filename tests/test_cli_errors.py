@@ -146,7 +146,7 @@ def test_inspect_of_an_unreadable_agent_directory_exits_1(tmp_path: Path) -> Non
     assert_one_line(done, 1, "Permission denied")
 
 
-def test_a_journal_path_that_is_a_directory_reads_as_empty_and_a_write_exits_1(
+def test_a_journal_path_that_is_a_directory_is_inspected_as_an_empty_session(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "main" / "offload-s.jsonl").mkdir(parents=True)

@@ -250,13 +250,31 @@ def test_a_clean_journal_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureF
     assert caplog.records == []
 
 
-def test_an_unreadable_journal_raises_journal_error(tmp_path: Path) -> None:
+def test_an_unreadable_journal_raises_journal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "offload-s.jsonl"
-    path.mkdir()
+    path.write_text('{"tool_call_id": "c"}\n')
+    real_open = Path.open
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path:  # as for a file of mode 000 (tests run as root, which reads anything)
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
     with pytest.raises(JournalError) as info:
         read_journal(path)
     assert info.value.path == str(path)
-    assert isinstance(info.value.__cause__, OSError)
+    assert isinstance(info.value.__cause__, PermissionError)
+
+
+def test_a_directory_in_place_of_a_journal_reads_as_an_empty_journal(tmp_path: Path) -> None:
+    # The seed's read fails on it and starts the session empty; a reader does the same.
+    path = tmp_path / "offload-s.jsonl"
+    path.mkdir()
+    read = read_journal(path)
+    assert (read.entries, read.corrupt, read.invalid, read.watermark) == ([], 0, 0, None)
 
 
 def test_journal_path_names_the_session_file(tmp_path: Path) -> None:
