@@ -26,7 +26,7 @@ produce, so it is a guard rather than a reachable outcome):
    is what Node writes on disk for a lone surrogate in a path, so the seed's files are found.
 2. A real session id is used as given, as the seed does (``r:1`` stays ``r:1``), except that
    ``/`` and NUL become ``_``: with them the seed's path would leave the agent directory (and
-   with ``../..`` the data root) or fail. Parsed names and the fallback agent name already went
+   with enough ``../`` the data root) or fail. Parsed names and the fallback agent name already went
    through the seed's sanitizing, which removes both.
 3. An agent name of exactly ``.`` or ``..`` (the data root itself, or its parent) becomes ``_``
    or ``__``. Any other name is a directory inside the data root, hidden ones included
@@ -52,17 +52,17 @@ Hostile inputs and where they end up (agent, session id):
 ==========================  ======================================================  =======
 key                         identity                                                outcome
 ==========================  ======================================================  =======
-``..``                      (``__``, ``fallback-<hash>``); the seed used ``..``      mapped
+``..``                      (``__``, ``fallback-<hash>``); the seed used ``..``     mapped
 ``.``                       (``_``, ``fallback-<hash>``)                            mapped
 empty key                   (``unknown``, ``fallback-<hash>``)                      mapped
 ``/etc/passwd``             (``_etc_passwd``, ``fallback-<hash>``)                  mapped
 ``agent:..:x``              (``_``, ``x``): the seed's dot rule                     mapped
 ``agent:.:x``               (``_``, ``x``): the data root itself                    mapped
 ``agent:.hidden:x``         (``.hidden``, ``x``): as the seed                       kept
-``agent:main:.``            (``main``, ``.``): ``offload-..jsonl``, as the seed      kept
+``agent:main:.``            (``main``, ``.``): ``offload-..jsonl``, as the seed     kept
 ``agent:main:..``           (``main``, ``_``): the seed's dot rule                  mapped
 ``agent:x:\\0``             (``x``, ``_``): the seed's control-character rule       mapped
-real id ``../x``, ``r:1``  (agent, ``.._x``), (agent, ``r:1``): rule 2         mapped
+real id ``../x`` / ``r:1``  (agent, ``.._x``) / (agent, ``r:1``): rule 2            mapped
 10,000-character key        cut to the limit plus a hash suffix                     mapped
 multi-byte characters       cut at a character boundary                             mapped
 lone surrogates             each becomes U+FFFD                                     mapped
