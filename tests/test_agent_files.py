@@ -306,6 +306,48 @@ def test_update_of_a_corrupt_state_keeps_a_copy_of_the_corrupt_bytes(
     assert any("kept a copy" in r.getMessage() for r in caplog.records)
 
 
+def test_read_agent_state_decodes_a_bad_utf8_byte_as_u_fffd_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    # Node's readFile(..., "utf-8") replaces each invalid sequence with U+FFFD; the seed then
+    # parses the JSON and keeps every field. Dropping the whole file loses the other fields.
+    write_state(tmp_path, b'{"mmdCounter": 3, "lastSessionKey": "x\xffy", "activeMmdId": "m1"}')
+    state = read_agent_state(tmp_path)
+    assert (state.mmd_counter, state.last_session_key, state.active_mmd_id) == (
+        3,
+        "x\ufffdy",
+        "m1",
+    )
+
+
+def test_update_of_a_state_with_a_bad_utf8_byte_keeps_its_fields_and_a_copy_of_the_bytes(
+    tmp_path: Path,
+) -> None:
+    raw = b'{"mmdCounter": 3, "lastSessionKey": "x\xffy", "extra": "\xc3"}'
+    write_state(tmp_path, raw)
+    ms = (FIXED_NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    update_agent_state(
+        tmp_path, lambda s: dataclasses.replace(s, active_mmd_id="m2"), NEVER, now=fixed_clock()
+    )
+    written = json.loads((tmp_path / STATE_FILE).read_text(encoding="utf-8"))
+    assert (written["mmdCounter"], written["lastSessionKey"], written["activeMmdId"]) == (
+        3,
+        "x\ufffdy",
+        "m2",
+    )
+    assert written["extra"] == "\ufffd"
+    # The replaced bytes are not lost: the file as it was is kept beside it.
+    assert (tmp_path / f"{STATE_FILE}.corrupt-{ms}").read_bytes() == raw
+
+
+def test_read_session_registry_decodes_a_bad_utf8_byte_as_u_fffd(tmp_path: Path) -> None:
+    (tmp_path / REGISTRY_FILE).write_bytes(
+        b'{"agent:a:s\xff": {"sessionId": "s", "offloadFile": "offload-s.jsonl", '
+        b'"updatedAt": "2026-01-01T00:00:00.000Z"}}'
+    )
+    assert list(read_session_registry(tmp_path)) == ["agent:a:s\ufffd"]
+
+
 def test_update_raises_journal_error_when_the_file_cannot_be_read(tmp_path: Path) -> None:
     (tmp_path / STATE_FILE).mkdir()
     with pytest.raises(JournalError):

@@ -104,3 +104,27 @@ def test_simulate_runs_workers_and_reports_no_violation() -> None:
     assert 0 < report["cache_hit_ratio"] < 1
     staleness = report["staleness_ms"]
     assert staleness["samples"] > 0 and 0 <= staleness["p50"] <= staleness["p99"]
+
+
+def test_inspect_json_prints_a_lone_surrogate_id_as_a_json_escape(tmp_path: Path) -> None:
+    # The seed reads this journal fine (JSON.parse accepts the escape); JSON.stringify writes
+    # a lone surrogate back as "\ud800". Printing it raw cannot be encoded as UTF-8.
+    journal = tmp_path / "main" / "offload-s.jsonl"
+    journal.parent.mkdir()
+    journal.write_bytes(b'{"tool_call_id": "a\\ud800", "offloaded": true}\n')
+    done = run_cli("--data-root", str(tmp_path), "inspect", "--json", "agent:main:s")
+    assert done.returncode == 0, done.stderr
+    assert "\\ud800" in done.stdout
+    assert json.loads(done.stdout)["confirmed"] == ["a\ud800"]
+    text = run_cli("--data-root", str(tmp_path), "inspect", "agent:main:s")
+    assert text.returncode == 0, text.stderr
+    assert "entries=1" in text.stdout
+
+
+def test_inspect_of_a_key_holding_a_lone_surrogate_prints_it_escaped(tmp_path: Path) -> None:
+    done = run_cli("--data-root", str(tmp_path), "inspect", "--json", "agent:main:s\udcff")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["session_key"] == "agent:main:s\udcff"
+    text = run_cli("--data-root", str(tmp_path), "inspect", "agent:main:s\udcff")
+    assert text.returncode == 0, text.stderr
+    assert "Traceback" not in text.stderr

@@ -20,6 +20,7 @@ from redis.crc import key_slot
 from cluster_fixtures import LocalCluster, command, shared_cluster
 from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
+from offload_registry._async.redis_tier import data_root_id
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.store.urls import TierOptions
@@ -135,6 +136,7 @@ async def test_invalidations_travel_on_the_sessions_shard_channel_only(
 async def test_a_session_that_leaves_the_near_cache_is_unsubscribed(
     tmp_path: Path, shared_cluster: LocalCluster, prefix: str
 ) -> None:
+    data_root_id(tmp_path, create=True)  # names the deployment, as the registries below do
     keyspace = Keyspace.for_data_root(prefix, tmp_path)
     channel = keyspace.session_channel(keys_of(tmp_path, prefix, SESSIONS[0]).tag)
     owner = shared_cluster.master_of_slot(shared_cluster.slot_of(channel))

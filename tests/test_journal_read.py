@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from offload_registry.errors import JournalError, UnsafePathError
+from offload_registry import journal as journal_module
+from offload_registry.errors import JournalError
 from offload_registry.fsutil import FsyncPolicy, file_lock, lock_path_for
 from offload_registry.journal import (
     TAIL_BYTES,
@@ -250,15 +251,31 @@ def test_a_clean_journal_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureF
     assert caplog.records == []
 
 
-def test_an_unreadable_journal_raises_journal_error(tmp_path: Path) -> None:
+def test_an_unreadable_journal_raises_journal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "offload-s.jsonl"
-    path.mkdir()
+    path.write_text('{"tool_call_id": "c"}\n')
+    real_open = journal_module.safe_open
+
+    def denied(target: Path, *args: Any, **kwargs: Any) -> int:
+        if target == path:  # as for a file of mode 000 (tests run as root, which reads anything)
+            raise PermissionError(13, "Permission denied", str(target))
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(journal_module, "safe_open", denied)
     with pytest.raises(JournalError) as info:
         read_journal(path)
     assert info.value.path == str(path)
-    # Not a regular file: refused before any read (see test_containment.py).
-    assert isinstance(info.value, UnsafePathError)
-    assert "a directory, not a regular file" in info.value.reason
+    assert isinstance(info.value.__cause__, PermissionError)
+
+
+def test_a_directory_in_place_of_a_journal_reads_as_an_empty_journal(tmp_path: Path) -> None:
+    # The seed's read fails on it and starts the session empty; a reader does the same.
+    path = tmp_path / "offload-s.jsonl"
+    path.mkdir()
+    read = read_journal(path)
+    assert (read.entries, read.corrupt, read.invalid, read.watermark) == ([], 0, 0, None)
 
 
 def test_journal_path_names_the_session_file(tmp_path: Path) -> None:

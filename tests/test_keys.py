@@ -13,12 +13,15 @@ from hypothesis import strategies as st
 
 from offload_registry.errors import InvalidSessionKeyError
 from offload_registry.keys import (
-    MAX_COMPONENT_BYTES,
+    MAX_AGENT_NAME_BYTES,
+    MAX_SESSION_ID_BYTES,
     SessionIdentity,
     SessionKey,
     _safe_component,
     is_internal_memory_session,
+    is_safe_agent_name,
     is_safe_component,
+    is_safe_session_id,
     parse_session_key,
     resolve_identity,
     sanitize_name,
@@ -257,8 +260,15 @@ def test_real_session_id_replaces_the_parsed_session_id() -> None:
     assert (identity.agent_name, identity.session_id) == ("review", "real-abc")
 
 
-def test_real_session_id_is_sanitized() -> None:
-    assert resolve_identity("agent:main:s1", "../x|y").session_id == "__x_y"
+def test_real_session_id_is_used_as_given_like_the_seed() -> None:
+    # The seed passes the real id straight to its journal path: offload-r:1.jsonl.
+    assert resolve_identity("agent:main:s1", "r:1").session_id == "r:1"
+    assert resolve_identity("agent:main:s1", "a..b|c*").session_id == "a..b|c*"
+
+
+def test_real_session_id_changes_only_what_would_leave_the_agent_directory() -> None:
+    assert resolve_identity("agent:main:s1", "../x|y").session_id == ".._x|y"
+    assert resolve_identity("agent:main:s1", "a\0b").session_id == "a_b"
 
 
 def test_empty_real_session_id_counts_as_absent() -> None:
@@ -305,7 +315,7 @@ def test_fallback_uses_the_real_session_id_when_given() -> None:
     identity = resolve_identity("nope", "real:1")
     assert (identity.agent_name, identity.session_id, identity.fallback) == (
         "nope",
-        "real_1",
+        "real:1",
         True,
     )
 
@@ -323,17 +333,14 @@ def test_same_malformed_key_gives_the_same_identity_twice() -> None:
     [
         ("..", "__", _fallback_id("..")),
         (".", "_", _fallback_id(".")),
-        ("...", "___", _fallback_id("...")),
-        (".hidden", "_hidden", _fallback_id(".hidden")),
+        ("...", "...", _fallback_id("...")),
+        (".hidden", ".hidden", _fallback_id(".hidden")),
         ("", "unknown", _fallback_id("")),
         ("/etc/passwd", "_etc_passwd", _fallback_id("/etc/passwd")),
-        ("../../etc", "_._.._etc", _fallback_id("../../etc")),
+        ("../../etc", ".._.._etc", _fallback_id("../../etc")),
         ("agent:..:x", "_", "x"),
         ("agent:.:x", "_", "x"),
-        ("agent:.x:y", "_x", "y"),
-        ("agent:main:.", "main", "_"),
         ("agent:main:..", "main", "_"),
-        ("agent:main:.x", "main", "_x"),
         ("agent:x:\0", "x", "_"),
         ("agent:x:/", "x", "_"),
     ],
@@ -341,8 +348,22 @@ def test_same_malformed_key_gives_the_same_identity_twice() -> None:
 def test_hostile_key_is_mapped_to_safe_names(key: str, agent_name: str, session_id: str) -> None:
     identity = resolve_identity(key)
     assert (identity.agent_name, identity.session_id) == (agent_name, session_id)
-    assert is_safe_component(identity.agent_name)
-    assert is_safe_component(identity.session_id)
+    assert is_safe_agent_name(identity.agent_name)
+    assert is_safe_session_id(identity.session_id)
+
+
+@pytest.mark.parametrize(
+    ("key", "agent_name", "session_id"),
+    [
+        ("agent:main:.s", "main", ".s"),
+        ("agent:main:.", "main", "."),
+        ("agent:.hidden:s", ".hidden", "s"),
+        ("agent:.x:.y", ".x", ".y"),
+    ],
+)
+def test_leading_dots_reach_the_seeds_own_file(key: str, agent_name: str, session_id: str) -> None:
+    identity = resolve_identity(key)
+    assert (identity.agent_name, identity.session_id) == (agent_name, session_id)
 
 
 def test_fallback_name_of_dot_dot_no_longer_escapes_the_root(tmp_path: Path) -> None:
@@ -353,21 +374,21 @@ def test_fallback_name_of_dot_dot_no_longer_escapes_the_root(tmp_path: Path) -> 
 
 def test_hostile_real_session_id_is_mapped_to_a_safe_name() -> None:
     for real in [".", "..", "../x", "/", "\0", ".hidden", "\udc80"]:
-        assert is_safe_component(resolve_identity("agent:main:s", real).session_id)
+        assert is_safe_session_id(resolve_identity("agent:main:s", real).session_id)
 
 
 def test_ten_thousand_character_key_yields_components_within_the_byte_cap() -> None:
     key = "agent:" + "a" * 5_000 + ":" + "s" * 5_000
     identity = resolve_identity(key)
-    assert _utf8_len(identity.agent_name) <= MAX_COMPONENT_BYTES
-    assert _utf8_len(identity.session_id) <= MAX_COMPONENT_BYTES
+    assert _utf8_len(identity.agent_name) <= MAX_AGENT_NAME_BYTES
+    assert _utf8_len(identity.session_id) <= MAX_SESSION_ID_BYTES
     assert identity.session_id.startswith("s" * 100)
 
 
 def test_long_component_ends_with_a_hash_of_the_whole_component() -> None:
     session_id = "s" * 10_000
     digest = hashlib.sha256(session_id.encode()).hexdigest()[:16]
-    assert resolve_identity(f"agent:a:{session_id}").session_id == "s" * 183 + "-" + digest
+    assert resolve_identity(f"agent:a:{session_id}").session_id == "s" * 224 + "-" + digest
 
 
 def test_long_components_that_share_a_prefix_stay_distinct() -> None:
@@ -376,23 +397,30 @@ def test_long_components_that_share_a_prefix_stay_distinct() -> None:
     assert first != second
 
 
-def test_component_of_exactly_the_cap_is_kept() -> None:
-    session_id = "s" * MAX_COMPONENT_BYTES
-    assert resolve_identity(f"agent:a:{session_id}").session_id == session_id
+def test_names_up_to_the_file_system_limit_are_the_seeds_own() -> None:
+    # The seed reads any name the file system takes: 255 bytes for the agent directory and
+    # for offload-<id>.jsonl (so 241 bytes of session id).
+    assert 255 - len("offload-.jsonl") == MAX_SESSION_ID_BYTES
+    agent, session_id = "a" * 255, "s" * MAX_SESSION_ID_BYTES
+    identity = resolve_identity(f"agent:{agent}:{session_id}")
+    assert (identity.agent_name, identity.session_id) == (agent, session_id)
+    assert resolve_identity("agent:a:" + "é" * 120).session_id == "é" * 120  # 240 bytes
 
 
-def test_component_one_byte_over_the_cap_is_shortened() -> None:
-    session_id = "s" * (MAX_COMPONENT_BYTES + 1)
+def test_component_one_byte_over_the_limit_is_shortened() -> None:
+    session_id = "s" * (MAX_SESSION_ID_BYTES + 1)
     result = resolve_identity(f"agent:a:{session_id}").session_id
     assert result != session_id
-    assert _utf8_len(result) <= MAX_COMPONENT_BYTES
+    assert _utf8_len(result) <= MAX_SESSION_ID_BYTES
+    agent = "a" * (MAX_AGENT_NAME_BYTES + 1)
+    assert _utf8_len(resolve_identity(f"agent:{agent}:s").agent_name) <= MAX_AGENT_NAME_BYTES
 
 
 def test_multibyte_component_is_cut_at_a_character_boundary() -> None:
     for char in ["é", "€", "😀"]:
         session_id = char * 300
         result = resolve_identity(f"agent:a:{session_id}").session_id
-        assert _utf8_len(result) <= MAX_COMPONENT_BYTES
+        assert _utf8_len(result) <= MAX_SESSION_ID_BYTES
         prefix = result[: -len("-0123456789abcdef")]
         assert prefix and set(prefix) == {char}
 
@@ -400,12 +428,12 @@ def test_multibyte_component_is_cut_at_a_character_boundary() -> None:
 def test_long_fallback_key_with_a_real_session_id_is_capped() -> None:
     identity = resolve_identity("z" * 10_000, "r" * 10_000)
     assert identity.agent_name == "z" * 64
-    assert _utf8_len(identity.session_id) <= MAX_COMPONENT_BYTES
+    assert _utf8_len(identity.session_id) <= MAX_SESSION_ID_BYTES
 
 
 def test_short_name_shaped_like_a_shortened_one_cannot_alias_it() -> None:
     shortened = resolve_identity("agent:a:" + "s" * 300).session_id
-    assert _utf8_len(shortened) > 183
+    assert _utf8_len(shortened) > MAX_SESSION_ID_BYTES - 17
     assert resolve_identity("agent:a:" + shortened).session_id != shortened
 
 
@@ -426,7 +454,7 @@ def test_lone_surrogate_fallback_key_gets_a_stable_session_id() -> None:
 def test_an_empty_component_is_refused() -> None:
     # No str input reaches this guard (see the module docstring); it is tested directly.
     with pytest.raises(InvalidSessionKeyError) as excinfo:
-        _safe_component("", "agent:x:y", "session id")
+        _safe_component("", "agent:x:y", "session id", MAX_SESSION_ID_BYTES)
     assert excinfo.value.key == "agent:x:y"
 
 
@@ -435,7 +463,22 @@ def test_an_empty_component_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["main", "a.b", "a..b", "_", "-", "x" * MAX_COMPONENT_BYTES, "é" * 100, "😀", "\ufffd"],
+    [
+        "main",
+        "a.b",
+        "a..b",
+        "...",
+        ".hidden",
+        "a:b",
+        "a\\b",
+        "a\nb",
+        "_",
+        "-",
+        "x" * MAX_SESSION_ID_BYTES,
+        "é" * 120,
+        "😀",
+        "\ufffd",
+    ],
 )
 def test_safe_component_examples(name: str) -> None:
     assert is_safe_component(name)
@@ -447,15 +490,10 @@ def test_safe_component_examples(name: str) -> None:
         "",
         ".",
         "..",
-        "...",
-        ".hidden",
         "a/b",
-        "a\\b",
         "a\0b",
-        "a\nb",
-        "a:b",
-        "x" * (MAX_COMPONENT_BYTES + 1),
-        "é" * 101,
+        "x" * (MAX_SESSION_ID_BYTES + 1),
+        "é" * 121,
         "\ud800",
     ],
 )
@@ -485,9 +523,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _assert_safe_identity(identity: SessionIdentity, root: Path) -> None:
-    for component in (identity.agent_name, identity.session_id):
-        assert is_safe_component(component)
-        assert _utf8_len(component) <= MAX_COMPONENT_BYTES
+    assert is_safe_agent_name(identity.agent_name)
+    assert is_safe_session_id(identity.session_id)
     journal = (root / identity.agent_name / f"offload-{identity.session_id}.jsonl").resolve(
         strict=False
     )
@@ -537,3 +574,39 @@ def test_distinct_long_session_ids_stay_distinct(first: str, second: str) -> Non
     one = resolve_identity("agent:a:" + pad + first).session_id
     two = resolve_identity("agent:a:" + pad + second).session_id
     assert (one == two) == (first == second)
+
+
+def _seed_names(key: str, real_session_id: str | None) -> tuple[str, str] | None:
+    """The seed's own (agent, session id) for a key that parses, or None."""
+    parsed = parse_session_key(key)
+    if parsed is None:
+        return None
+    return parsed.agent_name, real_session_id or parsed.session_id
+
+
+def _seed_path_is_usable(agent: str, session_id: str) -> bool:
+    """The seed's path stays one file in one directory inside the root, and the file system
+    takes both names."""
+    try:
+        agent_bytes, journal_bytes = agent.encode(), f"offload-{session_id}.jsonl".encode()
+    except UnicodeEncodeError:
+        return False
+    return (
+        agent not in (".", "..")
+        and "/" not in agent + session_id
+        and "\0" not in agent + session_id
+        and len(agent_bytes) <= 255
+        and len(journal_bytes) <= 255
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(key=_KEYS, real_session_id=_REAL_IDS)
+def test_every_usable_seed_path_is_the_very_file_the_seed_uses(
+    key: str, real_session_id: str | None
+) -> None:
+    seed = _seed_names(key, real_session_id)
+    if seed is None or not _seed_path_is_usable(*seed):
+        return
+    identity = resolve_identity(key, real_session_id)
+    assert (identity.agent_name, identity.session_id) == seed

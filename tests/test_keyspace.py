@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import (
+    DATA_ROOT_ID_FILE,
     DEFAULT_PREFIX,
     Keyspace,
     deployment_id,
@@ -95,7 +96,9 @@ def test_session_for_uses_the_identitys_on_disk_names(keyspace: Keyspace) -> Non
     assert keyspace.session_for(identity) == keyspace.session(identity.agent_name, "real-id")
 
 
-def test_deployment_id_is_twelve_hex_digits_of_the_resolved_path(tmp_path: Path) -> None:
+def test_without_an_id_file_the_deployment_id_is_twelve_hex_digits_of_the_resolved_path(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     assert re.fullmatch(r"[0-9a-f]{12}", deployment_id(tmp_path / "real"))
@@ -161,3 +164,17 @@ def test_unsafe_deployment_ids_are_refused(deployment: str) -> None:
 def test_non_positive_or_non_int_schemas_are_refused(schema: object) -> None:
     with pytest.raises(ConfigurationError, match="schema"):
         Keyspace(DEFAULT_PREFIX, schema, deployment="dep")  # type: ignore[arg-type]
+
+
+def test_the_deployment_id_comes_from_the_data_roots_id_file_not_its_path(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "offload", tmp_path / "b" / "mnt"
+    for root in (first, second):
+        root.mkdir(parents=True)
+        (root / DATA_ROOT_ID_FILE).write_text("0f" * 16 + "\n")  # one data root, two mounts
+    assert deployment_id(first) == deployment_id(second)
+    assert Keyspace.for_data_root(DEFAULT_PREFIX, first) == Keyspace.for_data_root(
+        DEFAULT_PREFIX, second
+    )
+    (second / DATA_ROOT_ID_FILE).write_text("ab" * 16 + "\n")  # another disk at that path
+    assert deployment_id(first) != deployment_id(second)
+    assert deployment_id(tmp_path / "c", root_id="0f" * 16) == deployment_id(first)

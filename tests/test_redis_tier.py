@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -437,13 +438,46 @@ async def test_two_data_roots_on_one_redis_never_see_each_others_sessions(
         assert set(reader.processed_tool_call_ids) == {f"only_{name}", f"only{name}"}
 
 
-async def test_another_data_root_at_the_same_path_is_refused_with_a_clear_error(
+async def test_one_data_root_mounted_at_two_paths_is_one_deployment(
+    tmp_path: Path, redis_url: tuple[str, str]
+) -> None:
+    # Two hosts (or containers) mount the same files at different paths: the data root's own
+    # id file names the deployment, so both use one keyspace (the path would give two).
+    first = tmp_path / "host-a" / "offload"
+    async with registry(first, redis_url) as reg:
+        await (await reg.resolve(KEY)).manager.append_entries([entry("c_1")])
+        keyspace = reg.tier.keyspace  # type: ignore[attr-defined]
+    second = tmp_path / "host-b" / "mnt" / "context"
+    shutil.copytree(first, second)  # the same files, seen at another path
+    async with registry(second, redis_url) as reg:  # not refused: the same data-root id
+        assert reg.tier.keyspace == keyspace  # type: ignore[attr-defined]
+        manager = (await reg.resolve(KEY)).manager
+        assert "c_1" in manager.processed_tool_call_ids
+
+
+async def test_another_data_root_at_the_same_path_gets_its_own_keyspace(
+    tmp_path: Path, redis_url: tuple[str, str]
+) -> None:
+    async with registry(tmp_path, redis_url) as reg:
+        await (await reg.resolve(KEY)).manager.append_entries([entry("c_1")])
+        old = reg.tier.keyspace  # type: ignore[attr-defined]
+    # Another disk mounted at the same path: another data-root id, another deployment.
+    shutil.rmtree(tmp_path / "main")
+    (tmp_path / redis_tier.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
+    async with registry(tmp_path, redis_url) as reg:
+        assert reg.tier.keyspace != old  # type: ignore[attr-defined]
+        manager = (await reg.resolve(KEY)).manager
+        assert (manager.entry_count, manager.source) == (0, "journal")
+
+
+async def test_a_deployment_id_collision_is_refused_with_a_clear_error(
     tmp_path: Path, redis_url: tuple[str, str]
 ) -> None:
     async with registry(tmp_path, redis_url) as reg:
         await reg.resolve(KEY)
-    # Another disk mounted at the same path: same path hash, different data-root id.
-    (tmp_path / redis_tier.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
+        async with raw_redis(redis_url[0], reg) as client:
+            # What a 48-bit collision with another data root would leave there.
+            await client.set(reg.tier.keyspace.deployment_key(), "another-root")  # type: ignore[attr-defined]
     refused = registry(tmp_path, redis_url)
     with pytest.raises(ConfigurationError, match="belong to another data root"):
         async with refused:

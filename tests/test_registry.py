@@ -19,6 +19,8 @@ from offload_registry.errors import (
     RegistryClosedError,
 )
 from offload_registry.journal import read_journal
+from offload_registry.keys import resolve_identity
+from offload_registry.ops.discover import iter_sessions
 from offload_registry.session_files import SessionFiles
 from session_helpers import entry
 
@@ -177,6 +179,81 @@ async def test_no_key_writes_outside_the_data_root(tmp_path: Path, key: str) -> 
     outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(root)]
     assert outside == []
     assert ctx.manager.journal_path.resolve().is_relative_to(root.resolve())
+
+
+@pytest.mark.parametrize(
+    ("key", "real_session_id", "seed_file"),
+    [
+        ("agent:main:.s", None, "main/offload-.s.jsonl"),
+        ("agent:main:.", None, "main/offload-..jsonl"),
+        ("agent:.hidden:s", None, ".hidden/offload-s.jsonl"),
+        ("agent:main:x", "r:1", "main/offload-r:1.jsonl"),
+        ("agent:main:" + "s" * 241, None, "main/offload-" + "s" * 241 + ".jsonl"),
+        ("agent:" + "a" * 255 + ":s", None, "a" * 255 + "/offload-s.jsonl"),
+    ],
+)
+async def test_resolve_reads_the_journal_the_seed_wrote_under_its_own_name(
+    tmp_path: Path, key: str, real_session_id: str | None, seed_file: str
+) -> None:
+    # The seed wrote these files with these very names; a registry must find them, and its own
+    # writes (lock, temp, claims and lease files beside the journal) must work even when their
+    # natural names would exceed the 255-byte limit that the journal's name still fits.
+    journal = tmp_path / seed_file
+    journal.parent.mkdir(parents=True)
+    journal.write_text('{"tool_call_id": "seed_1", "offloaded": true}\n', encoding="utf-8")
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve(key, real_session_id)).manager
+        assert manager.journal_path == journal
+        assert "seed_1" in manager.confirmed_offload_ids
+        assert await manager.append_entries([entry("ours_1")]) == 1
+        assert await manager.claim(["ours_2"]) == ["ours_2"]
+        assert await manager.mark_offload_status({"ours_1": True}) == 1
+    ids = [e["tool_call_id"] for e in read_journal(journal).entries]
+    assert ids == ["seed_1", "ours_1"]
+    async with SessionRegistry(tmp_path) as again:
+        manager = (await again.resolve(key, real_session_id)).manager
+        assert {"seed_1", "ours_1"} <= set(manager.confirmed_offload_ids)
+        assert await manager.claim(["ours_2"]) == []
+
+
+def test_the_operator_scans_find_the_sessions_the_seed_names(tmp_path: Path) -> None:
+    # warm, verify and stats list sessions with iter_sessions: a hidden agent directory and
+    # a real session id with ":" are sessions like any other, named as resolve names them.
+    for key, real in [("agent:.hidden:s", None), ("agent:main:x", "r:1"), ("agent:main:.d", None)]:
+        identity = resolve_identity(key, real)
+        journal = tmp_path / identity.agent_name / f"offload-{identity.session_id}.jsonl"
+        journal.parent.mkdir(exist_ok=True)
+        journal.write_text('{"tool_call_id": "c"}\n', encoding="utf-8")
+    found = {(s.agent_name, s.session_id) for s in iter_sessions(tmp_path)}
+    assert found == {(".hidden", "s"), ("main", "r:1"), ("main", ".d")}
+
+
+async def test_a_key_that_does_not_parse_reads_the_journal_of_its_real_session_id(
+    tmp_path: Path,
+) -> None:
+    # Decided (README, deliberate differences): the seed names this journal but never reads
+    # it; we read it, so a restart or another worker sees what was appended.
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve("not a key", "real:7")).manager
+        await manager.append_entries([entry("c_1")])
+    assert (tmp_path / "not a key" / "offload-real:7.jsonl").is_file()
+    async with SessionRegistry(tmp_path) as again:
+        manager = (await again.resolve("not a key", "real:7")).manager
+        assert "c_1" in manager.processed_tool_call_ids
+        assert await manager.append_entries([entry("c_1")]) == 0
+
+
+async def test_a_directory_where_the_journal_should_be_reads_as_an_empty_session(
+    tmp_path: Path,
+) -> None:
+    # The seed's read fails on a directory and it starts the session empty; so do we. Writing
+    # to it is still refused with a clear error, never a traceback from deep inside.
+    (tmp_path / "main" / "offload-s.jsonl").mkdir(parents=True)
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve("agent:main:s")).manager
+        assert (manager.entry_count, set(manager.processed_tool_call_ids)) == (0, set())
+        with pytest.raises(JournalError, match=r"offload-s\.jsonl"):
+            await manager.append_entries([entry("c_1")])
 
 
 async def test_append_drops_ids_already_in_the_journal_and_their_normalized_forms(

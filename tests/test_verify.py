@@ -87,6 +87,7 @@ def test_verify_finds_each_kind_of_planted_drift_and_repair_fixes_it_all(
     assert report["by_kind"] == {
         **{kind: 1 for kind in KINDS},
         "undecodable": 2,
+        "unreadable": 0,  # every file is readable here (test_cli_errors covers the others)
     }
     found = {(d["kind"], d["session"]) for d in report["differences"]}
     for kind, key in PLANTED.items():

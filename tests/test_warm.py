@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from offload_registry import sync as sync_api
+from offload_registry._async.redis_tier import data_root_id
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.store.keyspace import Keyspace
 from ops_helpers import (
@@ -106,6 +107,7 @@ def test_warm_killed_midway_finishes_on_the_next_run_without_redoing_done_sessio
     tmp_path: Path, redis_server: RedisServerProcess
 ) -> None:
     keys = write_sessions(tmp_path, 3000, 3)
+    data_root_id(tmp_path, create=True)  # the deployment's name, before warm makes it
     prefix = unique_prefix()
     args = ["--data-root", str(tmp_path), "--redis-url", redis_server.url]
     args += ["--key-prefix", prefix, "warm", "--json", "--batch", "5"]

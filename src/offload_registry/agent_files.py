@@ -229,11 +229,11 @@ def update_agent_state(
 
     Nothing is written when the new state equals the one read (values and JSON types).
     Keys the file holds that this module does not know, and the raw values of known keys
-    the update did not change, are written back as they were. A corrupt file is copied to
-    ``state.json.corrupt-<unix ms of now()>`` before it is replaced. ``agent_dir`` is
-    created when missing. Raises ``JournalError`` when the file exists but cannot be read,
-    or cannot be written (:class:`UnsafePathError` when it is a link or not a regular file).
-    New files get ``mode``.
+    the update did not change, are written back as they were. A corrupt file (or one not
+    valid UTF-8) is copied to ``state.json.corrupt-<unix ms of now()>`` before it is replaced.
+    ``agent_dir`` is created when missing. Raises ``JournalError`` when the file exists but
+    cannot be read, or cannot be written (:class:`UnsafePathError` when it is a link or not a
+    regular file). New files get ``mode``.
     """
     path = agent_dir / STATE_FILE
     _ensure_dir(agent_dir, fsync, mode)
@@ -244,7 +244,8 @@ def update_agent_state(
         new = update(old)
         if _strict_values(new) == _strict_values(old):
             return new
-        if raw is not None and obj is None:
+        if raw is not None and (obj is None or _is_lossy(raw)):
+            # Unparseable, or decoded with U+FFFD: the rewrite would lose bytes, keep them.
             _keep_corrupt_copy(path, raw, fsync, now, mode)
         _write_json(path, _merge_state(obj or {}, old, new), fsync, mode)
         return new
@@ -435,11 +436,12 @@ def register_session(
     (``updatedAt`` is not refreshed on its own). Other keys, and unknown fields of the
     entry, are kept. ``updatedAt`` is ``now()`` in UTC as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (a
     naive ``now()`` is taken as UTC). A corrupt file is copied to
-    ``sessions-registry.json.corrupt-<unix ms>`` (WARNING) and replaced by a fresh registry.
-    ``session_id`` must already be sanitized (it names the journal file). ``agent_dir`` is
-    created when missing. Raises ``JournalError`` when the file exists but cannot be read,
-    or cannot be written (:class:`UnsafePathError` when it is a link or not a regular file).
-    New files get ``mode``.
+    ``sessions-registry.json.corrupt-<unix ms>`` (WARNING) and replaced by a fresh registry;
+    one that is not valid UTF-8 is copied too, and kept with U+FFFD for the bad bytes.
+    ``session_id`` must be a safe session id (``keys.resolve_identity``; it names the journal).
+    ``agent_dir`` is created when missing. Raises ``JournalError`` when the file exists but
+    cannot be read, or cannot be written (:class:`UnsafePathError` when it is a link or not a
+    regular file). New files get ``mode``.
     """
     path = agent_dir / REGISTRY_FILE
     offload_file = offload_file_name(session_id)
@@ -463,7 +465,8 @@ def register_session(
         if isinstance(current, dict):
             entry.update((k, v) for k, v in current.items() if k not in entry)
         registry[session_key] = entry
-        if raw is not None and obj is None:
+        if raw is not None and (obj is None or _is_lossy(raw)):
+            # Unparseable, or decoded with U+FFFD: the rewrite would lose bytes, keep them.
             _keep_corrupt_copy(path, raw, fsync, now, mode)
         _write_json(path, registry, fsync, mode)
 
@@ -531,19 +534,41 @@ def _finite_or_null(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _decode(raw: bytes) -> tuple[str, bool]:
+    """``raw`` as text the way Node's ``readFile(path, "utf-8")`` gives it to the seed: each
+    invalid UTF-8 sequence becomes U+FFFD (both decoders replace maximal subparts), and a byte
+    order mark is dropped. The flag says whether anything was replaced."""
+    try:
+        return raw.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8-sig", errors="replace"), True
+
+
+def _is_lossy(raw: bytes) -> bool:
+    return _decode(raw)[1]
+
+
 def _parse_object(path: Path, raw: bytes) -> dict[str, object] | None:
     """The JSON object in ``raw``, or ``None`` (with a WARNING) when it is not one.
 
-    A UTF-8 byte-order mark is accepted; ``NaN``/``Infinity`` tokens are rejected as JSON
-    does.
+    A UTF-8 byte-order mark is accepted; invalid UTF-8 is decoded with U+FFFD as the seed
+    does (one bad byte in a string keeps every other field); ``NaN``/``Infinity`` tokens are
+    rejected as JSON does.
     """
+    text, lossy = _decode(raw)
+    if lossy:
+        logger.warning(
+            "%s is not valid UTF-8; reading it with U+FFFD in place of the bad bytes",
+            path,
+            extra={"path": str(path)},
+        )
     try:
         obj = json.loads(
-            raw.decode("utf-8-sig"),
+            text,
             parse_constant=_reject_constant,
             parse_float=_finite_or_null,
         )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         logger.warning(
             "%s is corrupt (%s); treating it as empty",
             path,

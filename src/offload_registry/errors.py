@@ -11,6 +11,7 @@
     │                                             something other than a regular file/directory
     ├── ConfigurationError (ValueError)       bad options: unknown URL scheme, bad fsync policy, ...
     ├── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
+    ├── RedisUnavailableError                 Redis did not answer where it is required
     └── LeaseError                            a session lease could not be used
         ├── LeaseUnavailableError                 another holder has the lease
         └── LeaseLostError                        the lease expired or was superseded: a
@@ -62,11 +63,21 @@ class UnsafePathError(JournalError):
     """A path below the data root was refused: one of its components is a symbolic link, or
     it names something other than a regular file (a directory where a directory is expected):
     a FIFO, a socket, a device. Raised instead of following the link out of the data root or
-    blocking on the FIFO; nothing was read or written through it."""
+    blocking on the FIFO; nothing was read or written through it. ``kind`` says what was
+    found there (``"a symbolic link"``, ``"a FIFO"``, ``"a directory"``, ...)."""
+
+    def __init__(self, path: str, reason: str, kind: str = "") -> None:
+        super().__init__(path, reason)
+        self.kind = kind
 
 
 class ConfigurationError(OffloadRegistryError, ValueError):
     """An option the caller passed cannot be used (bad URL scheme, bad policy name, ...)."""
+
+
+class RedisUnavailableError(OffloadRegistryError):
+    """Redis did not answer where it is required (an operator tool, or a cluster client that
+    must reach a node to learn the slot map): an outage, not a configuration error."""
 
 
 class RegistryClosedError(OffloadRegistryError, RuntimeError):

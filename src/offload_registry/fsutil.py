@@ -23,6 +23,7 @@ import contextlib
 import enum
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import stat
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from offload_registry.errors import ConfigurationError, UnsafePathError
+from offload_registry.keys import MAX_NAME_BYTES
 
 DEFAULT_FILE_MODE = 0o600
 """Permissions of the files the registry creates unless configured: private to the owner."""
@@ -49,6 +51,28 @@ ROOT_FILE_DEPTH = 1
 # a non-directory (ENOTDIR), or a non-blocking open finds a FIFO or socket without a peer
 # (ENXIO).
 _REFUSED_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO})
+
+LONG_NAME_PREFIX = ".offload-long-"
+"""Start of the hidden name our own files get when their natural name does not fit."""
+
+
+def fit_name(name: str) -> str:
+    """``name`` when it fits the file system's 255-byte limit, else a hidden stand-in.
+
+    Used for the files the registry adds beside a journal (lock, temp, claims and lease files):
+    their natural names (``.offload-<id>.jsonl.lock``, ``.offload-<id>.jsonl.tmp-<pid>``) are
+    up to 22 bytes longer than the journal's, so a session id the seed can use (journal name
+    up to 255 bytes) could otherwise be read but never written. The stand-in is
+    ``.offload-long-`` plus the SHA-256 of the natural name in hex (78 bytes): deterministic, so
+    every process picks the same lock file, distinct for distinct names (up to a hash collision,
+    the pid of a temp name included), and hidden, so neither the seed nor our session scans take
+    it for a journal or a claims record. The cost: a claims record of such a session is not
+    found by the ``warm``/``verify``/``stats`` scans unless its journal exists too.
+    """
+    encoded = os.fsencode(name)
+    if len(encoded) <= MAX_NAME_BYTES:
+        return name
+    return LONG_NAME_PREFIX + hashlib.sha256(encoded).hexdigest()
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -116,7 +140,7 @@ def _refuse(shown: str, name: str, dir_fd: int | None, expected: str, cause: OSE
         kind = _kind(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
     except OSError:
         kind = "unusable"
-    raise UnsafePathError(shown, f"refused: it is {kind}, not {expected}") from cause
+    raise UnsafePathError(shown, f"refused: it is {kind}, not {expected}", kind) from cause
 
 
 def _components(path: str, below: int) -> tuple[str, list[str]]:
@@ -278,7 +302,8 @@ def safe_open(
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafePathError(text, f"refused: it is {_kind(st)}, not a regular file")
+            kind = _kind(st)
+            raise UnsafePathError(text, f"refused: it is {kind}, not a regular file", kind)
         # F_SETFL changes only the status flags (O_APPEND, O_NONBLOCK, ...) and ignores the
         # access and creation flags, so the flags we opened with, minus O_NONBLOCK, are the
         # descriptor's flags without it (one call instead of F_GETFL then F_SETFL).
@@ -326,7 +351,7 @@ def atomic_write_bytes(
     name = path.name
     dir_fd = open_dir(path.parent, below - 1)
     try:
-        tmp = f".{name}.tmp-{secrets.token_hex(8)}"
+        tmp = fit_name(f".{name}.tmp-{secrets.token_hex(8)}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
         try:
@@ -354,7 +379,7 @@ def atomic_write_bytes(
 
 def lock_path_for(path: Path) -> Path:
     """The sibling lock file of ``path`` (hidden, so the seed's readers never look at it)."""
-    return path.with_name(f".{path.name}.lock")
+    return path.with_name(fit_name(f".{path.name}.lock"))
 
 
 @contextlib.contextmanager

@@ -300,7 +300,8 @@ def _continues(fd: int, st: os.stat_result, since: Watermark, generation: int) -
 
 
 def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, bool] | None:
-    """``(new bytes, watermark after them, continued)``, or ``None`` for a missing file.
+    """``(new bytes, watermark after them, continued)``, or ``None`` for a missing file (or a
+    directory in its place).
 
     Continuing from a watermark whose last piece was unterminated re-reads that piece when
     the file grew; when it is still byte for byte the same line (now ended), it is skipped,
@@ -309,6 +310,13 @@ def _read_from(path: Path, since: Watermark | None) -> tuple[bytes, Watermark, b
     try:
         f = os.fdopen(safe_open(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
+        return None
+    except UnsafePathError as exc:
+        if exc.kind != "a directory":
+            raise
+        # The seed's read fails here and it starts the session empty; we read it the same
+        # way (a write to it is still refused). Links, FIFOs and devices stay refused.
+        log.warning("%s is a directory, not a journal: read as an empty session", path)
         return None
     with f:
         fd = f.fileno()
@@ -360,7 +368,9 @@ def current_watermark(path: Path) -> Watermark | None:
             )
     except FileNotFoundError:
         return None
-    except UnsafePathError:
+    except UnsafePathError as exc:
+        if exc.kind == "a directory":  # reads as missing, as in _read_from
+            return None
         raise
     except OSError as exc:
         raise JournalError(str(path), f"cannot read journal: {_reason(exc)}") from exc

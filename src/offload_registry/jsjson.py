@@ -26,6 +26,7 @@ __all__ = [
     "JS_WHITESPACE",
     "UNSAFE_CHARS",
     "clean_json",
+    "dumps_js",
     "encode_entry",
     "js_trim",
     "js_truthy",
@@ -294,3 +295,16 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
         # Integers beyond 64 bits, non-str keys or nesting past orjson's 255 levels.
         text = json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return text.encode("utf-8") + b"\n"
+
+
+_LONE_SURROGATE_CHAR = re.compile("[\ud800-\udfff]")
+
+
+def dumps_js(value: Any) -> str:
+    """One line of JSON as ``JSON.stringify`` writes it: non-ASCII characters as they are, but
+    each lone surrogate (a journal may hold ``"\\ud800"``, which the seed reads fine) as a
+    ``\\uXXXX`` escape, so the text always encodes to UTF-8. JSON syntax is ASCII, so every
+    surrogate in the output is inside a string, where the escape means the same code point.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    return _LONE_SURROGATE_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -130,7 +130,7 @@ def serve_metrics(port: int, registry: Any, addr: str = "0.0.0.0", *, canary: An
     """Serve ``registry``'s metrics (and a canary's, when given its ``stats``) on
     ``http://<addr>:<port>/metrics`` from a daemon thread; returns the HTTP server (stop it
     with ``shutdown()`` then ``server_close()``). Raises :class:`ConfigurationError` without
-    the extra, or when the port cannot be bound."""
+    the extra, or when the port cannot be served (in use, out of range)."""
     if not _AVAILABLE:
         raise ConfigurationError(
             "metrics need the prometheus-client package: pip install 'offload-registry[metrics]'"
@@ -141,6 +141,10 @@ def serve_metrics(port: int, registry: Any, addr: str = "0.0.0.0", *, canary: An
         collectors.register(CanaryCollector(canary))
     try:
         server, _thread = start_http_server(port, addr=addr, registry=collectors)
-    except OSError as exc:
+    except OSError as exc:  # in use, not allowed, no such address: the operator picks another
+        raise ConfigurationError(
+            f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}"
+        ) from exc
+    except (OverflowError, ValueError) as exc:
         raise ConfigurationError(f"cannot serve metrics on {addr}:{port}: {exc}") from exc
     return server

@@ -20,7 +20,13 @@ from typing import Any
 from offload_registry import agent_files, lease_files
 from offload_registry.changes import TierSnapshot
 from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
-from offload_registry.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, ensure_dir, file_lock
+from offload_registry.fsutil import (
+    DEFAULT_FILE_MODE,
+    FsyncPolicy,
+    ensure_dir,
+    file_lock,
+    fit_name,
+)
 from offload_registry.journal import (
     StatusScan,
     Watermark,
@@ -63,8 +69,9 @@ class SessionPaths:
         journal = journal_path(agent_dir, identity.session_id)
         # Not named offload-*.jsonl, so the seed and our own journal scans never mistake it
         # for a session journal.
-        claims = agent_dir / f"offload-{identity.session_id}.claims"
-        lease = agent_dir / f"offload-{identity.session_id}.lease"
+        # fit_name: a session id of up to 241 bytes fits the journal's name but not these.
+        claims = agent_dir / fit_name(f"offload-{identity.session_id}.claims")
+        lease = agent_dir / fit_name(f"offload-{identity.session_id}.lease")
         paths = cls(data_root, agent_dir, journal, claims, lease)
         paths._check_inside_root()
         return paths

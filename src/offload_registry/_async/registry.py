@@ -129,6 +129,8 @@ class SessionRegistry:
         if sum(x is not None for x in (redis_url, redis_client, tier)) > 1:
             raise ConfigurationError("pass at most one of redis_url, redis_client and tier")
         self._data_root = Path(data_root) if data_root is not None else default_data_root()
+        if self._data_root.exists() and not self._data_root.is_dir():
+            raise ConfigurationError(f"the data root {self._data_root} is not a directory")
         self._fsync = FsyncPolicy.parse(fsync)
         self._file_mode = check_file_mode(file_mode)
         self._read_only = read_only

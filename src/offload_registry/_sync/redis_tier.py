@@ -79,7 +79,7 @@ from offload_registry.codec import (
     encode_watermark,
     watermark_id,
 )
-from offload_registry.errors import ConfigurationError
+from offload_registry.errors import ConfigurationError, RedisUnavailableError
 from offload_registry.fsutil import (
     DEFAULT_FILE_MODE,
     ROOT_FILE_DEPTH,
@@ -90,8 +90,9 @@ from offload_registry.fsutil import (
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
+from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.heartbeat import Heartbeat
-from offload_registry.store.keyspace import Keyspace, SessionKeys
+from offload_registry.store.keyspace import DATA_ROOT_ID_FILE, Keyspace, SessionKeys
 from offload_registry.store.memory import memory_server
 from offload_registry.store.urls import (
     RedisTarget,
@@ -103,7 +104,6 @@ from offload_registry.store.urls import (
 
 log = logging.getLogger("offload_registry.redis")
 
-DATA_ROOT_ID_FILE = ".offload-registry-id"
 MAX_DELTAS = 256
 """A writer folds the deltas into a new snapshot when a session holds more than this."""
 REBUILD_LOCK_MS = 15_000
@@ -238,9 +238,10 @@ def connect(target: RedisTarget, options: TierOptions) -> Any:
         "client_name": "offload-registry",
     }
     if target.scheme == "memory":
+        server = memory_server(target.redacted)  # first: says which extra to install
         import fakeredis  # noqa: PLC0415 - optional extra, checked by memory_server
 
-        return fakeredis.FakeRedis(server=memory_server(target.redacted))
+        return fakeredis.FakeRedis(server=server)
     if target.scheme == "unix":
         return redis_client.Redis(unix_socket_path=target.socket_path, **common)
     if target.scheme in ("redis", "rediss"):
@@ -424,15 +425,25 @@ class RedisTier:
         except (NoPermissionError, AuthenticationError) as exc:
             raise self._permission_error(exc) from exc
         except ResponseError as exc:
-            if "NOPERM" not in str(exc):
+            if "NOPERM" in str(exc):
+                raise self._permission_error(exc) from exc
+            problem = configuration_problem(exc)
+            if problem is None:
                 raise
-            raise self._permission_error(exc) from exc
+            raise ConfigurationError(f"cannot use Redis at {self.description}: {problem}") from exc
         except ConfigurationError:
             raise
         except _FAILURES as exc:  # down, read-only replica, failing over: later
             denied = _denial_in(exc)
             if denied is not None:  # a cluster client wraps what it could not run
                 raise self._permission_error(denied) from exc
+            # A wrong password, database or server mode never heals: refuse it now rather
+            # than answer from the journals for ever.
+            problem = configuration_problem(exc)
+            if problem is not None:
+                raise ConfigurationError(
+                    f"cannot use Redis at {self.description}: {problem}"
+                ) from exc
             self._check_tls_handshake(exc)
             self.breaker.record_failure(exc, "start")
         self._started = True
@@ -457,6 +468,9 @@ class RedisTier:
             ) from exc
 
     def _permission_error(self, exc: Exception) -> RedisPermissionError:
+        problem = configuration_problem(exc)
+        if problem is not None and "permission" not in problem:  # a password problem
+            return RedisPermissionError(f"cannot use Redis at {self.description}: {problem}")
         return RedisPermissionError(
             f"the Redis user of {self.description} lacks a permission the registry needs: {exc}"
         )
@@ -1389,8 +1403,9 @@ def open_redis_tier(
 ) -> RedisTier:
     """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
     redis-py client the application already owns (then never closed by the registry)."""
-    keyspace = Keyspace.for_data_root(options.key_prefix, data_root)
+    # The id first: it names the deployment, whatever path this host mounts the root at.
     root_id = data_root_id(data_root, create=not read_only, file_mode=file_mode)
+    keyspace = Keyspace.for_data_root(options.key_prefix, data_root, root_id=root_id)
     if client is not None:
         pool = getattr(client, "connection_pool", None)
         if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
@@ -1405,8 +1420,19 @@ def open_redis_tier(
     target = parse_redis_url(url)
     options = apply_url_options(target, options)
     check_tls_files(options)
+    try:
+        client = connect(target, options)
+    except ConfigurationError:
+        raise
+    except (RedisError, RedisClusterException, OSError) as exc:
+        # Only a synchronous cluster client connects here (it must learn the slot map from a
+        # node before it exists), so there is no client to fall back from: name the cause.
+        problem = configuration_problem(exc)
+        if problem is not None:
+            raise ConfigurationError(f"cannot use Redis at {redact(url)}: {problem}") from exc
+        raise RedisUnavailableError(f"cannot reach Redis at {redact(url)}: {exc}") from exc
     tier = RedisTier(
-        connect(target, options),
+        client,
         keyspace,
         options,
         description=redact(url),

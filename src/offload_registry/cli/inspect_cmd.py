@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from offload_registry.cli.ops_common import existing_data_root, tls_files
+from offload_registry.jsjson import dumps_js
 from offload_registry.store.urls import TierOptions
 from offload_registry.sync import SessionCtx, SessionRegistry
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         for key in args.keys:
             info = describe(registry.resolve(key, args.real_session_id))
             if args.json:
-                print(json.dumps(info, ensure_ascii=False))
+                print(dumps_js(info))
             else:
                 print(
                     f"{info['session_key']}: agent={info['agent_name']} "

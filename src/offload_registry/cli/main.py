@@ -1,6 +1,16 @@
 """Entry point: global options, logging set-up, and dispatch to one module per command.
 
-Exit status: 0 success, 1 failure or drift, 2 bad usage or bad input (one line on stderr).
+Exit status, the same for every command (``exit_status`` is the one mapping):
+
+* 0: success.
+* 1: a runtime failure (Redis unreachable or lost midway, a journal or agent directory that
+  cannot be read, drift found by ``verify``) - running again later may succeed.
+* 2: bad usage or configuration (unknown option, bad URL, wrong Redis password or database,
+  a URL of the wrong kind for the server, a data root that is not a directory, a missing
+  optional extra) - nothing changes until the command or the set-up does.
+
+Every error is one line on stderr, ``offload-registry: error: ...``, never a traceback
+(``-vv`` adds the traceback of an unexpected error, for a bug report).
 """
 
 from __future__ import annotations
@@ -9,8 +19,11 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
+
+from redis.exceptions import RedisClusterException, RedisError
 
 from offload_registry import __version__
 from offload_registry.cli import (
@@ -23,7 +36,15 @@ from offload_registry.cli import (
     verify_cmd,
     warm_cmd,
 )
-from offload_registry.errors import ConfigurationError, InvalidSessionKeyError, JournalError
+from offload_registry.embedded_server import ServerBinaryNotFound
+from offload_registry.errors import (
+    ConfigurationError,
+    InvalidSessionKeyError,
+    JournalError,
+    OffloadRegistryError,
+    RedisUnavailableError,
+)
+from offload_registry.store.diagnose import configuration_problem
 
 PROG = "offload-registry"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -112,21 +133,51 @@ def _configure_logging(verbosity: int) -> None:
     )
 
 
+def exit_status(exc: BaseException) -> tuple[int, str]:
+    """The exit status and the one-line message for an error that ended a command."""
+    if isinstance(exc, (UsageError, ConfigurationError, InvalidSessionKeyError)):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, ServerBinaryNotFound):
+        return EXIT_USAGE, f"{exc}; or pass --redis-url"
+    problem = configuration_problem(exc)  # a raw Redis error that still names a bad setting
+    if problem is not None:
+        return EXIT_USAGE, problem
+    if isinstance(exc, (RedisUnavailableError, JournalError, OffloadRegistryError)):
+        return EXIT_FAILURE, str(exc)
+    if isinstance(exc, (RedisError, RedisClusterException)):
+        return EXIT_FAILURE, f"Redis failed: {exc}"
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return EXIT_FAILURE, f"cannot use{where}: {exc.strerror or exc}"
+    return EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc} (-vv shows the traceback)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "failed"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # An id read from a journal may hold a lone surrogate: never let printing it crash.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    verbosity = 0
     try:
         args = build_parser().parse_args(argv)
+        verbosity = args.verbose
         _configure_logging(args.verbose)
         status: int = args.run(args)
         return status
-    except (UsageError, InvalidSessionKeyError, ConfigurationError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except JournalError as exc:  # e.g. a link or FIFO planted in the data root: one line
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        code, message = exit_status(exc)
+        if verbosity >= 2:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

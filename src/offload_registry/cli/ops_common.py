@@ -7,19 +7,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from offload_registry._async.registry import default_data_root
 from offload_registry.errors import ConfigurationError
-from offload_registry.ops.tier import RedisUnavailableError, TlsFiles
+from offload_registry.ops.tier import TlsFiles
 
-EXIT_FAILURE = 1
 PROG = "offload-registry"
+EXIT_FAILURE = 1
 
 
 def positive_int(text: str) -> int:
@@ -37,6 +34,14 @@ def tls_files(args: argparse.Namespace) -> TlsFiles:
         "ssl_certfile": getattr(args, "tls_cert_file", None),
         "ssl_keyfile": getattr(args, "tls_key_file", None),
     }
+
+
+def port_number(text: str) -> int:
+    """An ``argparse`` type: a TCP port, 1 to 65535."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {value}")
+    return value
 
 
 def existing_data_root(configured: str | None) -> Path:
@@ -57,9 +62,6 @@ def show_progress_logs(name: str) -> logging.Logger:
 
 
 def run_job(job: Coroutine[Any, Any, int]) -> int:
-    """Run an operator job; a Redis that fails midway is one line on stderr and exit 1."""
-    try:
-        return asyncio.run(job)
-    except (RedisUnavailableError, RedisError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    """Run an operator job. Its errors (a Redis that fails midway, a data root that cannot be
+    listed) reach ``cli.main``, which maps every error to one line and one exit status."""
+    return asyncio.run(job)

@@ -30,7 +30,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from offload_registry.cli.ops_common import PROG, positive_int, run_job, tls_files
+from offload_registry.cli.ops_common import PROG, port_number, positive_int, run_job, tls_files
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import ConfigurationError, LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
@@ -73,7 +73,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number,
         default=None,
         help="serve each worker's Prometheus metrics on PORT + worker index (metrics extra)",
     )
@@ -361,6 +361,11 @@ def _restart_midway(server: RedisServerProcess, after: float, done: threading.Ev
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.metrics_port is not None and args.metrics_port + args.workers - 1 > 65535:
+        raise ConfigurationError(
+            f"--metrics-port {args.metrics_port} leaves no port for worker {args.workers - 1} "
+            "(each worker serves on PORT + its index, at most 65535)"
+        )
     with tempfile.TemporaryDirectory(prefix="offload-simulate-") as tmp:
         # Always a fresh root: the global --data-root (or its environment variable) may be a
         # production data root, which synthetic sessions must never touch.

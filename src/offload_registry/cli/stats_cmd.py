@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from offload_registry.cli.ops_common import existing_data_root, positive_int, run_job, tls_files
+from offload_registry.ops.discover import Unreadable
 from offload_registry.ops.stats import DEFAULT_SAMPLE, Stats, stats
 from offload_registry.ops.tier import check_url, open_tier
 
@@ -52,15 +53,17 @@ def run(args: argparse.Namespace) -> int:
     url = check_url(args.redis_url, "stats")
     root = existing_data_root(args.data_root)
 
+    unreadable = Unreadable()  # each logged when met; the exit status is then 1
+
     async def job() -> int:
         async with open_tier(
             root, url, key_prefix=args.key_prefix, read_only=True, tls=tls_files(args)
         ) as tier:
-            result = await stats(tier, root, sample=args.sample)
+            result = await stats(tier, root, sample=args.sample, unreadable=unreadable)
         if args.json:
             print(json.dumps(result.as_json()))
         else:
             _print_text(result, args.key_prefix)
-        return 0
+        return 1 if unreadable else 0
 
     return run_job(job())

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if report.not_found:
             return EXIT_FAILURE
         if args.repair:
-            return 1 if report.unrepaired else 0
+            return 1 if report.unrepaired or report.by_kind["unreadable"] else 0
         return 1 if report.drift else 0
 
     return run_job(job())

@@ -15,7 +15,7 @@ from offload_registry.cli.ops_common import (
     tls_files,
 )
 from offload_registry.errors import ConfigurationError
-from offload_registry.ops.discover import agent_names, count_sessions
+from offload_registry.ops.discover import Unreadable, agent_names, count_sessions
 from offload_registry.ops.progress import Progress
 from offload_registry.ops.tier import check_url, open_tier
 from offload_registry.ops.warm import DEFAULT_BATCH, WarmReport, warm
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"no agent directory {missing[0]!r} under {root}")
     logger = show_progress_logs("offload_registry.ops.warm")
 
+    unreadable = Unreadable()  # each logged when met; the exit status is then 1
+
     async def job() -> int:
         async with open_tier(
             root, url, key_prefix=args.key_prefix, read_only=False, tls=tls_files(args)
@@ -72,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
             progress = Progress("warm", total, logger=logger)
             try:
                 report = await warm(
-                    tier, root, agents=agents, batch_size=args.batch, progress=progress
+                    tier,
+                    root,
+                    agents=agents,
+                    batch_size=args.batch,
+                    progress=progress,
+                    unreadable=unreadable,
                 )
             finally:
                 progress.close()
@@ -80,6 +87,6 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(report.as_json()))
         else:
             print(summary(report))
-        return 1 if report.failed else 0
+        return 1 if report.failed or unreadable else 0
 
     return run_job(job())

@@ -20,14 +20,15 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from offload_registry.errors import InvalidSessionKeyError
 from offload_registry.fsutil import AGENT_DIR_DEPTH, opened_dir
 from offload_registry.keys import (
     SessionIdentity,
-    is_safe_component,
+    is_safe_agent_name,
+    is_safe_session_id,
     parse_session_key,
     resolve_identity,
 )
@@ -112,6 +113,31 @@ def key_for(agent_name: str, session_id: str) -> str | None:
     return None
 
 
+@dataclass(slots=True)
+class Unreadable:
+    """What a scan could not read (an agent directory it cannot list, a journal it cannot
+    open): each is logged as an error when met and skipped, so one bad directory never
+    aborts ``warm``, ``stats`` or ``verify``; a command that scanned exits 1 when any was."""
+
+    found: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, reason)`` of each, in the order met."""
+    quiet: bool = False
+
+    def add(self, path: Path | str, exc: BaseException) -> None:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if not self.quiet:
+            log.error("cannot read %s (%s); skipped", path, reason, extra={"path": str(path)})
+        self.found.append((str(path), reason))
+
+    @property
+    def problems(self) -> list[str]:
+        """One ``<path>: <reason>`` line each."""
+        return [f"{path}: {reason}" for path, reason in self.found]
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+
 def _session_ids(agent_dir: Path) -> list[str]:
     ids: set[str] = set()
     with opened_dir(agent_dir, AGENT_DIR_DEPTH) as fd, os.scandir(fd) as entries:
@@ -130,13 +156,12 @@ def _session_ids(agent_dir: Path) -> list[str]:
 
 
 def agent_names(data_root: Path) -> list[str]:
-    """Every agent directory under the data root, sorted (hidden entries skipped, and links:
-    nothing below the data root is followed, see :mod:`offload_registry.fsutil`)."""
+    """Every agent directory under the data root, sorted. Hidden ones count: the seed gives
+    ``agent:.hidden:s`` the directory ``.hidden`` and so do we. Links are skipped with a
+    warning: nothing below the data root is followed (see :mod:`offload_registry.fsutil`)."""
     names: list[str] = []
     with os.scandir(data_root) as entries:
         for entry in entries:
-            if entry.name.startswith("."):
-                continue
             if entry.is_dir(follow_symlinks=False):
                 names.append(entry.name)
             elif entry.is_symlink():
@@ -144,18 +169,29 @@ def agent_names(data_root: Path) -> list[str]:
     return sorted(names)
 
 
-def iter_sessions(data_root: Path, agents: Sequence[str] | None = None) -> Iterator[DiskSession]:
+def iter_sessions(
+    data_root: Path, agents: Sequence[str] | None = None, unreadable: Unreadable | None = None
+) -> Iterator[DiskSession]:
     """Every session under ``data_root`` (or only the ``agents`` directories), agent by
     agent in name order; one directory listing in memory at a time. Names that no key can
     produce (unsafe components), links and non-regular files are skipped with a warning; a
-    named agent directory that is a link raises ``UnsafePathError``."""
+    named agent directory that is a link raises ``UnsafePathError``. An agent directory that
+    cannot be listed goes to ``unreadable`` and is skipped (without ``unreadable``:
+    ``OSError``)."""
     for agent in agents if agents else agent_names(data_root):
         agent_dir = data_root / agent
-        if not is_safe_component(agent):
+        if not is_safe_agent_name(agent):
             log.warning("skipping %s: not a name the registry can use", agent_dir)
             continue
-        for session_id in _session_ids(agent_dir):
-            if not is_safe_component(session_id):
+        try:
+            session_ids = _session_ids(agent_dir)
+        except OSError as exc:
+            if unreadable is None:
+                raise
+            unreadable.add(agent_dir, exc)
+            continue
+        for session_id in session_ids:
+            if not is_safe_session_id(session_id):
                 log.warning("skipping %s/offload-%s: unsafe session id", agent_dir, session_id)
                 continue
             identity = SessionIdentity("", agent, session_id, fallback=False)
@@ -163,8 +199,9 @@ def iter_sessions(data_root: Path, agents: Sequence[str] | None = None) -> Itera
 
 
 def count_sessions(data_root: Path, agents: Sequence[str] | None = None) -> int:
-    """How many sessions :func:`iter_sessions` would yield (listings only)."""
-    return sum(1 for _ in iter_sessions(data_root, agents))
+    """How many sessions :func:`iter_sessions` would yield (listings only; directories it
+    cannot list count as empty, the scan itself reports them)."""
+    return sum(1 for _ in iter_sessions(data_root, agents, Unreadable(quiet=True)))
 
 
 def batched(items: Iterable[DiskSession], size: int) -> Iterator[list[DiskSession]]:

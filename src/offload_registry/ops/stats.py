@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.journal import scan_journal
-from offload_registry.ops.discover import iter_sessions
+from offload_registry.ops.discover import Unreadable, iter_sessions
 from offload_registry.store.keyspace import SessionKeys
 
 log = logging.getLogger(__name__)
@@ -61,27 +61,33 @@ class Stats:
         return asdict(self)
 
 
-def disk_stats(data_root: Path) -> DiskStats:
-    """Blocking: list and parse every journal under the data root."""
+def disk_stats(data_root: Path, unreadable: Unreadable | None = None) -> DiskStats:
+    """Blocking: list and parse every journal under the data root. What cannot be read goes
+    to ``unreadable`` and is skipped (without ``unreadable``: ``OSError``)."""
     out = DiskStats()
-    for session in iter_sessions(data_root):
+    for session in iter_sessions(data_root, unreadable=unreadable):
         out.sessions += 1
         for path, is_journal in ((session.paths.journal, True), (session.paths.claims, False)):
             try:
                 st = path.lstat()  # never follow a link below the data root
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # a link or FIFO in a session file's place: not counted, not read
+                size = st.st_size
+                scan = scan_journal(path) if is_journal else None
             except FileNotFoundError:
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                continue  # a link or FIFO in a session file's place: not counted, not read
-            size = st.st_size
-            if not is_journal:
+            except OSError as exc:  # JournalError included
+                if unreadable is None:
+                    raise
+                unreadable.add(path, exc)
+                continue
+            if scan is None:
                 out.claims_records += 1
                 out.claims_bytes += size
                 continue
             out.journals += 1
             out.journal_bytes += size
             out.largest_journal_bytes = max(out.largest_journal_bytes, size)
-            scan = scan_journal(path)
             out.entries += len(scan.ids)
             out.corrupt += scan.corrupt
             out.invalid += scan.invalid
@@ -129,9 +135,16 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def stats(tier: RedisTier, data_root: Path, *, sample: int = DEFAULT_SAMPLE) -> Stats:
-    """Both halves; the journals are parsed in a worker thread meanwhile. Read only."""
-    disk = asyncio.create_task(asyncio.to_thread(disk_stats, data_root))
+async def stats(
+    tier: RedisTier,
+    data_root: Path,
+    *,
+    sample: int = DEFAULT_SAMPLE,
+    unreadable: Unreadable | None = None,
+) -> Stats:
+    """Both halves; the journals are parsed in a worker thread meanwhile. Read only. What
+    cannot be read goes to ``unreadable`` (see :func:`disk_stats`)."""
+    disk = asyncio.create_task(asyncio.to_thread(disk_stats, data_root, unreadable))
     try:
         redis = await redis_stats(tier, sample)
     except BaseException:

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TypedDict
 
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError
 
-from offload_registry._async.redis_tier import RedisPermissionError, RedisTier, open_redis_tier
-from offload_registry.errors import ConfigurationError, OffloadRegistryError
+from offload_registry._async.redis_tier import RedisTier, open_redis_tier
+from offload_registry.errors import ConfigurationError, RedisUnavailableError
+from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.urls import TierOptions, parse_redis_url
+
+__all__ = ["NO_TLS", "RedisUnavailableError", "TlsFiles", "check_url", "open_tier"]
 
 
 class TlsFiles(TypedDict):
@@ -24,10 +27,6 @@ class TlsFiles(TypedDict):
 
 
 NO_TLS: TlsFiles = {"ssl_ca_certs": None, "ssl_certfile": None, "ssl_keyfile": None}
-
-
-class RedisUnavailableError(OffloadRegistryError):
-    """The tool's Redis did not answer."""
 
 
 def check_url(url: str | None, command: str) -> str:
@@ -65,19 +64,14 @@ async def open_tier(
     try:
         try:  # first, so an unreachable server is one error, not a breaker warning too
             await tier.client.ping()
-        except (NoPermissionError, AuthenticationError) as exc:
-            # It answered: a wrong password or a missing permission (SELECT of a database
-            # other than 0, say) is a configuration error, not "cannot reach".
-            raise RedisPermissionError(
-                f"Redis at {tier.description} refused the user: {exc}"
-            ) from exc
-        except ResponseError as exc:
-            if "NOPERM" not in str(exc) and "NOAUTH" not in str(exc):
-                raise RedisUnavailableError(f"Redis at {tier.description}: {exc}") from exc
-            raise RedisPermissionError(
-                f"Redis at {tier.description} refused the user: {exc}"
-            ) from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # A wrong password, database or server mode is the operator's to fix (exit 2);
+            # anything else is an outage (exit 1).
+            problem = configuration_problem(exc)
+            if problem is not None:
+                raise ConfigurationError(
+                    f"cannot use Redis at {tier.description}: {problem}"
+                ) from exc
             raise RedisUnavailableError(f"cannot reach Redis at {tier.description}: {exc}") from exc
         await tier.start()
         yield tier

@@ -10,6 +10,7 @@ Kinds of drift (``KINDS``), each for one session:
 ``behind``         its copy reflects another journal or claims position than the files'
 ``sets_differ``    same position, but other id sets or entry count (a wrong snapshot)
 ``extra``          a non-empty copy of a session that has no journal or claims record
+``unreadable``     its files (or its agent directory) cannot be read: skipped, not repaired
 
 A difference found in the pipelined pass is read again (one transaction, then the files)
 before it is reported, so a worker writing meanwhile is not reported as drift. ``repair``
@@ -35,8 +36,15 @@ from redis.exceptions import ResponseError
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
 from offload_registry.codec import watermark_id
+from offload_registry.errors import JournalError
 from offload_registry.fsutil import FsyncPolicy
-from offload_registry.ops.discover import DiskSession, batched, iter_sessions, session_for_key
+from offload_registry.ops.discover import (
+    DiskSession,
+    Unreadable,
+    batched,
+    iter_sessions,
+    session_for_key,
+)
 from offload_registry.session_files import Rebuilt, SessionFiles
 from offload_registry.store.keyspace import SessionKeys
 
@@ -50,6 +58,7 @@ KINDS = (
     "behind",
     "sets_differ",
     "extra",
+    "unreadable",
 )
 MAX_LISTED = 100
 REPAIR_ATTEMPTS = 3
@@ -133,6 +142,18 @@ def _rebuild_all(sessions: Sequence[DiskSession]) -> list[Rebuilt]:
     return [_rebuild(s) for s in sessions]
 
 
+def _rebuild_or_error(sessions: Sequence[DiskSession]) -> list[Rebuilt | JournalError]:
+    """Each session rebuilt, or the error that kept its files from being read."""
+    out: list[Rebuilt | JournalError] = []
+    for session in sessions:
+        try:
+            out.append(_rebuild(session))
+        except JournalError as exc:
+            log.error("cannot read session %s: %s; skipped", session, exc)
+            out.append(exc)
+    return out
+
+
 def _empty(snapshot: TierSnapshot) -> bool:
     return snapshot.state.entry_count == 0 and not snapshot.claimed
 
@@ -175,10 +196,13 @@ async def _check(
     keys = [tier.keyspace.session_for(s.identity) for s in sessions]
     if replies is None:
         replies = await tier.fetch_many(keys)
-    rebuilt = await asyncio.to_thread(_rebuild_all, sessions)
-    found = [compare(tier, r, b) for r, b in zip(replies, rebuilt, strict=True)]
+    rebuilt = await asyncio.to_thread(_rebuild_or_error, sessions)
+    found = [
+        ("unreadable", str(b)) if isinstance(b, JournalError) else compare(tier, r, b)
+        for r, b in zip(replies, rebuilt, strict=True)
+    ]
     for i, difference in enumerate(found):
-        if difference is not None:
+        if difference is not None and difference[0] != "unreadable":
             try:
                 reply: Any = await tier.fetch(keys[i])
             except ResponseError as exc:  # WRONGTYPE: a foreign value, undecodable
@@ -259,11 +283,16 @@ async def verify(
     Durability and concurrency of ``repair``: writes Redis only, never a journal; each
     session is republished with compare-and-set on its anchor, so a live worker's newer
     write wins; extra copies are deleted (always safe: a reader then rebuilds).
+
+    A journal or agent directory that cannot be read is an ``unreadable`` difference (logged,
+    skipped, never repaired); while any agent directory is unreadable, Redis copies with no
+    files are not looked for, since that directory's sessions would all look extra.
     """
     report = VerifyReport()
     started = time.perf_counter()
     known: set[str] = set()
-    source = sessions if sessions is not None else iter_sessions(data_root)
+    unreadable = Unreadable()
+    source = sessions if sessions is not None else iter_sessions(data_root, unreadable=unreadable)
     for batch in batched(source, batch_size):
         # Only for sessions named by key: a listed session had files when it was listed.
         absent = [sessions is not None and not s.has_files() for s in batch]
@@ -277,12 +306,16 @@ async def verify(
             known.add(tier.keyspace.session_for(session.identity).tag)
             if difference is not None:
                 report.add(Difference(difference[0], str(session), difference[1]))
-                drifting.append(session)
+                if difference[0] != "unreadable":  # nothing to repair from
+                    drifting.append(session)
         if repair and drifting:
             left = await _repair(tier, drifting)
             report.repaired += len(drifting) - len(left)
             report.unrepaired += len(left)
-    if sessions is None:
+    for path, reason in unreadable.found:  # agent directories that could not be listed
+        report.add(Difference("unreadable", path, reason))
+    if sessions is None and not unreadable:
+        # Sessions of an unlisted directory would all look extra: leave Redis alone then.
         await _extras(tier, known, report, repair)
     report.seconds = time.perf_counter() - started
     return report

@@ -37,7 +37,7 @@ from offload_registry.codec import watermark_id
 from offload_registry.errors import JournalError
 from offload_registry.fsutil import FsyncPolicy
 from offload_registry.journal import current_watermark
-from offload_registry.ops.discover import DiskSession, batched, iter_sessions
+from offload_registry.ops.discover import DiskSession, Unreadable, batched, iter_sessions
 from offload_registry.ops.progress import Progress
 from offload_registry.session_files import SessionFiles
 
@@ -160,8 +160,11 @@ async def warm(
     agents: Sequence[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    unreadable: Unreadable | None = None,
 ) -> WarmReport:
-    """Load every session under ``data_root`` (or only ``agents``) into ``tier``.
+    """Load every session under ``data_root`` (or only ``agents``) into ``tier``. An agent
+    directory that cannot be listed goes to ``unreadable`` and is skipped; a session that
+    cannot be read counts as ``failed``.
 
     Durability and concurrency: writes Redis only (journals are read under their shared
     lock, never written); each session's snapshot is published with compare-and-set on the
@@ -171,7 +174,7 @@ async def warm(
     started = time.perf_counter()
     in_flight: asyncio.Task[None] | None = None
     try:
-        for batch in batched(iter_sessions(data_root, agents), batch_size):
+        for batch in batched(iter_sessions(data_root, agents, unreadable), batch_size):
             keys = [tier.keyspace.session_for(s.identity) for s in batch]
             anchors = await tier.read_anchors(keys)  # before the journals: see step 3
             prepared = await asyncio.to_thread(_prepare, batch, anchors, tier.epoch)

@@ -28,9 +28,12 @@ All keys of one deployment share one base, ``<prefix>:v<schema>:<deployment>``::
     The *key layout* version. Bump it when the layout changes: old keys are then ignored and
     expire by their idle TTL. (Values carry their own schema version, see ``codec``.)
 ``deployment``
-    Twelve hex digits of the SHA-256 of the resolved data root path
-    (:meth:`Keyspace.for_data_root`), so two deployments with different data roots on one
-    Redis never share a key.
+    Twelve hex digits of the SHA-256 of the data root's own id (the random id in its
+    ``.offload-registry-id`` file, :meth:`Keyspace.for_data_root`), so two deployments with
+    different data roots on one Redis never share a key, and one data root mounted at two
+    paths (two hosts, two containers) is one deployment. A data root without an id file yet
+    (only a read-only ``inspect`` meets one: any writable registry creates the file first)
+    falls back to the hash of its resolved path; nothing was written to Redis for it.
 ``{<tag>}``
     The Cluster hash tag of one session: 32 hex digits (128 bits) of the SHA-256 of its agent
     name and session id, length-prefixed so the pair is encoded unambiguously. Every key of a
@@ -84,15 +87,14 @@ mean "empty session"; the journal is the truth and Redis only saves work. Three 
 Two deployments, one Redis
 ==========================
 
-Different data roots get different deployment ids, hence disjoint keys. The
-:meth:`Keyspace.deployment_key` guards against what the path hash cannot see: the tier
-writes there, with ``SET NX`` at start-up, a random data-root id kept in a file inside the
-data root (``.offload-registry-id``, created once by a writable registry), and compares it on
-every start. A mismatch is a :class:`ConfigurationError` naming both ids, rather than mixed
-data. It catches a 48-bit deployment-id collision and, above all, two hosts whose
-*different* disks are mounted at the *same* path while sharing one Redis and one prefix:
-their paths hash alike, but their data-root ids differ. (A read-only ``inspect`` on a data
-root without an id file can compare the path only.)
+Different data roots get different deployment ids, hence disjoint keys: the id is derived
+from the random data-root id kept in a file inside the data root (``.offload-registry-id``,
+created once by a writable registry), not from the path, so the same files mounted at
+``/srv/a`` on one host and ``/mnt/offload`` on another share one keyspace, and different
+disks mounted at the same path do not. :meth:`Keyspace.deployment_key` also holds that
+data-root id, written with ``SET NX`` at start-up and compared on every start: a mismatch
+(a 48-bit deployment-id collision) is a :class:`ConfigurationError` naming both ids, rather
+than mixed data.
 """
 
 from __future__ import annotations
@@ -108,11 +110,13 @@ from offload_registry.errors import ConfigurationError
 from offload_registry.keys import SessionIdentity
 
 __all__ = [
+    "DATA_ROOT_ID_FILE",
     "DEFAULT_PREFIX",
     "KEY_SCHEMA",
     "Keyspace",
     "SessionKeys",
     "deployment_id",
+    "read_data_root_id",
     "session_tag",
     "validate_prefix",
 ]
@@ -156,14 +160,34 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-def deployment_id(data_root: str | os.PathLike[str]) -> str:
-    """The deployment id of a data root: 12 hex digits of SHA-256 of its resolved path.
+DATA_ROOT_ID_FILE: Final = ".offload-registry-id"
+"""The file inside a data root holding its random id (one line of hex digits)."""
 
-    The path is made absolute and its symbolic links resolved (it need not exist yet), then
-    hashed as the file system's bytes, so any spelling of one directory gives one id.
+
+def read_data_root_id(data_root: str | os.PathLike[str]) -> str | None:
+    """The id in ``<data_root>/.offload-registry-id``, or ``None`` when there is none (yet)."""
+    try:
+        text = (Path(data_root).expanduser() / DATA_ROOT_ID_FILE).read_text("ascii").strip()
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def deployment_id(data_root: str | os.PathLike[str], root_id: str | None = None) -> str:
+    """The deployment id of a data root: 12 hex digits of SHA-256 of its id.
+
+    The id is ``root_id`` when given, else the one in the data root's id file
+    (:func:`read_data_root_id`), so every mount of one data root, at any path, gives one
+    deployment. Without either (a data root no writable registry has opened), the resolved
+    path is hashed instead: made absolute, symbolic links resolved (it need not exist), as
+    the file system's bytes, so any spelling of one directory gives one id.
     """
-    resolved = Path(data_root).expanduser().resolve()
-    return hashlib.sha256(os.fsencode(resolved)).hexdigest()[:DEPLOYMENT_HEX_CHARS]
+    root_id = root_id or read_data_root_id(data_root)
+    if root_id is not None:
+        material = b"data-root-id:" + root_id.encode("ascii", "backslashreplace")
+    else:
+        material = os.fsencode(Path(data_root).expanduser().resolve())
+    return hashlib.sha256(material).hexdigest()[:DEPLOYMENT_HEX_CHARS]
 
 
 def session_tag(agent_name: str, session_id: str) -> str:
@@ -243,10 +267,11 @@ class Keyspace:
         data_root: str | os.PathLike[str],
         *,
         schema: int = KEY_SCHEMA,
+        root_id: str | None = None,
     ) -> Keyspace:
-        """The keyspace of the deployment whose journals live under ``data_root``
-        (its deployment id is :func:`deployment_id` of that path)."""
-        return cls(prefix, schema, deployment=deployment_id(data_root))
+        """The keyspace of the deployment whose journals live under ``data_root`` (its
+        deployment id is :func:`deployment_id`: of ``root_id`` or the data root's id file)."""
+        return cls(prefix, schema, deployment=deployment_id(data_root, root_id))
 
     @property
     def base(self) -> str:
