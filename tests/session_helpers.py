@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from offload_registry import SessionRegistry
+
+PATIENCE = 15.0
+"""Seconds a test waits for a condition it asserts: generous, since the machine may be busy
+(a condition that holds returns at once; only a broken guarantee waits this long)."""
 
 
 def entry(tool_call_id: str, **extra: Any) -> dict[str, Any]:
@@ -27,3 +37,41 @@ async def truth(root: Path, key: str) -> dict[str, Any]:
     """The session as a fresh journal-only, read-only registry reads it (writes nothing)."""
     async with SessionRegistry(root, read_only=True) as journal_only:
         return described((await journal_only.resolve(key)).manager)
+
+
+async def until(what: str, check: Callable[[], Any], seconds: float = PATIENCE) -> float:
+    """Poll ``check()`` (plain or async) until it is truthy; the seconds it took. Fails the
+    test naming ``what`` past ``seconds``: tests wait for what they assert, never for a time."""
+    started = time.monotonic()
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"{what}: not within {seconds} s")
+        await asyncio.sleep(0.005)
+
+
+async def listening(reg: SessionRegistry, key: str) -> Any:
+    """Resolve ``key`` (the registry's first watched session) and wait until the registry's
+    invalidation listener is subscribed, then revalidate; returns the session's manager.
+
+    The subscription announces itself by marking every watched copy stale once (messages sent
+    before it were missed): once that mark is seen, every later write is delivered."""
+    manager = (await reg.resolve(key)).manager
+    await until(f"{key}: the invalidation listener subscribed", lambda: manager.stale)
+    assert (await reg.resolve(key)).manager is manager
+    await until(f"{key}: revalidated after subscribing", lambda: not manager.stale)
+    return manager
+
+
+def wait_until(what: str, check: Callable[[], Any], seconds: float = PATIENCE) -> float:
+    """The blocking twin of ``until``, for tests of the sync API."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"{what}: not within {seconds} s")
+        time.sleep(0.005)
+    return time.monotonic() - started
