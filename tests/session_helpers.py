@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,33 @@ async def until(what: str, check: Callable[[], Any], seconds: float = PATIENCE) 
 
 
 async def listening(reg: SessionRegistry, key: str) -> Any:
-    """Resolve ``key`` (the registry's first watched session) and wait until the registry's
-    invalidation listener is subscribed, then revalidate; returns the session's manager.
+    """Resolve ``key`` (the registry's first watched session) and return its manager once the
+    registry's invalidation listener is subscribed, every message published so far has been
+    handled, and the copy is revalidated (not stale).
 
     The subscription announces itself by marking every watched copy stale once (messages sent
-    before it were missed): once that mark is seen, every later write is delivered."""
+    before it were missed); the registry's own announcement of the session it just loaded may
+    still be on its way, so a marker message is sent and awaited after it."""
     manager = (await reg.resolve(key)).manager
     await until(f"{key}: the invalidation listener subscribed", lambda: manager.stale)
+    await messages_delivered(reg)
     assert (await reg.resolve(key)).manager is manager
-    await until(f"{key}: revalidated after subscribing", lambda: not manager.stale)
+    assert not manager.stale
     return manager
+
+
+async def messages_delivered(reg: SessionRegistry) -> None:
+    """Wait until every invalidation published so far on the deployment's channel has reached
+    ``reg``'s listener (not for Redis Cluster's shard channels).
+
+    We publish one well-formed message of our own (another origin, a session nobody watches)
+    and wait until it is counted: messages on one channel arrive in order, so any sent before
+    it have been handled too. (How a test asserts that something did *not* happen, without a
+    sleep.) It adds exactly one to ``reg.tier.invalidations``."""
+    tier: Any = reg.tier
+    before = tier.invalidations
+    await tier._client.publish(tier.keyspace.channel(), f"marker{uuid.uuid4().hex} test w 1")
+    await until("the marker's invalidation delivered", lambda: tier.invalidations > before)
 
 
 def wait_until(what: str, check: Callable[[], Any], seconds: float = PATIENCE) -> float:
