@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: generated-code check, ruff, mypy --strict, the default pytest suite,
-# then the slow suites. Any failure (or a pytest run that collected no tests) fails the run.
+# the floor-versions smoke suite (scripts/run-floor-smoke.sh), then the slow suites. Any failure (or a pytest run that collected no tests) fails the run.
 source "$(dirname "$0")/_bootstrap.sh"
+VENV="${OFFLOAD_REGISTRY_VENV:-$ROOT/.venv}"
+ensure_venv "$VENV" "test"
+export PATH="$VENV/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
@@ -24,6 +27,9 @@ run_pytest() {
 }
 step "pytest: default suite"
 run_pytest -m "not slow" -p no:cacheprovider "$@"
+step "floor versions: every runtime dependency at its lowest allowed version"
+bash scripts/run-floor-smoke.sh
+
 step "pytest: slow suites"
 status=0
 pytest -m slow -p no:cacheprovider "$@" || status=$?

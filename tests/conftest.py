@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,31 +9,22 @@ from typing import Any
 import pytest
 
 from redis_fixtures import private_redis_server, redis_server
+from seed_sample import SAMPLE_DIR, expected_rows
 
 __all__ = ["private_redis_server", "redis_server"]  # fixtures for every test module
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLE = SHARED / "seed" / "sample"
-
-
-def _find_sample() -> Path:
-    # CI clones the repo next to a copy of shared/, as in the workspace; allow an override.
-    override = os.environ.get("OFFLOAD_REGISTRY_SAMPLE")
-    return Path(override) if override else SAMPLE
 
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    path = _find_sample()
-    if not (path / "expected.jsonl").exists():
-        pytest.fail(f"the seed sample fixture is missing at {path} (set OFFLOAD_REGISTRY_SAMPLE)")
-    return path
+    """The seed's sample, read-only, shipped in ``tests/fixtures/seed-sample``."""
+    if not (SAMPLE_DIR / "expected.jsonl").is_file():
+        pytest.fail(f"the seed sample fixture is missing at {SAMPLE_DIR}")
+    return SAMPLE_DIR
 
 
 @pytest.fixture(scope="session")
 def sample_expected(sample_dir: Path) -> list[dict[str, Any]]:
-    lines = (sample_dir / "expected.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return expected_rows()
 
 
 @pytest.fixture

@@ -33,13 +33,11 @@ from offload_registry.agent_files import (
 )
 from offload_registry.errors import JournalError, UnsafePathError
 from offload_registry.fsutil import FsyncPolicy
+from seed_sample import SAMPLE_ROOT
 
-SAMPLE_ROOT = Path("/work/shared/seed/sample/root")
 SAMPLE_STATE_FILES = sorted(SAMPLE_ROOT.glob(f"*/{STATE_FILE}"))
 FIXED_NOW = datetime(2026, 11, 25, 21, 31, 20, 953_123, tzinfo=UTC)
 NEVER = FsyncPolicy.NEVER
-
-needs_sample = pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="seed sample not present")
 
 
 def fixed_clock(moment: datetime = FIXED_NOW) -> Callable[[], datetime]:
@@ -114,13 +112,11 @@ def test_read_agent_state_accepts_a_utf8_byte_order_mark(tmp_path: Path) -> None
     assert read_agent_state(tmp_path).mmd_counter == 7
 
 
-@needs_sample
 def test_read_agent_state_reads_the_sample_ops_state(tmp_path: Path) -> None:
     state = read_agent_state(SAMPLE_ROOT / "ops")
     assert state == AgentState(last_session_key="agent:ops:x:y:z")
 
 
-@needs_sample
 @pytest.mark.parametrize("path", SAMPLE_STATE_FILES, ids=lambda p: p.parent.name)
 def test_read_agent_state_round_trips_every_sample_state_to_the_same_json(path: Path) -> None:
     state = read_agent_state(path.parent)
@@ -202,7 +198,6 @@ def test_from_json_dict_reads_an_integral_float_counter_as_an_integer() -> None:
 # ---------------------------------------------------------------------------- updating state
 
 
-@needs_sample
 def test_update_that_restores_the_same_values_writes_the_fixtures_exact_bytes(
     tmp_path: Path,
 ) -> None:
@@ -410,7 +405,6 @@ def test_allocate_mmd_number_stores_and_returns_successive_numbers(tmp_path: Pat
 # ---------------------------------------------------------------------- sessions-registry.json
 
 
-@needs_sample
 def test_register_session_writes_the_seeds_registry_bytes(tmp_path: Path) -> None:
     register_session(tmp_path, "agent:review:pr-42", "real-abc", NEVER, now=fixed_clock())
 
@@ -483,7 +477,6 @@ def test_register_session_never_overwrites_an_earlier_corrupt_copy(tmp_path: Pat
     assert copies == [b"first", b"second"]
 
 
-@needs_sample
 def test_read_session_registry_reads_the_sample(tmp_path: Path) -> None:
     assert read_session_registry(SAMPLE_ROOT / "review") == {
         "agent:review:pr-42": SessionRecord(

@@ -24,7 +24,7 @@ from offload_registry._async.redis_tier import data_root_id
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.store.urls import TierOptions
-from session_helpers import described, entry, truth
+from session_helpers import PATIENCE, described, entry, truth, until
 
 __all__ = ["shared_cluster"]
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(90)]
@@ -43,13 +43,11 @@ def keys_of(root: Path, prefix: str, key: str) -> Any:
     return Keyspace.for_data_root(prefix, root).session_for(identity)
 
 
-async def seen_within(reg: Any, key: str, tool_call_id: str, seconds: float = 5.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if tool_call_id in (await reg.resolve(key)).manager.processed_tool_call_ids:
-            return time.monotonic() - started
-        await asyncio.sleep(0.005)
-    pytest.fail(f"{tool_call_id} not visible in {key} after {seconds} s")
+async def seen_within(reg: Any, key: str, tool_call_id: str, seconds: float = PATIENCE) -> float:
+    async def seen() -> bool:
+        return tool_call_id in (await reg.resolve(key)).manager.processed_tool_call_ids
+
+    return await until(f"{tool_call_id} visible in {key}", seen, seconds)
 
 
 @pytest.fixture
@@ -107,25 +105,25 @@ async def test_invalidations_travel_on_the_sessions_shard_channel_only(
         opened(tmp_path, shared_cluster, prefix) as writer,
         opened(tmp_path, shared_cluster, prefix) as reader,
     ):
-        for key in SESSIONS[:4]:
-            await reader.resolve(key)
+        cached = [(await reader.resolve(key)).manager for key in SESSIONS[:4]]
         keyspace = Keyspace.for_data_root(prefix, tmp_path)
         for key in SESSIONS[:4]:
             channel = keyspace.session_channel(keys_of(tmp_path, prefix, key).tag)
             owner = shared_cluster.master_of_slot(shared_cluster.slot_of(channel))
-            deadline = time.monotonic() + 5
-            while command(owner, "PUBSUB", "SHARDNUMSUB", channel)[1] < 1:
-                assert time.monotonic() < deadline, "the reader never subscribed"
-                await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)  # the subscriptions' own revalidation marks are delivered
-        cached = [(await reader.resolve(key)).manager for key in SESSIONS[:4]]
+            await until(
+                "the reader subscribed",
+                lambda: command(owner, "PUBSUB", "SHARDNUMSUB", channel)[1] >= 1,  # noqa: B023
+            )
+        # Each subscription marks its session's copy stale once when it is confirmed.
+        await until("every subscription confirmed", lambda: all(m.stale for m in cached))
+        assert [(await reader.resolve(key)).manager for key in SESSIONS[:4]] == cached
         assert not any(manager.stale for manager in cached)
         for n, key in enumerate(SESSIONS[:4]):
             await (await writer.resolve(key)).manager.append_entries([entry(f"w{n}")])
-        deadline = time.monotonic() + 5
-        while reader.tier.invalidations < 4:  # type: ignore[attr-defined]
-            assert time.monotonic() < deadline, "not every invalidation arrived"
-            await asyncio.sleep(0.01)
+        await until(
+            "every invalidation arrived",
+            lambda: reader.tier.invalidations >= 4,  # type: ignore[attr-defined]
+        )
         assert all(manager.stale for manager in cached)
         for n, key in enumerate(SESSIONS[:4]):
             await seen_within(reader, key, f"w{n}")
@@ -159,13 +157,28 @@ async def test_a_registry_ignores_its_own_writes_on_a_cluster(
     tmp_path: Path, shared_cluster: LocalCluster, prefix: str
 ) -> None:
     async with opened(tmp_path, shared_cluster, prefix) as reg:
+        tier: Any = reg.tier
+        channel = Keyspace.for_data_root(prefix, tmp_path).session_channel(
+            keys_of(tmp_path, prefix, SESSIONS[0]).tag
+        )
+        owner = shared_cluster.master_of_slot(shared_cluster.slot_of(channel))
+
+        async def delivered() -> None:
+            # A foreign message for a session nobody watches, on the session's shard channel:
+            # once it is counted, every message sent there before it has been handled too.
+            before = tier.invalidations
+            command(owner, "SPUBLISH", channel, f"marker{uuid4().hex} test w 1")
+            await until("the marker delivered", lambda: tier.invalidations > before)
+
         manager = (await reg.resolve(SESSIONS[0])).manager
-        await asyncio.sleep(0.3)  # subscribed (which marks the copy stale once)
+        await until("subscribed (which marks the copy stale once)", lambda: manager.stale)
+        await delivered()  # the announcement of our own load, too
         await reg.resolve(SESSIONS[0])
-        await manager.append_entries([entry("own")])
-        await asyncio.sleep(0.3)
         assert manager.stale is False
-        assert reg.tier.invalidations == 0  # type: ignore[attr-defined]
+        await manager.append_entries([entry("own")])
+        await delivered()
+        assert manager.stale is False
+        assert tier.invalidations == 2  # the markers only
 
 
 def test_the_sync_twin_works_on_a_cluster(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,12 @@ from offload_registry.keys import (
     resolve_identity,
     sanitize_name,
 )
-
-_HERE = Path(__file__).resolve().parent
-_SAMPLE_CANDIDATES = (
-    _HERE / "fixtures" / "sample" / "expected.jsonl",
-    _HERE.parent.parent / "shared" / "seed" / "sample" / "expected.jsonl",
-)
+from seed_sample import expected_rows
 
 
 def _sample_rows() -> list[Any]:
-    for candidate in _SAMPLE_CANDIDATES:
-        if candidate.is_file():
-            lines = candidate.read_text(encoding="utf-8").splitlines()
-            return [
-                pytest.param(row, id=row["session_key"])
-                for row in (json.loads(line) for line in lines if line.strip())
-            ]
-    # Missing fixture is a failure, not a skip: these rows are the seed's ground truth.
-    return [pytest.param(None, id="sample-fixture-missing")]
+    # Read at collection time; a missing fixture raises here and fails the run (never a skip).
+    return [pytest.param(row, id=row["session_key"]) for row in expected_rows()]
 
 
 def _utf8_len(name: str) -> int:
@@ -189,18 +176,14 @@ def test_sanitize_applies_the_character_rule_before_the_dot_rule() -> None:
 
 
 @pytest.mark.parametrize("row", _sample_rows())
-def test_identity_matches_the_seed_sample(row: dict[str, Any] | None) -> None:
-    if row is None:
-        pytest.fail(f"seed sample fixture not found in {_SAMPLE_CANDIDATES}")
+def test_identity_matches_the_seed_sample(row: dict[str, Any]) -> None:
     identity = resolve_identity(row["session_key"], row["real_session_id"])
     assert (identity.agent_name, identity.session_id) == (row["agent_name"], row["session_id"])
     assert identity.fallback is False
 
 
 @pytest.mark.parametrize("row", _sample_rows())
-def test_parse_matches_the_seed_sample_agent(row: dict[str, Any] | None) -> None:
-    if row is None:
-        pytest.fail(f"seed sample fixture not found in {_SAMPLE_CANDIDATES}")
+def test_parse_matches_the_seed_sample_agent(row: dict[str, Any]) -> None:
     parsed = parse_session_key(row["session_key"])
     assert parsed is not None
     assert parsed.agent_name == row["agent_name"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
 from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.session_files import SessionFiles
-from session_helpers import entry
+from session_helpers import PATIENCE, entry, listening, messages_delivered, until, wait_until
 
 KEY = "agent:main:shared"
 
@@ -31,15 +30,14 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 
 
 async def seen_within(
-    reg: SessionRegistry, tool_call_id: str, seconds: float = 3.0, key: str = KEY
+    reg: SessionRegistry, tool_call_id: str, seconds: float = PATIENCE, key: str = KEY
 ) -> float:
     """Seconds until ``reg.resolve(key)`` shows the id (fails after ``seconds``)."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if tool_call_id in (await reg.resolve(key)).manager.processed_tool_call_ids:
-            return time.monotonic() - started
-        await asyncio.sleep(0.005)
-    pytest.fail(f"{tool_call_id} not visible after {seconds} s")
+
+    async def seen() -> bool:
+        return tool_call_id in (await reg.resolve(key)).manager.processed_tool_call_ids
+
+    return await until(f"{tool_call_id} visible in {key}", seen, seconds)
 
 
 async def test_a_write_in_one_registry_reaches_the_others_cached_copy(
@@ -50,11 +48,16 @@ async def test_a_write_in_one_registry_reaches_the_others_cached_copy(
         SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as writer,
         SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reader,
     ):
-        cached = (await reader.resolve(KEY)).manager
-        await (await writer.resolve(KEY)).manager.append_entries([entry("call_1")])
+        cached = await listening(reader, KEY)  # a write before that could only be found
+        writing = (await writer.resolve(KEY)).manager  # by the subscription's revalidation
+        before = reader.tier.invalidations  # type: ignore[attr-defined]
+        await writing.append_entries([entry("call_1")])
+        await until(
+            "the write's invalidation reached the reader",
+            lambda: reader.tier.invalidations > before,  # type: ignore[attr-defined]
+        )
         await seen_within(reader, "call_1")
         assert (await reader.resolve(KEY)).manager is cached  # revalidated, not reloaded
-        assert reader.tier.invalidations >= 1  # type: ignore[attr-defined]
 
 
 async def test_a_registry_is_not_invalidated_by_its_own_writes(
@@ -62,13 +65,12 @@ async def test_a_registry_is_not_invalidated_by_its_own_writes(
 ) -> None:
     url, prefix = backend
     async with SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reg:
-        manager = (await reg.resolve(KEY)).manager
-        await asyncio.sleep(0.2)  # let the listener subscribe (which marks copies stale once)
-        await reg.resolve(KEY)
+        manager = await listening(reg, KEY)
+        before = reg.tier.invalidations  # type: ignore[attr-defined]
         await manager.append_entries([entry("call_1")])
-        await asyncio.sleep(0.2)
+        await messages_delivered(reg)  # our own write's message too
         assert manager.stale is False
-        assert reg.tier.invalidations == 0  # type: ignore[attr-defined]
+        assert reg.tier.invalidations == before + 1  # type: ignore[attr-defined]  # the marker
 
 
 async def test_copies_are_revalidated_after_the_invalidation_stream_broke(
@@ -76,19 +78,13 @@ async def test_copies_are_revalidated_after_the_invalidation_stream_broke(
 ) -> None:
     url = private_redis_server.url
     async with SessionRegistry(tmp_path, redis_url=url) as reader:
-        manager = (await reader.resolve(KEY)).manager
-        await asyncio.sleep(0.2)
-        await reader.resolve(KEY)  # the first subscription's revalidation
-        assert manager.stale is False
+        manager = await listening(reader, KEY)  # the first subscription's revalidation
         private_redis_server.kill()
         # Written while Redis is down, by a process without Redis: no message can announce it.
         async with SessionRegistry(tmp_path) as offline:
             await (await offline.resolve(KEY)).manager.append_entries([entry("call_9")])
         private_redis_server.start()
-        deadline = time.monotonic() + 5
-        while not manager.stale and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert manager.stale, "a broken subscription must make cached copies untrusted"
+        await until("a broken subscription makes cached copies untrusted", lambda: manager.stale)
         assert "call_9" in (await reader.resolve(KEY)).manager.processed_tool_call_ids
 
 
@@ -111,12 +107,10 @@ def test_the_sync_twin_listens_on_a_thread(tmp_path: Path, backend: tuple[str, s
     ):
         reader.resolve(KEY)
         writer.resolve(KEY).manager.append_entries([entry("call_1")])
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            if "call_1" in reader.resolve(KEY).manager.processed_tool_call_ids:
-                break
-            time.sleep(0.005)
-        assert "call_1" in reader.resolve(KEY).manager.processed_tool_call_ids
+        wait_until(
+            "call_1 visible to the reader",
+            lambda: "call_1" in reader.resolve(KEY).manager.processed_tool_call_ids,
+        )
 
 
 async def test_a_write_made_while_a_session_loads_is_not_missed(
@@ -128,8 +122,8 @@ async def test_a_write_made_while_a_session_loads_is_not_missed(
         SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as loader,
     ):
         peer_manager = (await peer.resolve(KEY)).manager
-        await (await loader.resolve("agent:main:other")).manager.append_entries([entry("x")])
-        await asyncio.sleep(0.2)  # the loader's listener is subscribed
+        other = await listening(loader, "agent:main:other")
+        await other.append_entries([entry("x")])
         original = SessionFiles.record_session
         written = asyncio.Event()
 
@@ -151,9 +145,10 @@ async def test_two_keys_sharing_one_journal_in_one_registry_see_each_others_writ
     url, prefix = backend
     async with SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reg:
         first = (await reg.resolve("agent:main:s1", "shared")).manager
+        await until("the listener subscribed", lambda: first.stale)  # it marks copies once
+        await reg.resolve("agent:main:s1", "shared")
         second = (await reg.resolve("agent:main:s2", "shared")).manager
         assert first.journal_path == second.journal_path and first is not second
-        await asyncio.sleep(0.2)
         await first.append_entries([entry("via_s1")])
         await seen_within(reg, "via_s1", key="agent:main:s2")
 
@@ -168,10 +163,7 @@ async def test_concurrent_resolvers_of_a_stale_copy_both_see_the_write(
     ):
         manager = (await reader.resolve(KEY)).manager
         await (await writer.resolve(KEY)).manager.append_entries([entry("call_1")])
-        deadline = time.monotonic() + 3
-        while not manager.stale and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        assert manager.stale
+        await until("the reader's copy marked stale", lambda: manager.stale)
         first, second = await asyncio.gather(reader.resolve(KEY), reader.resolve(KEY))
         assert "call_1" in first.manager.processed_tool_call_ids
         assert "call_1" in second.manager.processed_tool_call_ids
@@ -182,13 +174,10 @@ async def test_a_listener_that_died_is_restarted_and_copies_revalidated(
 ) -> None:
     url, prefix = backend
     async with SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reg:
-        manager = (await reg.resolve(KEY)).manager
-        await asyncio.sleep(0.2)
-        await reg.resolve(KEY)
+        manager = await listening(reg, KEY)
         listener = reg.tier._listener  # type: ignore[attr-defined]
         listener.cancel()
-        await asyncio.sleep(0.05)
-        assert manager.stale, "a listener that ends must leave no copy trusted"
+        await until("a listener that ends leaves no copy trusted", lambda: manager.stale)
         await reg.resolve("agent:main:another")  # the next watch starts a new listener
         assert reg.tier._listener is not listener  # type: ignore[attr-defined]
 
@@ -198,16 +187,13 @@ async def test_a_malformed_invalidation_is_ignored(
 ) -> None:
     prefix = f"coh{uuid.uuid4().hex[:10]}"
     async with SessionRegistry(tmp_path, redis_url=redis_server.url, key_prefix=prefix) as reg:
-        manager = (await reg.resolve(KEY)).manager
-        await asyncio.sleep(0.2)
-        await reg.resolve(KEY)
-        assert not manager.stale
+        manager = await listening(reg, KEY)
         client = redis_server.client()
         try:
             client.publish(reg.tier.keyspace.channel(), b"garbage")  # type: ignore[attr-defined]
         finally:
             client.close()
-        await asyncio.sleep(0.2)
+        await messages_delivered(reg)  # the garbage's too
         assert not manager.stale
 
 

@@ -16,6 +16,7 @@ import redis
 from offload_registry import sync as sync_api
 from offload_registry.embedded_server import RedisServerProcess
 from ops_helpers import cli_json, redis_view, run_cli, unique_prefix, write_sessions
+from session_helpers import wait_until
 
 COMMANDS = ["warm", "verify", "stats", "evict"]
 
@@ -80,7 +81,10 @@ def test_evict_by_key_drops_the_copy_and_tells_live_workers(
     before = {p: p.read_bytes() for p in tmp_path.rglob("*.jsonl")}
     with sync_api.SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as live:
         cached = live.resolve(keys[0]).manager
-        time.sleep(0.3)  # the listener subscribes
+        # The listener's subscription marks the copy stale once; from then on every
+        # announcement reaches it. Revalidate, so that only the eviction can mark it again.
+        wait_until("the live worker's listener subscribed", lambda: cached.stale)
+        assert live.resolve(keys[0]).manager is cached and not cached.stale
         status, report = ops(capsys, tmp_path, url, prefix, "evict", "--json", *keys[:2])
         assert status == 0 and report == {
             "scanned": 2,
@@ -88,10 +92,7 @@ def test_evict_by_key_drops_the_copy_and_tells_live_workers(
             "rule": "keys",
             "not_found": [],
         }
-        deadline = time.monotonic() + 5
-        while not cached.stale:
-            assert time.monotonic() < deadline, "the live worker was never told"
-            time.sleep(0.01)
+        wait_until("the live worker told of the eviction", lambda: cached.stale)
     view = redis_view(tmp_path, url, prefix, keys)
     assert [view[k]["source"] for k in keys] == ["journal", "journal", "redis", "redis"]
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.jsonl")} == before

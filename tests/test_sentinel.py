@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import contextlib
+import itertools
 from pathlib import Path
 
 import pytest
 
-from cluster_fixtures import LocalSentinel, command, redis_sentinel, wait_for
+from cluster_fixtures import LocalSentinel, command, redis_sentinel
 from failover_workload import Window, Worker, check_after, entry, report, won_twice
 from offload_registry import SessionRegistry
 from offload_registry.embedded_server import RedisServerProcess
+from session_helpers import PATIENCE, listening, until
 
 __all__ = ["redis_sentinel"]
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]
@@ -35,13 +38,11 @@ async def test_a_sentinel_url_shares_sessions_and_invalidations(
         opened(tmp_path, redis_sentinel) as writer,
         opened(tmp_path, redis_sentinel) as reader,
     ):
-        cached = (await reader.resolve(SESSIONS[0])).manager
-        await asyncio.sleep(0.3)
-        await reader.resolve(SESSIONS[0])
+        cached = await listening(reader, SESSIONS[0])
         manager = (await writer.resolve(SESSIONS[0])).manager
         await manager.append_entries([entry("t1")])
         assert await manager.claim(["c1"]) == ["c1"]
-        await asyncio.to_thread(wait_for, "the invalidation", lambda: cached.stale, 5.0)
+        await until("the invalidation", lambda: cached.stale)
         assert "t1" in (await reader.resolve(SESSIONS[0])).manager.processed_tool_call_ids
     async with opened(tmp_path, redis_sentinel) as fresh:
         assert (await fresh.resolve(SESSIONS[0])).manager.source == "redis"
@@ -88,17 +89,22 @@ async def failover_under_workload(
         stop.set()
         await asyncio.gather(*tasks)
         assert [e for w in workers for e in w.errors] == []
-        # The reader's listener follows the new master: a new write still reaches it.
-        await asyncio.sleep(1.5)
+        # The reader's listener follows the new master: a new write still reaches it. The
+        # writer may itself still be finding the new master (its Redis step fails over to the
+        # journal meanwhile), so it writes again every 0.1 s until the reader hears one.
         await b.resolve(SESSIONS[0])
         heard = b.tier.invalidations  # type: ignore[attr-defined]
-        await (await a.resolve(SESSIONS[0])).manager.append_entries([entry("after")])
-        await asyncio.to_thread(
-            wait_for,
-            "an invalidation from the new master",
-            lambda: b.tier.invalidations > heard,  # type: ignore[attr-defined]
-            10.0,
-        )
+        writer = (await a.resolve(SESSIONS[0])).manager
+        for n in itertools.count():
+            await writer.append_entries([entry(f"after{n}")])
+            with contextlib.suppress(pytest.fail.Exception):
+                await until(
+                    "an invalidation from the new master",
+                    lambda: b.tier.invalidations > heard,  # type: ignore[attr-defined]
+                    seconds=0.1,
+                )
+                break
+            assert n < PATIENCE / 0.1, "no invalidation from the new master"
         assert cached.stale
     assert deployment.master() is new
     figures = await check_after(root, deployment.url, PREFIX, workers, SESSIONS)
