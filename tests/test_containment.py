@@ -322,7 +322,7 @@ def test_new_files_are_private_to_the_owner_by_default(tmp_path: Path) -> None:
 
 
 def test_the_file_mode_is_configurable(tmp_path: Path) -> None:
-    root = tmp_path / "shared"
+    root = tmp_path / "group-readable"
     with SessionRegistry(root, file_mode=0o640) as reg:
         manager = reg.resolve(KEY).manager
         manager.append_entries([entry("t1")])

@@ -5,9 +5,9 @@ workers and by the invalidation listener without losing an acknowledged write.""
 from __future__ import annotations
 
 import asyncio
-import time
 import contextlib
 import itertools
+import time
 from pathlib import Path
 
 import pytest
