@@ -7,6 +7,8 @@ These tests check that every id-taking call still agrees with the journal about 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -92,3 +94,33 @@ async def test_pending_pairs_differing_only_by_underscore_are_one_id(tmp_path: P
         assert manager.add_pending_tool_pair("call_7", "p1")
         taken = manager.add_pending_tool_pair("call7", "p2")
         assert not taken, "call7 is call_7's normalized form: the same tool call"
+
+
+async def test_claim_then_append_in_other_spellings_across_workers_lands_once(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """Held: a claim in one spelling, the append in another, a rival's append and claim in
+    a third, and fresh workers (from Redis and from the journal) all agree on one id."""
+    prefix = f"t{uuid4().hex[:12]}"
+
+    def opened(redis: bool) -> SessionRegistry:
+        if redis:
+            return SessionRegistry(tmp_path, redis_url=redis_server.url, key_prefix=prefix)
+        return SessionRegistry(tmp_path)
+
+    async with opened(True) as a, opened(True) as b, opened(False) as c:
+        first, rival, offline = [(await r.resolve(KEY)).manager for r in (a, b, c)]
+        assert await first.claim(["call_7\u200b", "call7"]) == ["call_7"]
+        assert await rival.claim(["\ufeffcall7"]) == []
+        assert await offline.claim(["call_7\u2028"]) == []
+        assert await first.append_entries([entry("call_7\u200f"), entry("call7")]) == 1
+        assert await rival.append_entries([entry("call7\ufeff")]) == 0
+        assert await offline.append_entries([entry("call_7")]) == 0
+        assert rival.add_pending_tool_pair("call_7", "p") is False
+    for redis in (True, False):
+        async with opened(redis) as fresh:
+            manager = (await fresh.resolve(KEY)).manager
+            assert manager.source == ("redis" if redis else "journal")
+            assert await manager.claim(["call7", "call_7"]) == []
+            assert await manager.append_entries([entry("\u200bcall_7")]) == 0
+    assert _ids(tmp_path / "main" / "offload-s1.jsonl") == ["call_7"]
