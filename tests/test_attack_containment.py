@@ -152,3 +152,16 @@ async def test_a_dangling_link_as_a_lock_file_is_never_created_through(
             manager = (await reg.resolve(KEY)).manager
             await manager.append_entries([entry("x")])
     assert not target.exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="safe_open maps ELOOP/ENOTDIR/ENXIO to UnsafePathError but not EISDIR: a directory"
+    " planted as a lock file opened for writing raises a bare IsADirectoryError (CLI traceback)",
+)
+async def test_a_directory_planted_as_the_state_lock_file_is_refused_as_unsafe(root: Path) -> None:
+    (root / "main" / ".state.json.lock").mkdir()
+    async with SessionRegistry(root) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        with pytest.raises(UnsafePathError):
+            await manager.update_agent_state(mmd_counter=3)
