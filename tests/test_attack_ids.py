@@ -14,7 +14,7 @@ import pytest
 
 from offload_registry import SessionRegistry
 from offload_registry.journal import read_journal
-from session_helpers import entry
+from session_helpers import described, entry, truth
 
 KEY = "agent:main:s1"
 
@@ -124,3 +124,24 @@ async def test_claim_then_append_in_other_spellings_across_workers_lands_once(
             assert await manager.claim(["call7", "call_7"]) == []
             assert await manager.append_entries([entry("\u200bcall_7")]) == 0
     assert _ids(tmp_path / "main" / "offload-s1.jsonl") == ["call_7"]
+
+
+@pytest.mark.parametrize("junk", ["\ud800", "\udfff\ud800", "\x85", "\ufffd"])
+async def test_lone_surrogates_in_an_entrys_keys_and_id_read_back_as_the_writer_keeps_them(
+    tmp_path: Path, junk: str
+) -> None:
+    """Held: keys and ids with lone surrogates (and other unsafe characters) are stored as a
+    reader gets them back; the writer's sets equal a journal rebuild."""
+    raw = {
+        f"tool{junk}_call_id": f"call{junk}_9",
+        f"offloaded{junk}": f"deleted{junk}",
+        f"meta{junk}": {f"k{junk}": [f"v{junk}"]},
+    }
+    async with SessionRegistry(tmp_path) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        assert await manager.append_entries([raw]) == 1
+        assert await manager.append_entries([entry(f"{junk}call9")]) == 0
+        assert "call_9" in manager.deleted_offload_ids
+        assert described(manager) == await truth(tmp_path, KEY)
+    (back,) = read_journal(tmp_path / "main" / "offload-s1.jsonl").entries
+    assert back == {"tool_call_id": "call_9", "offloaded": "deleted", "meta": {"k": ["v"]}}
