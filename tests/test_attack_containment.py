@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from offload_registry import SessionRegistry
+from offload_registry import SessionRegistry, fsutil
 from offload_registry import journal as journal_module
 from offload_registry.errors import UnsafePathError
 from session_helpers import entry
@@ -165,3 +165,30 @@ async def test_a_directory_planted_as_the_state_lock_file_is_refused_as_unsafe(r
         manager = (await reg.resolve(KEY)).manager
         with pytest.raises(UnsafePathError):
             await manager.update_agent_state(mmd_counter=3)
+
+
+async def test_a_mark_that_fails_on_a_full_disk_leaves_the_journal_and_the_worker_as_they_were(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held (guarantee 3, for marks): ENOSPC while the temp file is written leaves no temp
+    file, the journal byte for byte, the worker's sets unchanged, and a retry works."""
+    async with SessionRegistry(root) as reg:
+        manager = (await reg.resolve(KEY)).manager
+        await manager.append_entries([entry("a"), entry("b")])
+        journal = root / "main" / "offload-s1.jsonl"
+        before = journal.read_bytes()
+        listing = sorted(p.name for p in (root / "main").iterdir())
+        real_write = os.write
+
+        def full_disk(fd: int, data: Any) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(fsutil.os, "write", full_disk)
+        with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+            await manager.mark_offload_status({"a": True})
+        monkeypatch.setattr(fsutil.os, "write", real_write)
+        assert journal.read_bytes() == before
+        assert sorted(p.name for p in (root / "main").iterdir()) == listing
+        assert "a" not in manager.confirmed_offload_ids
+        assert await manager.mark_offload_status({"a": True}) == 1
+        assert "a" in manager.confirmed_offload_ids
