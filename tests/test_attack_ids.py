@@ -30,11 +30,6 @@ def _ids(journal: Path) -> list[str]:
     return [e["tool_call_id"] for e in read_journal(journal).entries]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="is_processed canonicalizes the query but not the foreign id read from the journal:"
-    " the exact id a reader gets back answers False",
-)
 async def test_is_processed_answers_true_for_the_exact_id_a_journal_reader_gets_back(
     tmp_path: Path,
 ) -> None:
@@ -46,11 +41,6 @@ async def test_is_processed_answers_true_for_the_exact_id_a_journal_reader_gets_
         assert manager.is_processed("call_7\u200b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="append dedups only against canonical forms: an id a foreign writer put in the"
-    " journal with an unsafe character is appended again (the seed's raw compare drops it)",
-)
 async def test_appending_the_exact_id_already_in_the_journal_writes_nothing(
     tmp_path: Path,
 ) -> None:
@@ -61,10 +51,6 @@ async def test_appending_the_exact_id_already_in_the_journal_writes_nothing(
     assert _ids(journal) == ["call_7\u200b"], f"written={written}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="claim wins an id whose exact spelling (as read) is already in the journal",
-)
 async def test_an_id_already_in_the_journal_is_never_won_even_when_foreign(
     tmp_path: Path,
 ) -> None:
@@ -83,11 +69,6 @@ async def test_mark_and_dedup_agree_on_a_foreign_id(tmp_path: Path) -> None:
     assert read_journal(journal).entries[0]["offloaded"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pending buffer is keyed by the canonical id only, not its normalized form:"
-    " call_7 and call7 (one tool call to every id set) are both buffered",
-)
 async def test_pending_pairs_differing_only_by_underscore_are_one_id(tmp_path: Path) -> None:
     async with SessionRegistry(tmp_path) as reg:
         manager = (await reg.resolve(KEY)).manager

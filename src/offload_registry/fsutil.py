@@ -48,9 +48,9 @@ ROOT_FILE_DEPTH = 1
 """Components of a file kept directly in the data root (``.offload-registry-id``)."""
 
 # What the kernel reports when O_NOFOLLOW meets a link (ELOOP), O_DIRECTORY meets a link or
-# a non-directory (ENOTDIR), or a non-blocking open finds a FIFO or socket without a peer
-# (ENXIO).
-_REFUSED_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO})
+# a non-directory (ENOTDIR), a non-blocking open finds a FIFO or socket without a peer
+# (ENXIO), or a write open finds a directory (EISDIR).
+_REFUSED_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENXIO, errno.EISDIR})
 
 LONG_NAME_PREFIX = ".offload-long-"
 """Start of the hidden name our own files get when their natural name does not fit."""
@@ -279,7 +279,8 @@ def safe_open(
     The directory is reached with :func:`open_dir` (``below - 1`` components under the root,
     none a link, none created) and the file opened in it with ``O_NOFOLLOW``, ``O_NONBLOCK``
     and ``O_CLOEXEC`` added; anything but a regular file (a link, a FIFO, a socket, a device,
-    a directory) raises :class:`UnsafePathError`, closed unread. ``O_NONBLOCK`` is cleared
+    a directory) raises :class:`UnsafePathError`, closed unread, and so does a file with
+    other hard links opened for writing (one of them may be outside). ``O_NONBLOCK`` is cleared
     before returning, so the descriptor behaves as a plain one. A missing file or directory
     raises ``FileNotFoundError``, as ``os.open`` does.
     """
@@ -304,6 +305,11 @@ def safe_open(
         if not stat.S_ISREG(st.st_mode):
             kind = _kind(st)
             raise UnsafePathError(text, f"refused: it is {kind}, not a regular file", kind)
+        if flags & (os.O_WRONLY | os.O_RDWR) and st.st_nlink > 1:
+            # Another name of this inode may lie outside the data root: writing through it
+            # would change a file there. (Reads are harmless and stay allowed.)
+            kind = "a file with other hard links"
+            raise UnsafePathError(text, f"refused for writing: it is {kind}", kind)
         # F_SETFL changes only the status flags (O_APPEND, O_NONBLOCK, ...) and ignores the
         # access and creation flags, so the flags we opened with, minus O_NONBLOCK, are the
         # descriptor's flags without it (one call instead of F_GETFL then F_SETFL).

@@ -40,6 +40,7 @@ from offload_registry.fsutil import (
     file_lock,
     fsync_dir,
     lock_path_for,
+    opened_dir,
     read_file_bytes,
     safe_open,
 )
@@ -609,6 +610,19 @@ def append_entries_to_file(
     return watermark
 
 
+def _remove_created(path: Path, fd: int, fsync: FsyncPolicy) -> None:
+    """Remove the journal this append created: relative to the checked agent directory, and
+    only while that name is still our file (a directory swapped for a link meanwhile makes
+    :func:`opened_dir` refuse, so nothing outside the data root is ever unlinked)."""
+    ours = os.fstat(fd)
+    with opened_dir(path.parent) as dir_fd:
+        now = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+            os.unlink(path.name, dir_fd=dir_fd)
+        if fsync is FsyncPolicy.ALWAYS:
+            os.fsync(dir_fd)
+
+
 def _roll_back_append(
     path: Path, fd: int, start: int | None, created: bool, fsync: FsyncPolicy
 ) -> str | None:
@@ -617,9 +631,7 @@ def _roll_back_append(
     ``None`` when the file is as it was."""
     try:
         if created:
-            os.unlink(path)
-            if fsync is FsyncPolicy.ALWAYS:
-                fsync_dir(path.parent)
+            _remove_created(path, fd, fsync)
         elif start is not None:  # None: the append failed before writing anything
             os.ftruncate(fd, start)
             if fsync is FsyncPolicy.ALWAYS:

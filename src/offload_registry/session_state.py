@@ -71,9 +71,23 @@ def normalize_id(tool_call_id: str) -> str:
 
 
 def id_forms(tool_call_id: str) -> tuple[str, ...]:
-    """The id and, when it differs, its normalized form."""
+    """The id and, when it differs, its normalized form; for an id holding characters the
+    writer strips (one another tool wrote into a journal), also its canonical form and that
+    form's normalized one, so a caller naming it (every API call canonicalizes) finds it.
+    An id with nothing left once stripped adds no empty form."""
     normalized = tool_call_id.replace("_", "")
-    return (tool_call_id,) if normalized == tool_call_id else (tool_call_id, normalized)
+    forms = (tool_call_id,) if normalized == tool_call_id else (tool_call_id, normalized)
+    if is_plain(tool_call_id):
+        return forms
+    canonical = strip_unsafe(tool_call_id)
+    extra = (canonical, canonical.replace("_", ""))
+    return tuple(dict.fromkeys(f for f in (*forms, *extra) if f))
+
+
+def is_plain(tool_call_id: str) -> bool:
+    """True when the id can hold no character the writer strips (printable ASCII): the
+    common case, checked without a regular expression."""
+    return tool_call_id.isascii() and tool_call_id.isprintable()
 
 
 STRING_BYTES = 49 + 32
@@ -237,6 +251,8 @@ class SessionState:
         processed = self.processed
         processed.update(ids)
         processed.update([i.replace("_", "") for i in ids])
+        for foreign in [i for i in ids if not is_plain(i)]:  # their canonical forms too
+            processed.update(id_forms(foreign))
         confirmed, deleted = self.confirmed, self.deleted
         for tool_call_id, offloaded in statuses:
             if js_truthy(offloaded):
@@ -259,8 +275,9 @@ class SessionState:
         return sets + self.processed.approx_bytes()
 
     def contains_id(self, tool_call_id: str) -> bool:
-        """True when the journal already holds this id or one with the same normalized form."""
-        return tool_call_id in self.processed or normalize_id(tool_call_id) in self.processed
+        """True when the journal already holds this id or one with the same normalized form
+        (ids another tool wrote with stripped characters count by their canonical form)."""
+        return any(form in self.processed for form in id_forms(tool_call_id))
 
 
 class SetView(AbstractSet[str]):

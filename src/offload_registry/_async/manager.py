@@ -98,6 +98,7 @@ class OffloadStateManager:
         self._from_disk = True
         self._runtime_processed: set[str] = set()
         self._pending: dict[str, Any] = {}
+        self._pending_forms: set[str] = set()  # every form of the buffered ids
         self._pending_lock = threading.Lock()  # the sync twin's threads share a manager
         self._l1_lock = threading.Lock()
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
@@ -487,12 +488,16 @@ class OffloadStateManager:
     # -- runtime-only state (per process, as in the seed) ----------------------------------
     def add_pending_tool_pair(self, tool_call_id: str, pair: Any) -> bool:
         """Buffer a tool call/result pair under its canonical id; refused (``False``) when the
-        id is processed or already buffered."""
+        id is processed or already buffered (in any spelling the id sets treat as the same:
+        its normalized form)."""
         tool_call_id = canonical_tool_call_id(tool_call_id)
         with self._pending_lock:
-            if self.is_processed(tool_call_id) or tool_call_id in self._pending:
+            if self.is_processed(tool_call_id) or any(
+                form in self._pending_forms for form in id_forms(tool_call_id)
+            ):
                 return False
             self._pending[tool_call_id] = pair
+            self._pending_forms.update(id_forms(tool_call_id))
             return True
 
     @property
@@ -504,6 +509,7 @@ class OffloadStateManager:
         """Return the buffered pairs and mark their ids processed (never buffered again)."""
         with self._pending_lock:
             taken, self._pending = self._pending, {}
+            self._pending_forms = set()
             for tool_call_id in taken:
                 self._runtime_processed.update(id_forms(tool_call_id))
             return list(taken.values())

@@ -13,7 +13,6 @@ from types import FrameType
 from typing import Any
 
 from offload_registry.cli.ops_common import existing_data_root, positive_int
-from offload_registry.errors import ConfigurationError
 from offload_registry.metrics import serve_metrics
 from offload_registry.ops.canary import Canary, CanaryPlan
 from offload_registry.sync import SessionRegistry
@@ -103,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
         bucket_seconds=args.bucket_seconds,
         keep_buckets=args.keep_buckets,
     )
-    if not args.agent or ":" in args.agent:
-        raise ConfigurationError(f"--agent must be a non-empty name without ':': {args.agent!r}")
     stop = threading.Event()
     _stop_on_signals(stop)
     with SessionRegistry(

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offload_registry.errors import OffloadRegistryError
+from offload_registry.errors import ConfigurationError, OffloadRegistryError, UnsafePathError
 from offload_registry.fsutil import file_lock, lock_path_for
 from offload_registry.journal import read_journal
 from offload_registry.keys import resolve_identity
@@ -94,6 +94,13 @@ class Canary:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
+        if resolve_identity(f"agent:{plan.agent}:s").agent_name != plan.agent or ":" in plan.agent:
+            # Its clean-up deletes files under <root>/<agent>: the agent must be exactly the
+            # one directory a key names, never a path ('..', '/', ...) or a renamed one.
+            raise ConfigurationError(
+                f"the canary's agent must be a plain agent name (one directory in the data "
+                f"root), not {plan.agent!r}"
+            )
         self.registry = registry
         self.plan = plan
         self.stats = CanaryStats()
@@ -210,8 +217,7 @@ class Canary:
             return
         agent_dir = Path(self.registry.data_root) / self.plan.agent
         if agent_dir.is_symlink():  # never delete through a link planted in the data root
-            log.error("canary: %s is a link; not cleaning it up", agent_dir)
-            return
+            raise UnsafePathError(str(agent_dir), "refused: it is a symbolic link", "a link")
         for journal in _canary_journals(agent_dir):
             session_bucket = _bucket_of(journal)
             if session_bucket is not None and session_bucket <= newest_old:
