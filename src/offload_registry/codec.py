@@ -76,7 +76,7 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]
 
 from offload_registry.changes import APPEND, CLAIMS
-from offload_registry.errors import OffloadRegistryError
+from offload_registry.errors import CodecError
 from offload_registry.journal import FileIdentity, Watermark
 from offload_registry.jsjson import js_truthy
 from offload_registry.session_state import DELETED, IdSet, SessionState, SortedIds
@@ -111,10 +111,6 @@ _N_SETS: Final = 4  # processed, confirmed, deleted, claimed: mask bits 1, 2, 4,
 _ALL_MASKS: Final = (1 << _N_SETS) - 1
 _FIELDS: Final = 9
 _WATERMARK_FIELDS: Final = 7
-
-
-class CodecError(OffloadRegistryError, ValueError):
-    """A value that cannot be encoded, or bytes that are not a snapshot this build can read."""
 
 
 @dataclass(slots=True)

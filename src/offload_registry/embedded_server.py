@@ -46,7 +46,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from offload_registry.errors import OffloadRegistryError
+from offload_registry.errors import (
+    ServerBinaryNotFound,
+    ServerNotRunningError,
+    ServerStartError,
+)
 
 __all__ = [
     "ENV_SERVER_BIN",
@@ -71,23 +75,6 @@ _PROBE_TIMEOUT = 0.25
 _POLL_INTERVAL = 0.01
 _STOP_TIMEOUT = 5.0
 _AUTO_PORT_ATTEMPTS = 5
-
-
-class ServerBinaryNotFound(OffloadRegistryError):  # noqa: N818 - public name fixed by the API
-    """No Redis-compatible server binary could be found (or the configured one is unusable)."""
-
-
-class ServerStartError(OffloadRegistryError, RuntimeError):
-    """A server process did not come up; the message ends with the tail of its log."""
-
-    def __init__(self, message: str, log_tail: str = "") -> None:
-        self.log_tail = log_tail
-        text = message if not log_tail else f"{message}\n--- server log (tail) ---\n{log_tail}"
-        super().__init__(text)
-
-
-class ServerNotRunningError(OffloadRegistryError, RuntimeError):
-    """An operation that needs a live server process (pause, resume, ...) was called without one."""
 
 
 # --------------------------------------------------------------------------------------------

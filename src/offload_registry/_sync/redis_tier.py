@@ -79,7 +79,7 @@ from offload_registry.codec import (
     encode_watermark,
     watermark_id,
 )
-from offload_registry.errors import ConfigurationError
+from offload_registry.errors import ConfigurationError, RedisPermissionError
 from offload_registry.fsutil import (
     DEFAULT_FILE_MODE,
     ROOT_FILE_DEPTH,
@@ -129,10 +129,6 @@ _FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 _policy_warned = False
-
-
-class RedisPermissionError(ConfigurationError):
-    """The Redis user lacks a permission the registry needs (the message names it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from offload_registry._async.registry import default_data_root
-from offload_registry.errors import ConfigurationError
-from offload_registry.ops.tier import RedisUnavailableError, TlsFiles
+from offload_registry.errors import ConfigurationError, RedisUnavailableError
+from offload_registry.ops.tier import TlsFiles
 
 EXIT_FAILURE = 1
 PROG = "offload-registry"

@@ -10,8 +10,12 @@ from typing import TypedDict
 
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
-from offload_registry._async.redis_tier import RedisPermissionError, RedisTier, open_redis_tier
-from offload_registry.errors import ConfigurationError, OffloadRegistryError
+from offload_registry._async.redis_tier import RedisTier, open_redis_tier
+from offload_registry.errors import (
+    ConfigurationError,
+    RedisPermissionError,
+    RedisUnavailableError,
+)
 from offload_registry.store.urls import TierOptions, parse_redis_url
 
 
@@ -24,10 +28,6 @@ class TlsFiles(TypedDict):
 
 
 NO_TLS: TlsFiles = {"ssl_ca_certs": None, "ssl_certfile": None, "ssl_keyfile": None}
-
-
-class RedisUnavailableError(OffloadRegistryError):
-    """The tool's Redis did not answer."""
 
 
 def check_url(url: str | None, command: str) -> str:
