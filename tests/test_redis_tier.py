@@ -28,6 +28,7 @@ from offload_registry.cli.main import main as cli_main
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
 from offload_registry.session_files import SessionFiles
+from offload_registry.store import startup
 from offload_registry.store.urls import TierOptions
 from session_helpers import described, entry
 
@@ -443,7 +444,7 @@ async def test_another_data_root_at_the_same_path_is_refused_with_a_clear_error(
     async with registry(tmp_path, redis_url) as reg:
         await reg.resolve(KEY)
     # Another disk mounted at the same path: same path hash, different data-root id.
-    (tmp_path / redis_tier.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
+    (tmp_path / startup.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
     refused = registry(tmp_path, redis_url)
     with pytest.raises(ConfigurationError, match="belong to another data root"):
         async with refused:
@@ -458,7 +459,7 @@ def ids_made_at_once(root: Path, callers: int) -> list[str | None]:
 
     def make_id() -> None:
         start.wait()
-        ids.append(redis_tier.data_root_id(root, create=True))
+        ids.append(startup.data_root_id(root, create=True))
 
     threads = [threading.Thread(target=make_id) for _ in range(callers)]
     for thread in threads:
@@ -476,7 +477,7 @@ def test_processes_starting_together_on_a_new_data_root_all_read_one_id(tmp_path
         root = tmp_path / f"root{trial}"
         ids = ids_made_at_once(root, callers=8)
         assert len(set(ids)) == 1 and ids[0], f"trial {trial}: {ids}"
-        assert sorted(p.name for p in root.iterdir()) == [redis_tier.DATA_ROOT_ID_FILE]
+        assert sorted(p.name for p in root.iterdir()) == [startup.DATA_ROOT_ID_FILE]
 
 
 # --------------------------------------------------------------------------------------------
