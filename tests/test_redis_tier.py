@@ -563,3 +563,25 @@ async def test_memory_is_one_store_for_the_asyncio_and_the_sync_registries(
         await (await writer.resolve(KEY)).manager.append_entries([entry("toolu_1")])
     with sync_api.SessionRegistry(tmp_path, redis_url="memory://", key_prefix=prefix) as reader:
         assert reader.resolve(KEY).manager.source == "redis"
+
+
+def test_the_tier_times_its_breaker_by_the_injected_clock(tmp_path: Path) -> None:
+    """An open breaker lets a probe through once the tier's clock says ``reset_after``
+    passed: with an injected clock, without sleeping."""
+    now = [100.0]
+    tier = redis_tier.open_redis_tier(
+        tmp_path,
+        url="memory://",
+        client=None,
+        options=TierOptions(key_prefix=f"t{uuid4().hex[:12]}"),
+        read_only=False,
+        clock=lambda: now[0],
+    )
+    breaker = tier.breaker
+    for _ in range(breaker.failure_threshold):
+        breaker.record_failure(ConnectionError("down"), "test")
+    assert not breaker.allow()
+    now[0] += breaker.reset_after - 0.001
+    assert not breaker.allow()
+    now[0] += 0.001
+    assert breaker.allow()  # the half-open probe

@@ -188,8 +188,12 @@ class RedisTier:
         owns_client: bool = True,
         breaker: CircuitBreaker | None = None,
         reconnect: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        # Monotonic seconds for the epoch re-check, the rebuild wait and the Sentinel master
+        # check (and the default breaker's): injectable, as the registry's and breaker's are.
+        self._clock = clock
         self._reconnect = reconnect  # builds a new client of our own (after a fork)
         self._inherited: list[Any] = []  # a parent's clients, never used nor closed here
         self.keyspace = keyspace
@@ -197,7 +201,9 @@ class RedisTier:
         self.description = description
         self._root_id = root_id
         self._owns_client = owns_client
-        self.breaker = breaker or CircuitBreaker(reset_after=min(1.0, options.socket_timeout))
+        self.breaker = breaker or CircuitBreaker(
+            reset_after=min(1.0, options.socket_timeout), clock=clock
+        )
         self.stats = TierStats()
         self._ttl_ms = options.idle_ttl_seconds * 1000
         # Refresh the idle TTL only when less than 90 % of it remains: reads stay reads.
@@ -398,7 +404,7 @@ class RedisTier:
                     extra={"redis": self.description},
                 )
         self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        self._epoch_checked = time.monotonic()
+        self._epoch_checked = self._clock()
 
     async def _check_deployment(self) -> None:
         if self._root_id is None:
@@ -555,9 +561,9 @@ class RedisTier:
     async def _wait_for_rebuild(self, identity: SessionIdentity) -> TierSnapshot | None:
         """Another process holds the rebuild lock: poll for its result, within a budget."""
         self.stats.rebuild_waits += 1
-        deadline = time.monotonic() + REBUILD_WAIT_SECONDS
+        deadline = self._clock() + REBUILD_WAIT_SECONDS
         delay = 0.005
-        while time.monotonic() < deadline:
+        while self._clock() < deadline:
             await sleep(delay)
             delay = min(delay * 2, 0.1)
             snapshot = await self.load(identity)
@@ -1085,7 +1091,7 @@ class RedisTier:
             heartbeat = Heartbeat(self._options.socket_timeout)
             try:
                 await pubsub.subscribe(self._channel)
-                checked = time.monotonic()
+                checked = self._clock()
                 while not self._closing:
                     message = await pubsub.get_message(timeout=poll)
                     if message is not None:
@@ -1106,8 +1112,8 @@ class RedisTier:
                     if heartbeat.due():
                         await pubsub.ping()
                         heartbeat.sent()
-                    if time.monotonic() - checked >= MASTER_CHECK_SECONDS:
-                        checked = time.monotonic()
+                    if self._clock() - checked >= MASTER_CHECK_SECONDS:
+                        checked = self._clock()
                         if await master_moved(self._client, pubsub):  # Sentinel failover
                             raise RedisConnectionError("the master moved; resubscribing")
             except (*_FAILURES, ValueError) as exc:
@@ -1166,7 +1172,7 @@ class RedisTier:
             self._failed(exc, "epoch", None)
 
     async def _maybe_refresh_epoch(self) -> None:
-        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
+        if self._clock() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
             await self._refresh_epoch()
 
     async def _reconcile(self) -> bool:
@@ -1213,9 +1219,11 @@ def open_redis_tier(
     options: TierOptions,
     read_only: bool,
     file_mode: int = DEFAULT_FILE_MODE,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RedisTier:
     """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
-    redis-py client the application already owns (then never closed by the registry)."""
+    redis-py client the application already owns (then never closed by the registry);
+    ``clock`` (monotonic seconds) is the tier's, see :class:`RedisTier`."""
     keyspace = Keyspace.for_data_root(options.key_prefix, data_root)
     root_id = data_root_id(data_root, create=not read_only, file_mode=file_mode)
     if client is not None:
@@ -1225,7 +1233,13 @@ def open_redis_tier(
                 "the registry needs a Redis client that returns bytes (decode_responses=False)"
             )
         return RedisTier(
-            client, keyspace, options, description="client", root_id=root_id, owns_client=False
+            client,
+            keyspace,
+            options,
+            description="client",
+            root_id=root_id,
+            owns_client=False,
+            clock=clock,
         )
     if url is None:
         raise ConfigurationError("a Redis tier needs a URL or a client")
@@ -1239,6 +1253,7 @@ def open_redis_tier(
         description=redact(url),
         root_id=root_id,
         reconnect=lambda: connect(target, options),
+        clock=clock,
     )
     if target.tls and target.hosts:
         tier.tls_address = target.hosts[0]

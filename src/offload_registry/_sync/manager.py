@@ -85,7 +85,16 @@ class OffloadStateManager:
     read, as the seed reads them.
     """
 
-    def __init__(self, identity: SessionIdentity, files: SessionFiles, tier: SharedTier) -> None:
+    def __init__(
+        self,
+        identity: SessionIdentity,
+        files: SessionFiles,
+        tier: SharedTier,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` (monotonic seconds) times the session's leases; lease records expire by
+        ``files.clock_ms``."""
         self.identity = identity
         self._files = files
         self._tier = tier
@@ -112,7 +121,7 @@ class OffloadStateManager:
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
         self.invalid_lines = 0
-        self._leases = LeaseKeeper(identity, files, tier)
+        self._leases = LeaseKeeper(identity, files, tier, clock=clock)
         self.on_resize: Callable[[], None] | None = None  # the near cache re-weighs us
         self.stats = RegistryStats()  # replaced by the registry's own, shared by its sessions
 
