@@ -13,7 +13,7 @@ import pytest
 from cluster_fixtures import LocalSentinel, command, redis_sentinel, wait_for
 from failover_workload import Window, Worker, check_after, entry, report, won_twice
 from offload_registry import SessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 
 __all__ = ["redis_sentinel"]
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]

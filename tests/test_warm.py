@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from offload_registry import sync as sync_api
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.store.keyspace import Keyspace
+from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import (
     cli_json,
     journal_truth,

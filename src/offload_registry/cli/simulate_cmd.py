@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry.cli.ops_common import PROG, positive_int, run_job, tls_files
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import ConfigurationError, LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
 from offload_registry.metrics import serve_metrics
@@ -39,6 +38,7 @@ from offload_registry.ops.tier import TlsFiles, open_tier
 from offload_registry.session_state import normalize_id
 from offload_registry.store.urls import TierOptions, redact
 from offload_registry.sync import SessionRegistry
+from offload_registry.testing.server import RedisServerProcess
 
 HELP = "run worker processes over shared sessions and check the invariants"
 EXAMPLE = "Example: offload-registry simulate --workers 4 --sessions 3 --seconds 5"

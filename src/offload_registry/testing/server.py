@@ -1,7 +1,9 @@
 """Start, stop, kill, pause and restart real Redis-compatible servers on loopback ports.
 
-Used by the test suite (which needs real servers it can crash, freeze and bring back) and by the
-demo command (which starts an embedded server when no Redis URL is given).
+Used by this project's test suite (which needs real servers it can crash, freeze and bring back)
+and by ``offload-registry simulate`` (which starts one when no Redis URL is given); public, so
+an application's own tests can start a real server the same way (README, *Testing with a real
+server*).
 
 The server binary is looked up by :func:`find_server_binary`, in this order:
 
