@@ -1,9 +1,11 @@
 # GENERATED from src/offload_registry/_async/manager.py by scripts/unasync.py. Do not edit.
 """OffloadStateManager: one session's offload state and every operation the seed offers on it.
 
-Reads are answered from memory. Every write goes journal first (locked, fsynced per policy),
-then the shared tier, then this object's sets, so the journal is always at least as new as
-anything a reader can see.
+Reads are answered from memory. Every write goes to the files first (journal or claims
+record: locked, fsynced per policy), then to this object's sets, then to the shared tier
+(best effort), so the files are always at least as new as anything a reader can see. A
+claim asks Redis's claim filter before the files, but the filter can only make a caller
+lose sooner: the claims record decides.
 """
 
 from __future__ import annotations
