@@ -65,3 +65,18 @@ def test_the_shared_classes_are_one_object_seen_from_either_twin() -> None:
     assert offload_registry.RedisPermissionError is sync_tier.RedisPermissionError
     for info in pkgutil.iter_modules(_sync.__path__, "offload_registry._sync."):
         importlib.import_module(info.name)  # the blocking twin still imports cleanly
+
+
+def test_no_two_classes_are_named_one_letter_apart_by_a_plural() -> None:
+    """``SessionKey`` (a parsed session key, public) once stood beside ``SessionKeys`` (the
+    Redis key names of a session): a reader could not tell them apart by name."""
+    names: set[str] = set()
+    for info in pkgutil.walk_packages(offload_registry.__path__, "offload_registry."):
+        module = importlib.import_module(info.name)
+        names.update(
+            n
+            for n, o in vars(module).items()
+            if isinstance(o, type) and o.__module__ == module.__name__
+        )
+    assert sorted(n for n in names if n.endswith("s") and n[:-1] in names) == []
+    assert "SessionKey" in names and "RedisSessionKeys" in names

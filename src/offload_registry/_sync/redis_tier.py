@@ -79,7 +79,7 @@ from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.heartbeat import Heartbeat
-from offload_registry.store.keyspace import Keyspace, SessionKeys
+from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
 from offload_registry.store.memory import memory_server
 from offload_registry.store.records import (
     Anchor,
@@ -217,7 +217,7 @@ class RedisTier:
         self._started = False
         # Sessions written while their announcement did not certainly happen (a timeout, an
         # outage, an open breaker): the repairer announces them once Redis answers again.
-        self._dirty: set[SessionKeys] = set()
+        self._dirty: set[RedisSessionKeys] = set()
         self._dirty_marks = 0  # counts _mark_dirty calls (a publish clears only older marks)
         self._repairer: Any = None
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
@@ -491,7 +491,7 @@ class RedisTier:
             return None
         return decode_tier_snapshot(snap, claims_watermark or b"", deltas)
 
-    def fetch(self, keys: SessionKeys) -> list[Any]:
+    def fetch(self, keys: RedisSessionKeys) -> list[Any]:
         """One round trip, one transaction of plain reads: ``[[epoch, claims watermark,
         recorded delta count], snapshot, deltas, remaining TTL in ms]`` (no script, so the
         large snapshot is never copied through Lua and a read never writes)."""
@@ -503,7 +503,7 @@ class RedisTier:
             reply: list[Any] = pipe.execute()
             return reply
 
-    def _touch(self, keys: SessionKeys) -> None:
+    def _touch(self, keys: RedisSessionKeys) -> None:
         """Refresh the idle TTL of a session's keys together (at most once per interval)."""
         try:
             with self._client.pipeline(transaction=True) as pipe:
@@ -572,7 +572,7 @@ class RedisTier:
                 return snapshot
         return None
 
-    def _release(self, keys: SessionKeys, token: str) -> None:
+    def _release(self, keys: RedisSessionKeys, token: str) -> None:
         try:
             self._unlock(keys=[keys.lock], args=[token])
         except _FAILURES as exc:  # it expires by itself
@@ -659,7 +659,7 @@ class RedisTier:
 
     def _publish_snapshot(
         self,
-        keys: SessionKeys,
+        keys: RedisSessionKeys,
         snapshot: TierSnapshot,
         mode: str,
         writer: str = NO_WRITER,
@@ -765,7 +765,7 @@ class RedisTier:
         """The redis-py client, for operator tools' own read-only commands."""
         return self._client
 
-    def read_anchors(self, sessions: Sequence[SessionKeys]) -> list[Anchor]:
+    def read_anchors(self, sessions: Sequence[RedisSessionKeys]) -> list[Anchor]:
         """The anchors of many sessions in one pipelined round trip (plain reads, no
         script; a value of the wrong type reads as ``Anchor(wrong_type=True)``)."""
         with self._client.pipeline(transaction=False) as pipe:
@@ -775,7 +775,7 @@ class RedisTier:
             replies: list[Any] = pipe.execute(raise_on_error=False)
         return [Anchor.parse(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
 
-    def fetch_many(self, sessions: Sequence[SessionKeys]) -> list[Any]:
+    def fetch_many(self, sessions: Sequence[RedisSessionKeys]) -> list[Any]:
         """:meth:`fetch` for many sessions in one pipelined round trip (not one transaction:
         a session written meanwhile may read torn; callers re-check a difference with
         :meth:`fetch`). A failed read (``WRONGTYPE``) is its ``ResponseError``."""
@@ -813,7 +813,7 @@ class RedisTier:
         return ("ok", snapshot) if snapshot is not None else ("undecodable", None)
 
     def publish_many(
-        self, items: Sequence[tuple[SessionKeys, TierSnapshot, str]], *, announce: bool
+        self, items: Sequence[tuple[RedisSessionKeys, TierSnapshot, str]], *, announce: bool
     ) -> list[int]:
         """Publish many snapshots read from their journals, in one pipelined round trip, each
         with its ``publish.lua`` mode (``always``, ``if-absent``, or a version to compare and
@@ -856,7 +856,7 @@ class RedisTier:
                     self._client.script_load(script.script)
         raise AssertionError("unreachable")
 
-    def drop_sessions(self, sessions: Sequence[SessionKeys]) -> int:
+    def drop_sessions(self, sessions: Sequence[RedisSessionKeys]) -> int:
         """Delete the Redis copies of many sessions and announce each on the invalidation
         channel, in one round trip; returns how many had a copy.
 
@@ -878,7 +878,7 @@ class RedisTier:
         for key in self._client.scan_iter(match=pattern, count=count):
             yield as_text(key)
 
-    def _announce_write(self, keys: SessionKeys, writer: str) -> None:
+    def _announce_write(self, keys: RedisSessionKeys, writer: str) -> None:
         """Tell other workers a session changed when no script announced it (version 0:
         a reset, never counted as a gap)."""
         try:
@@ -888,7 +888,7 @@ class RedisTier:
 
     def _snapshot_args(
         self,
-        keys: SessionKeys,
+        keys: RedisSessionKeys,
         snapshot: TierSnapshot,
         mode: str,
         writer: str,
@@ -977,12 +977,12 @@ class RedisTier:
             groups = self._watchers.values() if tag is None else [self._watchers.get(tag, {})]
             return [mark for group in groups for name, mark in group.items() if name != skip]
 
-    def _channel_of(self, keys: SessionKeys) -> str:
+    def _channel_of(self, keys: RedisSessionKeys) -> str:
         """Where writes to a session are announced: the deployment's channel, or on Redis
         Cluster the session's own shard channel (in its slot)."""
         return self.keyspace.session_channel(keys.tag) if self._sharded else self._channel
 
-    def _announce(self, client: Any, keys: SessionKeys, message: str) -> Any:
+    def _announce(self, client: Any, keys: RedisSessionKeys, message: str) -> Any:
         """PUBLISH (or on Redis Cluster SPUBLISH) ``message`` on the session's channel, with
         ``client`` (a client or a pipeline)."""
         command = "SPUBLISH" if self._sharded else "PUBLISH"
@@ -1131,7 +1131,7 @@ class RedisTier:
                 delay = min(delay * 2, 2.0)
 
     # -- health -------------------------------------------------------------------------
-    def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
+    def _failed(self, exc: BaseException, where: str, keys: RedisSessionKeys | None) -> None:
         self.stats.errors += 1
         if isinstance(exc, OutOfMemoryError):
             self.stats.oom += 1
@@ -1143,7 +1143,7 @@ class RedisTier:
             self._mark_dirty(keys)
         self.breaker.record_failure(exc, where)
 
-    def _mark_dirty(self, keys: SessionKeys) -> None:
+    def _mark_dirty(self, keys: RedisSessionKeys) -> None:
         """A write to ``keys`` may not have been announced: announce it once Redis answers
         (the next successful call, or the repairer within ``REPAIR_SECONDS``), whatever
         state the breaker is in."""
@@ -1181,7 +1181,7 @@ class RedisTier:
         drop the Redis copies of the dirty sessions, so their next reader rebuilds them from
         the journal, and announce each (its writes may never have been), so every live copy
         revalidates. ``True`` when the whole dirty set was repaired."""
-        taken: SessionKeys | None = None
+        taken: RedisSessionKeys | None = None
         try:
             self._refresh_epoch()
             for keys in list(self._dirty):
