@@ -2,7 +2,7 @@
 """Benchmark how a session's id sets are stored in Redis, against rebuilding from the journal.
 
 Starts its own Redis-compatible server on a free loopback port (never 6379; see
-``offload_registry.embedded_server``), generates a session of ``--entries`` entries (ids
+``offload_registry.testing.server``), generates a session of ``--entries`` entries (ids
 ``toolu_01ABCDEFGH<n>``, about 10 % confirmed of which 3 points deleted, ~450-byte entries:
 ~9 MB of JSONL for 20,000) and stores it four ways:
 
@@ -46,11 +46,11 @@ import redis
 import redis.utils
 
 from offload_registry.codec import decode_snapshot, encode_snapshot
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.journal import read_journal
 from offload_registry.jsjson import encode_entry
 from offload_registry.session_state import SessionState
 from offload_registry.store.keyspace import Keyspace
+from offload_registry.testing.server import RedisServerProcess
 
 WORDS = (  # noqa: SIM905 - a sentence reads better than thirty quoted words
     "the file contains a function that parses the config and returns a dict of options test "

@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from offload_registry import SessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 
 KEY = "agent:main:staleness"
 

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.journal import scan_journal
 from offload_registry.ops.discover import iter_sessions
 from offload_registry.ops.tier import open_tier
 from offload_registry.ops.warm import WarmReport, warm
+from offload_registry.testing.server import RedisServerProcess
 
 
 def generate(root: Path, sessions: int, entries: int, agents: int = 4) -> int:

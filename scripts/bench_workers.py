@@ -40,7 +40,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from offload_registry import SessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 
 SUMMARY = "summary of a tool call, a few dozen words long, as an agent would keep it " * 3
 BARRIER_TIMEOUT = 120.0

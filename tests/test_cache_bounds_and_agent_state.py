@@ -13,9 +13,9 @@ import redis
 
 from offload_registry import SessionRegistry
 from offload_registry import sync as sync_api
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import ConfigurationError
 from offload_registry.near_cache import LruCache
+from offload_registry.testing.server import RedisServerProcess
 
 # --------------------------------------------------------------------------------------------
 # byte bound

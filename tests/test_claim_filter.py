@@ -14,8 +14,8 @@ from uuid import uuid4
 import pytest
 
 from offload_registry import SessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.journal import scan_journal
+from offload_registry.testing.server import RedisServerProcess
 
 KEY = "agent:main:s1"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from offload_registry.embedded_server import RedisServerProcess, ServerOptions, free_port
+from offload_registry.testing.server import RedisServerProcess, ServerOptions, free_port
 from ops_helpers import unique_prefix, write_sessions
 from redis_fixtures import server_binary_or_fail
 

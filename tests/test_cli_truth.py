@@ -13,7 +13,7 @@ import redis
 
 from offload_registry import __version__
 from offload_registry import sync as sync_api
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import run_cli, unique_prefix, write_sessions
 
 

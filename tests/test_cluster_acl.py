@@ -27,7 +27,7 @@ import pytest
 
 from cluster_fixtures import LocalCluster, command, redis_cluster
 from offload_registry import SessionRegistry
-from offload_registry._async.redis_tier import RedisPermissionError
+from offload_registry.errors import RedisPermissionError
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.store.urls import TierOptions

@@ -394,3 +394,14 @@ def test_a_watermark_written_before_mtime_existed_decodes_with_the_check_off() -
 def test_a_watermark_round_trips_with_its_mtime() -> None:
     watermark = Watermark(FileIdentity(1, 2), 30, b"tail", 3, 4, 1_700_000_000_123_456_789)
     assert decode_watermark(encode_watermark(watermark)) == watermark
+
+
+def test_the_module_docstring_describes_the_format_this_build_writes() -> None:
+    from offload_registry import codec  # noqa: PLC0415
+
+    doc = codec.__doc__ or ""
+    written = msgpack.unpackb(encode_snapshot(state_of([("toolu_1", True)]), set(), None, 1))
+    words = {9: "nine", 6: "six"}
+    assert written[0] == SCHEMA_VERSION
+    assert f"Format (schema {SCHEMA_VERSION})" in doc
+    assert f"A snapshot is a msgpack array of {words[len(written)]} items" in doc

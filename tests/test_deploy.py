@@ -37,11 +37,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from offload_registry.embedded_server import RedisServerProcess, ServerOptions
 from offload_registry.metrics import CanaryCollector, RegistryCollector
 from offload_registry.ops.canary import CanaryStats
 from offload_registry.store.urls import parse_redis_url
 from offload_registry.sync import SessionRegistry
+from offload_registry.testing.server import RedisServerProcess, ServerOptions
 from redis_fixtures import server_binary_or_fail
 from test_cluster_acl import CLUSTER_EXTRA_COMMANDS
 from test_redis_faults import REGISTRY_COMMANDS

@@ -20,8 +20,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from offload_registry import embedded_server
-from offload_registry.embedded_server import (
+from offload_registry.testing import server as embedded_server
+from offload_registry.testing.server import (
     ENV_SERVER_BIN,
     RedisServerProcess,
     ServerBinaryNotFound,
@@ -390,7 +390,7 @@ def test_shared_redis_server_fixture_serves_prefixed_keys(
 _LEAK_SCRIPT = textwrap.dedent(
     """
     import json, os
-    from offload_registry.embedded_server import RedisServerProcess
+    from offload_registry.testing.server import RedisServerProcess
 
     def collected_pid():
         server = RedisServerProcess()
@@ -418,7 +418,7 @@ _LEAK_SCRIPT = textwrap.dedent(
 
 
 def test_no_server_process_is_left_behind_by_forgotten_servers() -> None:
-    src = Path(embedded_server.__file__).parents[1]
+    src = Path(embedded_server.__file__).parents[2]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
         [sys.executable, "-X", "dev", "-c", _LEAK_SCRIPT],

@@ -9,8 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.sync import SessionRegistry
+from offload_registry.testing.server import RedisServerProcess
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "agent_worker.py"
 

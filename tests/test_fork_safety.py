@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry import SessionRegistry as AsyncSessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.sync import SessionRegistry
+from offload_registry.testing.server import RedisServerProcess
 from session_helpers import entry
 
 KEY = "agent:main:forked"

@@ -22,7 +22,7 @@ import pytest
 from cluster_fixtures import LocalSentinel, redis_sentinel
 from history.checker import Staleness, check
 from history.run import Plan, run_history
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 
 __all__ = ["redis_sentinel"]
 SEED_ENV = "OFFLOAD_HISTORY_SEED"

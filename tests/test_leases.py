@@ -24,10 +24,15 @@ from offload_registry import SessionRegistry
 from offload_registry import sync as sync_api
 from offload_registry._async._primitives import stop
 from offload_registry._async.lease import Lease
+from offload_registry._async.manager import OffloadStateManager
+from offload_registry._async.tier import NoSharedTier
 from offload_registry.changes import APPEND, SessionChange
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
+from offload_registry.fsutil import FsyncPolicy
 from offload_registry.journal import scan_journal
+from offload_registry.keys import resolve_identity
+from offload_registry.session_files import SessionFiles, SessionPaths
+from offload_registry.testing.server import RedisServerProcess
 from session_helpers import entry
 
 KEY = "agent:main:s1"
@@ -450,3 +455,71 @@ def test_a_forked_child_can_neither_write_under_nor_release_the_parents_lease(
             assert not held.lost
             manager.append_entries([entry("toolu_parent")], lease=held)
     assert journal_ids(tmp_path) == ["toolu_parent"]
+
+
+# --------------------------------------------------------------------------------------------
+# injected clocks: expiry is tested without sleeping
+# --------------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that moves only when told (``now`` in seconds; ``ms`` as the wall clock)."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def ms(self) -> int:
+        return int(self.now * 1000)
+
+
+def test_a_lease_expires_by_its_injected_clock_without_sleeping() -> None:
+    clock = FakeClock()
+    lease = Lease(resolve_identity(KEY), 1, "holder", ttl=30.0, clock=clock)
+    clock.now += 29.5
+    assert not lease.lost
+    assert lease.remaining == pytest.approx(0.5)
+    lease.check()
+    clock.now += 0.5
+    assert lease.lost
+    assert lease.remaining == 0.0
+    with pytest.raises(LeaseLostError, match="not renewed before its deadline"):
+        lease.check()
+
+
+def test_the_journal_lease_record_expires_by_the_injected_wall_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    paths = SessionPaths.for_identity(tmp_path, resolve_identity(KEY))
+    files = SessionFiles(paths, FsyncPolicy.NEVER, read_only=False, clock_ms=clock.ms)
+    first = files.grant_lease("a", ttl_ms=60_000)
+    assert first is not None
+    assert first.expires_ms == clock.ms() + 60_000
+    clock.now += 59.999
+    assert files.grant_lease("b", ttl_ms=60_000) is None  # a's lease is still live
+    clock.now += 0.001
+    second = files.grant_lease("b", ttl_ms=60_000)
+    assert second is not None
+    assert second.token == first.token + 1
+
+
+async def test_a_manager_lease_lost_by_the_injected_clock_refuses_its_writes(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    identity = resolve_identity(KEY)
+    paths = SessionPaths.for_identity(tmp_path, identity)
+    files = SessionFiles(paths, FsyncPolicy.NEVER, read_only=False, clock_ms=clock.ms)
+    manager = OffloadStateManager(identity, files, NoSharedTier(), clock=clock)
+    await manager.load()
+    held = await manager.acquire_lease(ttl=60.0)
+    try:
+        await manager.append_entries([entry("toolu_1")], lease=held)
+        clock.now += 60.0  # no renewal ran in between: the deadline passed
+        assert held.lost
+        with pytest.raises(LeaseLostError):
+            await manager.append_entries([entry("toolu_2")], lease=held)
+    finally:
+        await manager.release_lease(held)
+    assert journal_ids(tmp_path) == ["toolu_1"]

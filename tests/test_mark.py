@@ -17,8 +17,8 @@ from uuid import uuid4
 import pytest
 
 from offload_registry import SessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import JournalError
+from offload_registry.testing.server import RedisServerProcess
 from session_helpers import described, truth
 
 KEY = "agent:main:s1"

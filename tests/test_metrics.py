@@ -8,8 +8,8 @@ from pathlib import Path
 from uuid import uuid4
 
 from offload_registry import sync as sync_api
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.metrics import serve_metrics
+from offload_registry.testing.server import RedisServerProcess
 
 
 def free_port() -> int:

@@ -12,8 +12,8 @@ import pytest
 
 from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.session_files import SessionFiles
+from offload_registry.testing.server import RedisServerProcess
 from session_helpers import PATIENCE, entry, listening, messages_delivered, until, wait_until
 
 KEY = "agent:main:shared"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from offload_registry import SessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 from tcp_proxy import TcpProxy
 from test_redis_faults import (
     KEY,

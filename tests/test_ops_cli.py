@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from offload_registry import sync as sync_api
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import cli_json, redis_view, run_cli, unique_prefix, write_sessions
 from session_helpers import wait_until
 

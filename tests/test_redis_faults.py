@@ -19,12 +19,12 @@ from uuid import uuid4
 import pytest
 
 from offload_registry import SessionRegistry
-from offload_registry._async.redis_tier import RedisPermissionError
-from offload_registry.embedded_server import (
+from offload_registry.errors import RedisPermissionError
+from offload_registry.store.urls import TierOptions
+from offload_registry.testing.server import (
     RedisServerProcess,
     ServerOptions,
 )
-from offload_registry.store.urls import TierOptions
 from redis_fixtures import server_binary_or_fail
 from session_helpers import described, entry, truth
 from tls_certs import make_tls_files, started_tls_server

@@ -29,6 +29,7 @@ from offload_registry.cli.main import main as cli_main
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
 from offload_registry.session_files import SessionFiles
+from offload_registry.store import startup
 from offload_registry.store.urls import TierOptions
 from session_helpers import described, entry
 
@@ -463,7 +464,7 @@ async def test_another_data_root_at_the_same_path_gets_its_own_keyspace(
         old = reg.tier.keyspace  # type: ignore[attr-defined]
     # Another disk mounted at the same path: another data-root id, another deployment.
     shutil.rmtree(tmp_path / "main")
-    (tmp_path / redis_tier.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
+    (tmp_path / startup.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
     async with registry(tmp_path, redis_url) as reg:
         assert reg.tier.keyspace != old  # type: ignore[attr-defined]
         manager = (await reg.resolve(KEY)).manager
@@ -492,7 +493,7 @@ def ids_made_at_once(root: Path, callers: int) -> list[str | None]:
 
     def make_id() -> None:
         start.wait()
-        ids.append(redis_tier.data_root_id(root, create=True))
+        ids.append(startup.data_root_id(root, create=True))
 
     threads = [threading.Thread(target=make_id) for _ in range(callers)]
     for thread in threads:
@@ -510,7 +511,7 @@ def test_processes_starting_together_on_a_new_data_root_all_read_one_id(tmp_path
         root = tmp_path / f"root{trial}"
         ids = ids_made_at_once(root, callers=8)
         assert len(set(ids)) == 1 and ids[0], f"trial {trial}: {ids}"
-        assert sorted(p.name for p in root.iterdir()) == [redis_tier.DATA_ROOT_ID_FILE]
+        assert sorted(p.name for p in root.iterdir()) == [startup.DATA_ROOT_ID_FILE]
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,3 +597,25 @@ async def test_memory_is_one_store_for_the_asyncio_and_the_sync_registries(
         await (await writer.resolve(KEY)).manager.append_entries([entry("toolu_1")])
     with sync_api.SessionRegistry(tmp_path, redis_url="memory://", key_prefix=prefix) as reader:
         assert reader.resolve(KEY).manager.source == "redis"
+
+
+def test_the_tier_times_its_breaker_by_the_injected_clock(tmp_path: Path) -> None:
+    """An open breaker lets a probe through once the tier's clock says ``reset_after``
+    passed: with an injected clock, without sleeping."""
+    now = [100.0]
+    tier = redis_tier.open_redis_tier(
+        tmp_path,
+        url="memory://",
+        client=None,
+        options=TierOptions(key_prefix=f"t{uuid4().hex[:12]}"),
+        read_only=False,
+        clock=lambda: now[0],
+    )
+    breaker = tier.breaker
+    for _ in range(breaker.failure_threshold):
+        breaker.record_failure(ConnectionError("down"), "test")
+    assert not breaker.allow()
+    now[0] += breaker.reset_after - 0.001
+    assert not breaker.allow()
+    now[0] += 0.001
+    assert breaker.allow()  # the half-open probe

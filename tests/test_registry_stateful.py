@@ -34,10 +34,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import InvalidToolCallIdError
 from offload_registry.jsjson import js_truthy, strip_unsafe
 from offload_registry.sync import SessionRegistry
+from offload_registry.testing.server import RedisServerProcess
 from redis_fixtures import server_binary_or_fail
 
 pytestmark = [pytest.mark.redis]

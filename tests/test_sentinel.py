@@ -15,7 +15,7 @@ import pytest
 from cluster_fixtures import LocalSentinel, command, redis_sentinel
 from failover_workload import Window, Worker, check_after, entry, report, won_twice
 from offload_registry import SessionRegistry
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 from session_helpers import PATIENCE, listening, until
 
 __all__ = ["redis_sentinel"]

@@ -22,8 +22,8 @@ import pytest
 
 from offload_registry import SessionRegistry
 from offload_registry._async import manager as manager_module
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.store.urls import TierOptions
+from offload_registry.testing.server import RedisServerProcess
 from session_helpers import entry
 
 KEY = "agent:main:live"

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import InvalidToolCallIdError
 from offload_registry.journal import parse_journal_bytes, read_journal, scan_journal
 from offload_registry.jsjson import UNSAFE_CHARS, encode_entry, strip_unsafe
@@ -31,6 +30,7 @@ from offload_registry.session_state import (
     id_forms,
     normalize_id,
 )
+from offload_registry.testing.server import RedisServerProcess
 from session_helpers import described, entry, truth
 
 KEY = "agent:main:s1"

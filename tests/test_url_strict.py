@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.errors import ConfigurationError
 from offload_registry.store.urls import TierOptions, apply_url_options, parse_redis_url
 from offload_registry.sync import SessionRegistry
+from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import run_cli
 from redis_fixtures import server_binary_or_fail
 from tls_certs import make_tls_files, started_tls_server

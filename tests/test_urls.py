@@ -1,8 +1,7 @@
-"""Redis URLs: every supported scheme, redaction everywhere, and the backend registry."""
+"""Redis URLs: every supported scheme, and redaction everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,32 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offload_registry.errors import ConfigurationError
-from offload_registry.store import urls
 from offload_registry.store.urls import (
     SCHEMES,
     HostPort,
-    RedisTarget,
     TierOptions,
-    open_tier_factory,
     parse_redis_url,
     redact,
-    register_scheme,
-    registered_schemes,
-    unregister_scheme,
 )
 
 SECRET = "s3cr3t-Pa55"
-
-
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts with no backend registered and leaves the real registry untouched."""
-    monkeypatch.setattr(urls, "_factories", {})
-    yield
-
-
-def fake_factory(target: RedisTarget, options: TierOptions) -> tuple[RedisTarget, TierOptions]:
-    return target, options
 
 
 # --- each scheme --------------------------------------------------------------------------
@@ -224,66 +206,6 @@ def test_error_messages_never_contain_the_password(url: str) -> None:
         parse_redis_url(url)
     assert SECRET not in str(caught.value)
     assert SECRET not in repr(caught.value)
-
-
-def test_error_for_an_unregistered_scheme_hides_the_password() -> None:
-    with pytest.raises(ConfigurationError) as caught:
-        open_tier_factory(f"redis://u:{SECRET}@h")
-    assert SECRET not in str(caught.value)
-
-
-# --- the scheme registry ------------------------------------------------------------------
-
-
-def test_registered_factory_is_found_with_the_parsed_target() -> None:
-    register_scheme("redis", fake_factory)
-    target, factory = open_tier_factory("redis://h:1/2")
-    assert factory is fake_factory
-    assert target == parse_redis_url("redis://h:1/2")
-
-
-def test_each_scheme_has_its_own_factory() -> None:
-    def other(target: RedisTarget, options: TierOptions) -> None:
-        return None
-
-    register_scheme("redis", fake_factory)
-    register_scheme("memory://", other)
-    assert open_tier_factory("memory://")[1] is other
-    assert registered_schemes() == ("memory", "redis")
-
-
-def test_a_scheme_without_a_backend_names_the_registered_ones() -> None:
-    register_scheme("memory", fake_factory)
-    with pytest.raises(ConfigurationError, match=r"redis\+cluster://.*registered: memory://"):
-        open_tier_factory("redis+cluster://a:1")
-
-
-def test_registering_an_unknown_scheme_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="unknown scheme"):
-        register_scheme("valkey", fake_factory)
-
-
-def test_registering_the_same_factory_twice_is_a_no_op() -> None:
-    register_scheme("redis", fake_factory)
-    register_scheme("redis", fake_factory)
-    assert open_tier_factory("redis://h")[1] is fake_factory
-
-
-def test_replacing_a_factory_needs_replace_true() -> None:
-    def other(target: RedisTarget, options: TierOptions) -> None:
-        return None
-
-    register_scheme("redis", fake_factory)
-    with pytest.raises(ConfigurationError, match="already"):
-        register_scheme("redis", other)
-    register_scheme("redis", other, replace=True)
-    assert open_tier_factory("redis://h")[1] is other
-
-
-def test_unregistering_forgets_the_backend() -> None:
-    register_scheme("redis", fake_factory)
-    unregister_scheme("redis")
-    assert registered_schemes() == ()
 
 
 # --- options ------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import redis
 
 from offload_registry import sync as sync_api
 from offload_registry.changes import TierSnapshot
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.keys import resolve_identity
 from offload_registry.ops.tier import open_tier
 from offload_registry.ops.verify import KINDS
 from offload_registry.session_state import SessionState
+from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import cli_json, journal_truth, redis_view, unique_prefix, write_sessions
 
 # one session per kind of drift, planted by plant() below

@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from offload_registry import sync as sync_api
-from offload_registry._async.redis_tier import data_root_id
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.store.keyspace import Keyspace
+from offload_registry.store.startup import data_root_id
+from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import (
     cli_json,
     journal_truth,

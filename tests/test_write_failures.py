@@ -23,7 +23,7 @@ from uuid import uuid4
 import pytest
 
 import offload_registry
-from offload_registry.embedded_server import RedisServerProcess
+from offload_registry.testing.server import RedisServerProcess
 
 SRC = Path(offload_registry.__file__).resolve().parents[1]
 WORKLOAD = Path(__file__).with_name("write_fault_workload.py")

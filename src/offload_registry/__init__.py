@@ -5,13 +5,47 @@ The asyncio API is here; ``offload_registry.sync`` holds blocking twins of the s
 
 from offload_registry._async.manager import OffloadStateManager
 from offload_registry._async.registry import SessionCtx, SessionRegistry
+from offload_registry.errors import (
+    CodecError,
+    ConfigurationError,
+    InvalidSessionKeyError,
+    InvalidToolCallIdError,
+    JournalError,
+    LeaseError,
+    LeaseLostError,
+    LeaseUnavailableError,
+    OffloadRegistryError,
+    RedisPermissionError,
+    RedisUnavailableError,
+    RegistryClosedError,
+    ServerBinaryNotFound,
+    ServerNotRunningError,
+    ServerStartError,
+    UnsafePathError,
+)
 from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
 
 __all__ = [
+    "CodecError",
+    "ConfigurationError",
+    "InvalidSessionKeyError",
+    "InvalidToolCallIdError",
+    "JournalError",
+    "LeaseError",
+    "LeaseLostError",
+    "LeaseUnavailableError",
+    "OffloadRegistryError",
     "OffloadStateManager",
+    "RedisPermissionError",
+    "RedisUnavailableError",
+    "RegistryClosedError",
+    "ServerBinaryNotFound",
+    "ServerNotRunningError",
+    "ServerStartError",
     "SessionCtx",
     "SessionKey",
     "SessionRegistry",
+    "UnsafePathError",
     "is_internal_memory_session",
     "parse_session_key",
 ]

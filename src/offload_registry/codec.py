@@ -1,35 +1,44 @@
-"""Values in Redis: one session snapshot as msgpack, with a schema version and decode limits.
+"""Values in Redis: a session snapshot, the deltas written after it, and journal positions,
+as msgpack, with a schema version and decode limits.
 
 Pure: bytes in, Python objects out; no I/O. :func:`decode_snapshot` never raises anything but
 :class:`CodecError` for bad bytes (garbage, truncated, wrong shape or type, an unknown or
 future schema version, over a size limit), so the tier can treat every bad value as a miss.
 
-Format (schema 1)
+Format (schema 2)
 =================
 
-A msgpack array of six items::
+A snapshot is a msgpack array of nine items::
 
-    [1,            schema version (any other is refused, a newer one never guessed at)
+    [2,            schema version (any other is refused, a newer one never guessed at)
      version,      int >= 0: the snapshot's own version, for compare-and-set by the tier
      entry_count,  int >= 0
      watermark,    nil | [device, inode, offset, tail (bin, <= 4096 bytes), partial,
-                   generation]
+                   generation, mtime_ns] (six items, without mtime_ns, are read too)
      groups,       [[mask, count], ...]: consecutive runs of ``strings`` (see below)
-     strings]      bin: UTF-8 of the strings joined by NUL | [bin, ...] when one holds a NUL
+     strings,      bin: UTF-8 of the strings joined by NUL | [bin, ...] when one holds a NUL
+     index,        bin: every processed id, UTF-8, sorted bytewise and concatenated
+     offsets,      bin: uint32 little-endian start of each id in ``index``, plus its end
+     crc]          CRC-32 of ``index`` then ``offsets`` (damage is a miss, not a wrong answer)
 
-``strings`` holds every member of the four sets (processed, confirmed, deleted, claimed:
-mask bits 1, 2, 4, 8) exactly once, normalized forms included, exactly as
-``SessionState`` holds them. It is cut into runs; a run's mask names the sets that hold its
-strings, and the runs holding processed strings come first, so a journal state's processed
-set is the whole list and its confirmed and deleted sets are prefixes of it. Decoding is
-one ``bytes.decode`` and one ``str.split`` (every ``str`` object built in C, in one pass),
-then ``set()`` of the list and of two slices: the strings are hashed once and shared by the
-sets. Any sets round-trip exactly, closed under normalization or not. Strings go through
+The processed set is the sorted index: a decode wraps it (``SortedIds``, membership by
+binary search) without building a Python string per id. ``strings`` holds every member of
+the confirmed, deleted and claimed sets (mask bits 2, 4, 8) exactly once, normalized forms
+included, exactly as ``SessionState`` holds them, cut into runs; a run's mask names the sets
+that hold its strings (bit 1 marks more processed members: read, never written by this
+build). Decoding those is one ``bytes.decode`` and one ``str.split``, then ``set()`` of list
+slices. Any sets round-trip exactly, closed under normalization or not. Strings go through
 UTF-8 with ``surrogatepass`` inside a ``bin`` (msgpack's own ``str`` refuses a lone
 surrogate, which a JSON journal can hold), so every Python ``str`` round-trips.
 
+A delta is ``[2, kind, [id (bin), ...], [[id (bin), deleted], ...], watermark]``
+(:func:`encode_delta`); a position alone is the packed watermark (:func:`encode_watermark`).
+
 Why this representation (measured)
 ==================================
+
+(Measured for schema 1, whose runs held the processed ids too; schema 2 moved those into
+the sorted index above, so a cold read no longer builds that set at all.)
 
 A 20,000-entry session (ids ``toolu_01ABCDEFGH<n>``, ~10 % confirmed, ~3 % deleted: 40,000
 processed, 4,010 confirmed and 1,196 deleted strings), decode of the value into an equal
@@ -76,7 +85,7 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]
 
 from offload_registry.changes import APPEND, CLAIMS
-from offload_registry.errors import OffloadRegistryError
+from offload_registry.errors import CodecError
 from offload_registry.journal import FileIdentity, Watermark
 from offload_registry.jsjson import js_truthy
 from offload_registry.session_state import DELETED, IdSet, SessionState, SortedIds
@@ -111,10 +120,6 @@ _N_SETS: Final = 4  # processed, confirmed, deleted, claimed: mask bits 1, 2, 4,
 _ALL_MASKS: Final = (1 << _N_SETS) - 1
 _FIELDS: Final = 9
 _WATERMARK_FIELDS: Final = 7
-
-
-class CodecError(OffloadRegistryError, ValueError):
-    """A value that cannot be encoded, or bytes that are not a snapshot this build can read."""
 
 
 @dataclass(slots=True)

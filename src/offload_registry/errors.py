@@ -9,14 +9,22 @@
     ├── JournalError (OSError)                a journal or agent file could not be read or written
     │   └── UnsafePathError                       a path below the data root is a link, or names
     │                                             something other than a regular file/directory
+    ├── CodecError (ValueError)               a value Redis cannot hold, or bytes that are not a
+    │                                         snapshot this build reads
     ├── ConfigurationError (ValueError)       bad options: unknown URL scheme, bad fsync policy, ...
-    ├── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
+    │   └── RedisPermissionError                  the Redis user lacks a command or key the
+    │                                             registry needs (the message names it)
     ├── RedisUnavailableError                 Redis did not answer where it is required
-    └── LeaseError                            a session lease could not be used
-        ├── LeaseUnavailableError                 another holder has the lease
-        └── LeaseLostError                        the lease expired or was superseded: a
-                                                  write under it is refused (stale token)
+    ├── RegistryClosedError (RuntimeError)    the registry was used after ``close()``
+    ├── LeaseError                            a session lease could not be used
+    │   ├── LeaseUnavailableError                 another holder has the lease
+    │   └── LeaseLostError                        the lease expired or was superseded: a
+    │                                             write under it is refused (stale token)
+    ├── ServerBinaryNotFound                  ``testing``: no Redis-compatible server binary
+    ├── ServerStartError (RuntimeError)       ``testing``: a server process did not come up
+    └── ServerNotRunningError (RuntimeError)  ``testing``: pause/resume/... without a live server
 
+Every class is importable from ``offload_registry`` itself.
 Wrapped errors are always raised ``from`` their cause, so the original traceback survives.
 """
 
@@ -71,8 +79,16 @@ class UnsafePathError(JournalError):
         self.kind = kind
 
 
+class CodecError(OffloadRegistryError, ValueError):
+    """A value that cannot be encoded, or bytes that are not a snapshot this build can read."""
+
+
 class ConfigurationError(OffloadRegistryError, ValueError):
     """An option the caller passed cannot be used (bad URL scheme, bad policy name, ...)."""
+
+
+class RedisPermissionError(ConfigurationError):
+    """The Redis user lacks a permission the registry needs (the message names it)."""
 
 
 class RedisUnavailableError(OffloadRegistryError):
@@ -112,3 +128,20 @@ class LeaseLostError(LeaseError):
         self.reason = reason
         newer = f"; the current token is {current}" if current is not None else ""
         super().__init__(f"lease {token} of {session_key!r} is lost: {reason}{newer}")
+
+
+class ServerBinaryNotFound(OffloadRegistryError):  # noqa: N818 - public name fixed by the API
+    """No Redis-compatible server binary could be found (or the configured one is unusable)."""
+
+
+class ServerStartError(OffloadRegistryError, RuntimeError):
+    """A server process did not come up; the message ends with the tail of its log."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        text = message if not log_tail else f"{message}\n--- server log (tail) ---\n{log_tail}"
+        super().__init__(text)
+
+
+class ServerNotRunningError(OffloadRegistryError, RuntimeError):
+    """An operation that needs a live server process (pause, resume, ...) was called without one."""

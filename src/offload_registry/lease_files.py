@@ -54,6 +54,8 @@ class LeaseRecord:
 
 
 def now_ms() -> int:
+    """The wall clock, in ms: the default clock of lease records (``SessionFiles`` and the
+    lease keeper take another as ``clock_ms``, so a test expires a record without sleeping)."""
     return time.time_ns() // 1_000_000
 
 

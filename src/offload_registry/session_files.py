@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -167,11 +167,15 @@ class SessionFiles:
         fsync: FsyncPolicy,
         read_only: bool,
         file_mode: int = DEFAULT_FILE_MODE,
+        *,
+        clock_ms: Callable[[], int] = lease_files.now_ms,
     ) -> None:
         self.paths = paths
         self.fsync = fsync
         self.read_only = read_only
         self.file_mode = file_mode
+        self.clock_ms = clock_ms
+        """The wall clock (ms) lease records expire by (injectable, like the registry's)."""
 
     # -- reads --------------------------------------------------------------------------
     def rebuild(self) -> Rebuilt:
@@ -397,7 +401,7 @@ class SessionFiles:
             current = lease_files.read_record(self.paths.lease)
             if current is not None and current.token >= record.token:
                 return "behind"
-            if current is not None and current.held_by_other(record.holder, lease_files.now_ms()):
+            if current is not None and current.held_by_other(record.holder, self.clock_ms()):
                 return "busy"
             lease_files.write_record(self.paths.lease, record, self.fsync, mode=self.file_mode)
             return "ok"
@@ -412,7 +416,7 @@ class SessionFiles:
         self._ensure_agent_dir()
         with file_lock(self.paths.journal, mode=self.file_mode):
             current = lease_files.read_record(self.paths.lease)
-            now = lease_files.now_ms()
+            now = self.clock_ms()
             if current is not None and current.held_by_other(holder, now):
                 return None
             token = 1 if current is None else current.token + 1

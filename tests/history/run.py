@@ -31,10 +31,10 @@ from history.checker import SessionFinal, View, Window
 from history.faults import CRASH_POINTS
 from history.record import Op, read_history
 from history.worker import WorkerConfig
-from offload_registry.embedded_server import RedisServerProcess
 from offload_registry.keys import resolve_identity
 from offload_registry.session_files import SessionPaths
 from offload_registry.sync import OffloadStateManager, SessionRegistry
+from offload_registry.testing.server import RedisServerProcess
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 STARTUP_SECONDS = 1.0  # workers start after the controller; give them this head start

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from offload_registry._async._primitives import (
@@ -29,7 +30,7 @@ from offload_registry._async._primitives import (
     wait_event,
 )
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
-from offload_registry.lease_files import LeaseRecord, now_ms
+from offload_registry.lease_files import LeaseRecord
 
 if TYPE_CHECKING:
     from offload_registry._async.tier import SharedTier
@@ -50,12 +51,21 @@ class Lease:
     :class:`~offload_registry.errors.LeaseLostError` and changes nothing.
     """
 
-    def __init__(self, identity: SessionIdentity, token: int, holder: str, ttl: float) -> None:
+    def __init__(
+        self,
+        identity: SessionIdentity,
+        token: int,
+        holder: str,
+        ttl: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.identity = identity
         self.token = token
         self.holder = holder
         self.ttl = ttl
-        self._deadline = time.monotonic() + ttl
+        self._clock = clock  # seconds, monotonic; injectable so tests expire without sleeping
+        self._deadline = clock() + ttl
         self._lost_reason: str | None = None
         self._lost = Event()
         self._released = Event()
@@ -76,14 +86,14 @@ class Lease:
         process forked from the holder: the lease stays the parent's)."""
         return (
             self._lost_reason is not None
-            or time.monotonic() >= self._deadline
+            or self._clock() >= self._deadline
             or os.getpid() != self._pid
         )
 
     @property
     def remaining(self) -> float:
         """Seconds this holder may still count on the lease without another renewal."""
-        return 0.0 if self.lost else max(self._deadline - time.monotonic(), 0.0)
+        return 0.0 if self.lost else max(self._deadline - self._clock(), 0.0)
 
     def check(self) -> None:
         """Raise :class:`LeaseLostError` when the lease can no longer be written under."""
@@ -120,12 +130,24 @@ class Lease:
 
 
 class LeaseKeeper:
-    """Grants, renews and releases the leases of one session (one per manager)."""
+    """Grants, renews and releases the leases of one session (one per manager).
 
-    def __init__(self, identity: SessionIdentity, files: SessionFiles, tier: SharedTier) -> None:
+    Deadlines run on ``clock`` (monotonic seconds); the journal's records expire by the wall
+    clock of ``files`` (``SessionFiles.clock_ms``). Both are injectable.
+    """
+
+    def __init__(
+        self,
+        identity: SessionIdentity,
+        files: SessionFiles,
+        tier: SharedTier,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._identity = identity
         self._files = files
         self._tier = tier
+        self._clock = clock
         self.live: set[Lease] = set()  # held here and not yet released (released on close)
 
     async def acquire(self, ttl: float, wait: float) -> Lease:
@@ -136,19 +158,19 @@ class LeaseKeeper:
         self._files.require_writable()
         holder = uuid.uuid4().hex
         ttl_ms = int(ttl * 1000)
-        give_up = time.monotonic() + max(wait, 0.0)
+        give_up = self._clock() + max(wait, 0.0)
         delay = 0.01
         while True:
-            started = time.monotonic()
+            started = self._clock()
             token, retry_ms = await self._grant(holder, ttl_ms)
             if token:
-                lease = Lease(self._identity, token, holder, ttl)
+                lease = Lease(self._identity, token, holder, ttl, clock=self._clock)
                 lease._renewed(started)
                 keep = functools.partial(self._keep, lease)
                 lease._keeper = spawn(keep, "offload-registry-lease")
                 self.live.add(lease)
                 return lease
-            left = give_up - time.monotonic()
+            left = give_up - self._clock()
             if left <= 0:
                 raise LeaseUnavailableError(self._identity.session_key, retry_ms / 1000)
             await sleep(min(delay, left, max(retry_ms / 1000, 0.001)))
@@ -196,7 +218,7 @@ class LeaseKeeper:
             if not token:
                 return 0, remaining
             granted.append(token)
-            record = LeaseRecord(token, holder, now_ms() + ttl_ms)
+            record = LeaseRecord(token, holder, self._files.clock_ms() + ttl_ms)
             steps.append(Pending(functools.partial(self._files.commit_lease, record)))
             outcome = await steps[-1].result()
             if outcome == "ok":
@@ -212,13 +234,13 @@ class LeaseKeeper:
         """Renew every third of the TTL until released or lost (a background task/thread)."""
         try:
             while not lease._released.is_set():
-                pause = min(lease.ttl / 3, max(lease._deadline - time.monotonic(), 0.0))
+                pause = min(lease.ttl / 3, max(lease._deadline - self._clock(), 0.0))
                 if await wait_event(lease._released, pause):
                     return
-                if time.monotonic() >= lease._deadline:
+                if self._clock() >= lease._deadline:
                     lease._lose("not renewed before its deadline")
                     return
-                started = time.monotonic()
+                started = self._clock()
                 renewed = await self._renew(lease)
                 if renewed is False:
                     lease._lose("another holder took the session")
@@ -237,7 +259,7 @@ class LeaseKeeper:
         a renewed lease as expired), and a newer token there means the lease is lost. Redis
         is renewed too, or restored when it lost the lease (restarted empty).
         """
-        record = LeaseRecord(lease.token, lease.holder, now_ms() + lease.ttl_ms)
+        record = LeaseRecord(lease.token, lease.holder, self._files.clock_ms() + lease.ttl_ms)
         if not await run_blocking(self._files.renew_lease, record):
             return False
         args = (self._identity, "renew", lease.holder, lease.token, lease.ttl_ms)

@@ -40,6 +40,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from offload_registry._sync._primitives import sleep
 from offload_registry.store.heartbeat import Heartbeat
+from offload_registry.store.records import _Resubscribe
 from offload_registry.store.urls import RedisTarget, TierOptions
 
 log = logging.getLogger("offload_registry.redis")
@@ -129,10 +130,6 @@ def _node_kwargs(cluster: Any) -> dict[str, Any]:
     if given.get("ssl") or "SSL" in getattr(connection_class, "__name__", ""):
         kwargs["ssl"] = True
     return kwargs
-
-
-class _Resubscribe(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """The server dropped one of our shard subscriptions (its slot moved)."""
 
 
 class ShardListener:

@@ -1,9 +1,11 @@
 # GENERATED from src/offload_registry/_async/manager.py by scripts/unasync.py. Do not edit.
 """OffloadStateManager: one session's offload state and every operation the seed offers on it.
 
-Reads are answered from memory. Every write goes journal first (locked, fsynced per policy),
-then the shared tier, then this object's sets, so the journal is always at least as new as
-anything a reader can see.
+Reads are answered from memory. Every write goes to the files first (journal or claims
+record: locked, fsynced per policy), then to this object's sets, then to the shared tier
+(best effort), so the files are always at least as new as anything a reader can see. A
+claim asks Redis's claim filter before the files, but the filter can only make a caller
+lose sooner: the claims record decides.
 """
 
 from __future__ import annotations
@@ -85,7 +87,16 @@ class OffloadStateManager:
     read, as the seed reads them.
     """
 
-    def __init__(self, identity: SessionIdentity, files: SessionFiles, tier: SharedTier) -> None:
+    def __init__(
+        self,
+        identity: SessionIdentity,
+        files: SessionFiles,
+        tier: SharedTier,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` (monotonic seconds) times the session's leases; lease records expire by
+        ``files.clock_ms``."""
         self.identity = identity
         self._files = files
         self._tier = tier
@@ -113,7 +124,7 @@ class OffloadStateManager:
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
         self.invalid_lines = 0
-        self._leases = LeaseKeeper(identity, files, tier)
+        self._leases = LeaseKeeper(identity, files, tier, clock=clock)
         self.on_resize: Callable[[], None] | None = None  # the near cache re-weighs us
         self.stats = RegistryStats()  # replaced by the registry's own, shared by its sessions
 

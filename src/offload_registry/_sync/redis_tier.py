@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -71,29 +66,39 @@ from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
     Delta,
-    decode_delta,
-    decode_snapshot,
-    decode_watermark,
     encode_delta,
     encode_snapshot,
     encode_watermark,
     watermark_id,
 )
-from offload_registry.errors import ConfigurationError, RedisUnavailableError
+from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
 from offload_registry.fsutil import (
     DEFAULT_FILE_MODE,
-    ROOT_FILE_DEPTH,
-    ensure_dir,
-    opened_dir,
-    read_file_bytes,
 )
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.heartbeat import Heartbeat
-from offload_registry.store.keyspace import DATA_ROOT_ID_FILE, Keyspace, SessionKeys
+from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
 from offload_registry.store.memory import memory_server
+from offload_registry.store.records import (
+    Anchor,
+    TierStats,
+    as_text,
+    decode_tier_snapshot,
+    fence_arg,
+)
+from offload_registry.store.startup import (
+    FLAGS_PROBE,
+    check_tls_files,
+    data_root_id,
+    denial_in,
+    plain_text_reply,
+    script_text,
+    shebang_refused,
+    tls_failure,
+)
 from offload_registry.store.urls import (
     RedisTarget,
     TierOptions,
@@ -129,98 +134,6 @@ _FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 _policy_warned = False
-
-
-class RedisPermissionError(ConfigurationError):
-    """The Redis user lacks a permission the registry needs (the message names it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Anchor:
-    """What a session's ``state`` hash says about itself, without its snapshot (operator
-    tools compare it with the journal's position to skip sessions Redis already holds)."""
-
-    exists: bool
-    wrong_type: bool = False
-    epoch: str = ""
-    journal_position: str = ""
-    """``codec.watermark_id`` of the journal position the anchor reflects (deltas included)."""
-    claims_position: str = ""
-    version: str = ""
-    intact: bool = False
-    """The recorded delta count equals the ``deltas`` list's length (else readers miss)."""
-
-    def usable(self, epoch: str) -> bool:
-        """True when a reader of ``epoch`` would take this anchor (barring an undecodable
-        snapshot, which only a full read sees)."""
-        return self.exists and not self.wrong_type and self.epoch == epoch and self.intact
-
-    def cas_mode(self, epoch: str) -> str:
-        """The ``publish.lua`` mode that replaces this anchor only if nobody wrote since it
-        was read: its version, or ``if-absent`` when there was no current-epoch anchor."""
-        if self.exists and not self.wrong_type and self.epoch == epoch and self.version:
-            return self.version
-        return "if-absent"
-
-    @classmethod
-    def parse(cls, fields: Any, length: Any) -> Anchor:
-        if isinstance(fields, ResponseError):
-            return cls(exists=True, wrong_type=True)
-        if isinstance(fields, Exception):
-            raise fields
-        epoch, jwm, cwm, version, recorded = (_text(f) for f in fields)
-        if not epoch and not version:
-            return cls(exists=False)
-        intact = not isinstance(length, Exception) and recorded == str(length)
-        return cls(True, False, epoch, jwm, cwm, version, intact)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-@dataclass(slots=True)
-class TierStats:
-    hits: int = 0
-    misses: int = 0
-    bad_values: int = 0
-    errors: int = 0
-    rebuilds: int = 0
-    rebuild_waits: int = 0
-    snapshots_published: int = 0
-    deltas_published: int = 0
-    gaps: int = 0
-    fenced: int = 0
-    version_gaps: int = 0
-    """Invalidations whose version skipped one this process never saw (a lost message);
-    the session is revalidated either way, so this only measures the stream's health."""
-    oom: int = 0
-    """Calls Redis refused because it was over its ``maxmemory`` (counted in ``errors``
-    too): the registry answered from the journals, as in any outage."""
-
-
-def _script(name: str, *, flagged: bool = True) -> str:
-    """The text of ``lua/<name>``. Each begins with a Redis 7 shebang (``#!lua``, without
-    ``allow-oom`` except for the unlock script, which only deletes): Redis then refuses the
-    whole script while it is over ``maxmemory``, before it runs, instead of checking only at
-    its first write and letting it write on past the limit. ``flagged=False`` drops that
-    line, for servers without shebang support (fakeredis, Redis 6), where the scripts are
-    written so that their first write is one Redis checks."""
-    text = resources.files("offload_registry").joinpath("lua", name).read_text("utf-8")
-    if flagged or not text.startswith("#!"):
-        return text
-    return text.split("\n", 1)[1]
-
-
-_FLAGS_PROBE = "#!lua flags=no-writes\nreturn 1\n"
-
-
-def _shebang_refused(exc: BaseException) -> bool:
-    """True when a server could not compile a script because of its ``#!lua`` line."""
-    text = str(exc)
-    return isinstance(exc, ResponseError) and ("near '#'" in text or "shebang" in text.lower())
 
 
 def connect(target: RedisTarget, options: TierOptions) -> Any:
@@ -262,53 +175,6 @@ def connect(target: RedisTarget, options: TierOptions) -> Any:
     raise ConfigurationError(f"{target.scheme}:// is not supported by this build")
 
 
-def data_root_id(
-    data_root: Path, *, create: bool, file_mode: int = DEFAULT_FILE_MODE
-) -> str | None:
-    """The random id of a data root, kept in ``<root>/.offload-registry-id`` (made on first
-    use by a writable registry, with ``file_mode``; ``None`` when missing and ``create`` is
-    false). A link or non-regular file in its place raises ``UnsafePathError``."""
-    path = data_root / DATA_ROOT_ID_FILE
-    try:
-        return _read_root_id(path)
-    except FileNotFoundError:
-        if not create:
-            return None
-    ensure_dir(data_root, 0, mode=file_mode)
-    # Written whole under a temporary name, then linked into place (which fails if the file
-    # exists): the id file never exists empty, so processes starting together on a new data
-    # root all read the one id that won, never an empty or half-written one. Both names are
-    # used relative to the root's descriptor, the temp one created exclusively, never
-    # following a link.
-    with opened_dir(data_root, 0) as dir_fd:
-        temp = f"{DATA_ROOT_ID_FILE}.{uuid.uuid4().hex}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temp, flags, file_mode, dir_fd=dir_fd)
-        try:
-            try:
-                os.write(fd, (uuid.uuid4().hex + "\n").encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            with contextlib.suppress(FileExistsError):  # another process made it first: theirs
-                os.link(
-                    temp,
-                    DATA_ROOT_ID_FILE,
-                    src_dir_fd=dir_fd,
-                    dst_dir_fd=dir_fd,
-                    follow_symlinks=False,
-                )
-                os.fsync(dir_fd)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=dir_fd)
-    return _read_root_id(path)
-
-
-def _read_root_id(path: Path) -> str:
-    return read_file_bytes(path, below=ROOT_FILE_DEPTH).decode("ascii").strip()
-
-
 class RedisTier:
     """A :class:`~offload_registry._sync.tier.SharedTier` over one Redis server."""
 
@@ -325,8 +191,12 @@ class RedisTier:
         owns_client: bool = True,
         breaker: CircuitBreaker | None = None,
         reconnect: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        # Monotonic seconds for the epoch re-check, the rebuild wait and the Sentinel master
+        # check (and the default breaker's): injectable, as the registry's and breaker's are.
+        self._clock = clock
         self._reconnect = reconnect  # builds a new client of our own (after a fork)
         self._inherited: list[Any] = []  # a parent's clients, never used nor closed here
         self.keyspace = keyspace
@@ -334,7 +204,9 @@ class RedisTier:
         self.description = description
         self._root_id = root_id
         self._owns_client = owns_client
-        self.breaker = breaker or CircuitBreaker(reset_after=min(1.0, options.socket_timeout))
+        self.breaker = breaker or CircuitBreaker(
+            reset_after=min(1.0, options.socket_timeout), clock=clock
+        )
         self.stats = TierStats()
         self._ttl_ms = options.idle_ttl_seconds * 1000
         # Refresh the idle TTL only when less than 90 % of it remains: reads stay reads.
@@ -347,7 +219,7 @@ class RedisTier:
         self._started = False
         # Sessions written while their announcement did not certainly happen (a timeout, an
         # outage, an open breaker): the repairer announces them once Redis answers again.
-        self._dirty: set[SessionKeys] = set()
+        self._dirty: set[RedisSessionKeys] = set()
         self._dirty_marks = 0  # counts _mark_dirty calls (a publish clears only older marks)
         self._repairer: Any = None
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
@@ -375,21 +247,21 @@ class RedisTier:
 
     def _register_scripts(self, client: Any) -> None:
         flagged = self._flagged_scripts
-        self._publish = client.register_script(_script("publish.lua", flagged=flagged))
-        self._delta = client.register_script(_script("delta.lua", flagged=flagged))
-        self._unlock = client.register_script(_script("unlock.lua", flagged=flagged))
-        self._lease = client.register_script(_script("lease.lua", flagged=flagged))
-        self._claim = client.register_script(_script("claim.lua", flagged=flagged))
+        self._publish = client.register_script(script_text("publish.lua", flagged=flagged))
+        self._delta = client.register_script(script_text("delta.lua", flagged=flagged))
+        self._unlock = client.register_script(script_text("unlock.lua", flagged=flagged))
+        self._lease = client.register_script(script_text("lease.lua", flagged=flagged))
+        self._claim = client.register_script(script_text("claim.lua", flagged=flagged))
 
     def _load_scripts(self) -> None:
         """Load every script; a server that cannot run a shebang (older than Redis 7, or
         fakeredis, which compiles a script only when it runs it) gets them without it."""
         try:
             if self._flagged_scripts:  # a read-only flagged script runs even over maxmemory
-                probe = self._client.register_script(_FLAGS_PROBE)
+                probe = self._client.register_script(FLAGS_PROBE)
                 probe(keys=[self.keyspace.marker()])
         except ResponseError as exc:
-            if not _shebang_refused(exc):
+            if not shebang_refused(exc):
                 raise
             log.warning(
                 "this Redis does not support script flags (Redis 7+); scripts run unflagged",
@@ -434,7 +306,7 @@ class RedisTier:
         except ConfigurationError:
             raise
         except _FAILURES as exc:  # down, read-only replica, failing over: later
-            denied = _denial_in(exc)
+            denied = denial_in(exc)
             if denied is not None:  # a cluster client wraps what it could not run
                 raise self._permission_error(denied) from exc
             # A wrong password, database or server mode never heals: refuse it now rather
@@ -454,7 +326,7 @@ class RedisTier:
         until the timeout): retrying cannot fix either, so it must not read as an outage."""
         if self.tls_address is None or not isinstance(exc, _OUTAGE):
             return
-        reason = _tls_failure(exc)
+        reason = tls_failure(exc)
         if reason is not None:
             raise ConfigurationError(
                 f"TLS handshake with {self.description} failed: {reason}"
@@ -548,7 +420,7 @@ class RedisTier:
                     extra={"redis": self.description},
                 )
         self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        self._epoch_checked = time.monotonic()
+        self._epoch_checked = self._clock()
 
     def _check_deployment(self) -> None:
         if self._root_id is None:
@@ -632,9 +504,9 @@ class RedisTier:
         if recorded is None or int(recorded) != len(deltas):
             # The deltas list was evicted or expired apart from its snapshot: a gap.
             return None
-        return _decode(snap, claims_watermark or b"", deltas)
+        return decode_tier_snapshot(snap, claims_watermark or b"", deltas)
 
-    def fetch(self, keys: SessionKeys) -> list[Any]:
+    def fetch(self, keys: RedisSessionKeys) -> list[Any]:
         """One round trip, one transaction of plain reads: ``[[epoch, claims watermark,
         recorded delta count], snapshot, deltas, remaining TTL in ms]`` (no script, so the
         large snapshot is never copied through Lua and a read never writes)."""
@@ -646,7 +518,7 @@ class RedisTier:
             reply: list[Any] = pipe.execute()
             return reply
 
-    def _touch(self, keys: SessionKeys) -> None:
+    def _touch(self, keys: RedisSessionKeys) -> None:
         """Refresh the idle TTL of a session's keys together (at most once per interval)."""
         try:
             with self._client.pipeline(transaction=True) as pipe:
@@ -705,9 +577,9 @@ class RedisTier:
     def _wait_for_rebuild(self, identity: SessionIdentity) -> TierSnapshot | None:
         """Another process holds the rebuild lock: poll for its result, within a budget."""
         self.stats.rebuild_waits += 1
-        deadline = time.monotonic() + REBUILD_WAIT_SECONDS
+        deadline = self._clock() + REBUILD_WAIT_SECONDS
         delay = 0.005
-        while time.monotonic() < deadline:
+        while self._clock() < deadline:
             sleep(delay)
             delay = min(delay * 2, 0.1)
             snapshot = self.load(identity)
@@ -715,7 +587,7 @@ class RedisTier:
                 return snapshot
         return None
 
-    def _release(self, keys: SessionKeys, token: str) -> None:
+    def _release(self, keys: RedisSessionKeys, token: str) -> None:
         try:
             self._unlock(keys=[keys.lock], args=[token])
         except _FAILURES as exc:  # it expires by itself
@@ -758,7 +630,7 @@ class RedisTier:
                 self._ttl_ms,
                 self._channel_of(keys),
                 f"{keys.tag} {self.origin} {writer}",
-                _token(fence),
+                fence_arg(fence),
                 self._publish_mode,
             ]
             reply = self._idempotent(
@@ -802,7 +674,7 @@ class RedisTier:
 
     def _publish_snapshot(
         self,
-        keys: SessionKeys,
+        keys: RedisSessionKeys,
         snapshot: TierSnapshot,
         mode: str,
         writer: str = NO_WRITER,
@@ -908,7 +780,7 @@ class RedisTier:
         """The redis-py client, for operator tools' own read-only commands."""
         return self._client
 
-    def read_anchors(self, sessions: Sequence[SessionKeys]) -> list[Anchor]:
+    def read_anchors(self, sessions: Sequence[RedisSessionKeys]) -> list[Anchor]:
         """The anchors of many sessions in one pipelined round trip (plain reads, no
         script; a value of the wrong type reads as ``Anchor(wrong_type=True)``)."""
         with self._client.pipeline(transaction=False) as pipe:
@@ -918,7 +790,7 @@ class RedisTier:
             replies: list[Any] = pipe.execute(raise_on_error=False)
         return [Anchor.parse(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
 
-    def fetch_many(self, sessions: Sequence[SessionKeys]) -> list[Any]:
+    def fetch_many(self, sessions: Sequence[RedisSessionKeys]) -> list[Any]:
         """:meth:`fetch` for many sessions in one pipelined round trip (not one transaction:
         a session written meanwhile may read torn; callers re-check a difference with
         :meth:`fetch`). A failed read (``WRONGTYPE``) is its ``ResponseError``."""
@@ -956,7 +828,7 @@ class RedisTier:
         return ("ok", snapshot) if snapshot is not None else ("undecodable", None)
 
     def publish_many(
-        self, items: Sequence[tuple[SessionKeys, TierSnapshot, str]], *, announce: bool
+        self, items: Sequence[tuple[RedisSessionKeys, TierSnapshot, str]], *, announce: bool
     ) -> list[int]:
         """Publish many snapshots read from their journals, in one pipelined round trip, each
         with its ``publish.lua`` mode (``always``, ``if-absent``, or a version to compare and
@@ -999,7 +871,7 @@ class RedisTier:
                     self._client.script_load(script.script)
         raise AssertionError("unreachable")
 
-    def drop_sessions(self, sessions: Sequence[SessionKeys]) -> int:
+    def drop_sessions(self, sessions: Sequence[RedisSessionKeys]) -> int:
         """Delete the Redis copies of many sessions and announce each on the invalidation
         channel, in one round trip; returns how many had a copy.
 
@@ -1019,9 +891,9 @@ class RedisTier:
         ``KEYS``: the server never blocks; a key may be reported twice)."""
         pattern = self.keyspace.state_pattern()
         for key in self._client.scan_iter(match=pattern, count=count):
-            yield _text(key)
+            yield as_text(key)
 
-    def _announce_write(self, keys: SessionKeys, writer: str) -> None:
+    def _announce_write(self, keys: RedisSessionKeys, writer: str) -> None:
         """Tell other workers a session changed when no script announced it (version 0:
         a reset, never counted as a gap)."""
         try:
@@ -1031,7 +903,7 @@ class RedisTier:
 
     def _snapshot_args(
         self,
-        keys: SessionKeys,
+        keys: RedisSessionKeys,
         snapshot: TierSnapshot,
         mode: str,
         writer: str,
@@ -1056,7 +928,7 @@ class RedisTier:
             mode,
             self._channel_of(keys) if announce else "",
             f"{keys.tag} {self.origin} {writer}",
-            _token(fence),
+            fence_arg(fence),
             self._publish_mode,
         ]
 
@@ -1120,12 +992,12 @@ class RedisTier:
             groups = self._watchers.values() if tag is None else [self._watchers.get(tag, {})]
             return [mark for group in groups for name, mark in group.items() if name != skip]
 
-    def _channel_of(self, keys: SessionKeys) -> str:
+    def _channel_of(self, keys: RedisSessionKeys) -> str:
         """Where writes to a session are announced: the deployment's channel, or on Redis
         Cluster the session's own shard channel (in its slot)."""
         return self.keyspace.session_channel(keys.tag) if self._sharded else self._channel
 
-    def _announce(self, client: Any, keys: SessionKeys, message: str) -> Any:
+    def _announce(self, client: Any, keys: RedisSessionKeys, message: str) -> Any:
         """PUBLISH (or on Redis Cluster SPUBLISH) ``message`` on the session's channel, with
         ``client`` (a client or a pipeline)."""
         command = "SPUBLISH" if self._sharded else "PUBLISH"
@@ -1235,7 +1107,7 @@ class RedisTier:
             heartbeat = Heartbeat(self._options.socket_timeout)
             try:
                 pubsub.subscribe(self._channel)
-                checked = time.monotonic()
+                checked = self._clock()
                 while not self._closing:
                     message = pubsub.get_message(timeout=poll)
                     if message is not None:
@@ -1256,8 +1128,8 @@ class RedisTier:
                     if heartbeat.due():
                         pubsub.ping()
                         heartbeat.sent()
-                    if time.monotonic() - checked >= MASTER_CHECK_SECONDS:
-                        checked = time.monotonic()
+                    if self._clock() - checked >= MASTER_CHECK_SECONDS:
+                        checked = self._clock()
                         if master_moved(self._client, pubsub):  # Sentinel failover
                             raise RedisConnectionError("the master moved; resubscribing")
             except (*_FAILURES, ValueError) as exc:
@@ -1274,11 +1146,11 @@ class RedisTier:
                 delay = min(delay * 2, 2.0)
 
     # -- health -------------------------------------------------------------------------
-    def _failed(self, exc: BaseException, where: str, keys: SessionKeys | None) -> None:
+    def _failed(self, exc: BaseException, where: str, keys: RedisSessionKeys | None) -> None:
         self.stats.errors += 1
         if isinstance(exc, OutOfMemoryError):
             self.stats.oom += 1
-        elif self._flagged_scripts and _shebang_refused(exc):
+        elif self._flagged_scripts and shebang_refused(exc):
             # A server replaced by one without script flags since start (or down at start).
             self._flagged_scripts = False
             self._register_scripts(self._client)
@@ -1286,7 +1158,7 @@ class RedisTier:
             self._mark_dirty(keys)
         self.breaker.record_failure(exc, where)
 
-    def _mark_dirty(self, keys: SessionKeys) -> None:
+    def _mark_dirty(self, keys: RedisSessionKeys) -> None:
         """A write to ``keys`` may not have been announced: announce it once Redis answers
         (the next successful call, or the repairer within ``REPAIR_SECONDS``), whatever
         state the breaker is in."""
@@ -1316,7 +1188,7 @@ class RedisTier:
             self._failed(exc, "epoch", None)
 
     def _maybe_refresh_epoch(self) -> None:
-        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
+        if self._clock() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
             self._refresh_epoch()
 
     def _reconcile(self) -> bool:
@@ -1324,7 +1196,7 @@ class RedisTier:
         drop the Redis copies of the dirty sessions, so their next reader rebuilds them from
         the journal, and announce each (its writes may never have been), so every live copy
         revalidates. ``True`` when the whole dirty set was repaired."""
-        taken: SessionKeys | None = None
+        taken: RedisSessionKeys | None = None
         try:
             self._refresh_epoch()
             for keys in list(self._dirty):
@@ -1355,43 +1227,6 @@ class RedisTier:
             close_client(self._client)
 
 
-def _denial_in(exc: BaseException) -> Exception | None:
-    """A refused permission or password behind ``exc``, if any. redis-py's cluster client
-    turns a ``NOPERM`` on ``CLUSTER SLOTS`` (or ``COMMAND``) into "Cluster mode is not enabled
-    on this node", and a wrong password into "Redis Cluster cannot be connected", keeping
-    the server's error only as the cause or context of its own."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, NoPermissionError | AuthenticationError):
-            return current
-        if isinstance(current, ResponseError) and "NOPERM" in str(current):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _token(fence: int | None) -> str:
-    return "" if fence is None else str(fence)
-
-
-def _decode(snap: bytes, claims_watermark: bytes, deltas: list[bytes]) -> TierSnapshot:
-    decoded = decode_snapshot(snap)
-    state, claimed, watermark = decoded.state, decoded.claimed, decoded.watermark
-    cwm = decode_watermark(claims_watermark)
-    for raw in deltas:
-        delta = decode_delta(raw)
-        if delta.kind == APPEND:
-            state.apply_scan(delta.ids, delta.statuses)
-            watermark = delta.watermark
-        else:
-            claimed.update(delta.ids)
-            claimed.update([i.replace("_", "") for i in delta.ids])
-            cwm = delta.watermark
-    return TierSnapshot(state, claimed, watermark, cwm)
-
-
 def open_redis_tier(
     data_root: Path,
     *,
@@ -1400,9 +1235,11 @@ def open_redis_tier(
     options: TierOptions,
     read_only: bool,
     file_mode: int = DEFAULT_FILE_MODE,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RedisTier:
     """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
-    redis-py client the application already owns (then never closed by the registry)."""
+    redis-py client the application already owns (then never closed by the registry);
+    ``clock`` (monotonic seconds) is the tier's, see :class:`RedisTier`."""
     # The id first: it names the deployment, whatever path this host mounts the root at.
     root_id = data_root_id(data_root, create=not read_only, file_mode=file_mode)
     keyspace = Keyspace.for_data_root(options.key_prefix, data_root, root_id=root_id)
@@ -1413,7 +1250,13 @@ def open_redis_tier(
                 "the registry needs a Redis client that returns bytes (decode_responses=False)"
             )
         return RedisTier(
-            client, keyspace, options, description="client", root_id=root_id, owns_client=False
+            client,
+            keyspace,
+            options,
+            description="client",
+            root_id=root_id,
+            owns_client=False,
+            clock=clock,
         )
     if url is None:
         raise ConfigurationError("a Redis tier needs a URL or a client")
@@ -1438,44 +1281,8 @@ def open_redis_tier(
         description=redact(url),
         root_id=root_id,
         reconnect=lambda: connect(target, options),
+        clock=clock,
     )
     if target.tls and target.hosts:
         tier.tls_address = target.hosts[0]
     return tier
-
-
-def check_tls_files(options: TierOptions) -> None:
-    """A TLS file that is missing or unreadable is a configuration error at start, not a
-    handshake that fails later and reads as an outage."""
-    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-        path = getattr(options, name)
-        if path is not None and not os.access(path, os.R_OK):
-            what = "does not exist" if not os.path.exists(path) else "cannot be read"
-            raise ConfigurationError(f"the TLS file {name}={path!r} {what}")
-    if (options.ssl_certfile is None) != (options.ssl_keyfile is None):
-        raise ConfigurationError("a TLS client certificate needs both ssl_certfile and ssl_keyfile")
-
-
-def plain_text_reply(host: str, port: int, timeout: float) -> bytes:
-    """What a server says to a plain-text ``PING`` (``b""`` when nothing): tells a server
-    that does not speak TLS apart from one that is down (blocking; run it in a thread)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64)
-    except OSError:
-        return b""
-
-
-def _tls_failure(exc: BaseException) -> str | None:
-    """The TLS reason in a connection error, if it is one (certificate, protocol)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return str(seen)
-        text = str(seen)
-        if "SSL" in text or "CERTIFICATE" in text.upper():
-            return text
-        seen = seen.__cause__ or seen.__context__
-    return None

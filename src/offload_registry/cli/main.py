@@ -36,13 +36,13 @@ from offload_registry.cli import (
     verify_cmd,
     warm_cmd,
 )
-from offload_registry.embedded_server import ServerBinaryNotFound
 from offload_registry.errors import (
     ConfigurationError,
     InvalidSessionKeyError,
     JournalError,
     OffloadRegistryError,
     RedisUnavailableError,
+    ServerBinaryNotFound,
 )
 from offload_registry.store.diagnose import configuration_problem
 

@@ -31,7 +31,7 @@ from redis.exceptions import ResponseError
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.errors import ConfigurationError
 from offload_registry.ops.discover import DiskSession
-from offload_registry.store.keyspace import SessionKeys
+from offload_registry.store.keyspace import RedisSessionKeys
 
 _DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -94,7 +94,7 @@ async def evict_keys(tier: RedisTier, sessions: Sequence[DiskSession]) -> EvictR
     return report
 
 
-async def _idle_seconds(tier: RedisTier, batch: list[SessionKeys], rule: str) -> list[float]:
+async def _idle_seconds(tier: RedisTier, batch: list[RedisSessionKeys], rule: str) -> list[float]:
     async with tier.client.pipeline(transaction=False) as pipe:
         for keys in batch:
             if rule == "idletime":
@@ -109,7 +109,7 @@ async def _idle_seconds(tier: RedisTier, batch: list[SessionKeys], rule: str) ->
     return [(ttl_ms - r) / 1000 if isinstance(r, int) and r >= 0 else -1.0 for r in replies]
 
 
-async def _rule(tier: RedisTier, probe: SessionKeys) -> str:
+async def _rule(tier: RedisTier, probe: RedisSessionKeys) -> str:
     try:
         await tier.client.object("idletime", probe.state)
     except ResponseError:  # "An LFU maxmemory policy is selected, idle time not tracked"
@@ -124,7 +124,7 @@ async def evict_idle(tier: RedisTier, idle_seconds: int) -> EvictReport:
     idle check and the delete is dropped anyway, which costs its next reader a rebuild."""
     report = EvictReport(rule="")
     seen: set[str] = set()
-    pending: list[SessionKeys] = []
+    pending: list[RedisSessionKeys] = []
 
     async def flush() -> None:
         if not report.rule:

@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.journal import scan_journal
 from offload_registry.ops.discover import Unreadable, iter_sessions
-from offload_registry.store.keyspace import SessionKeys
+from offload_registry.store.keyspace import RedisSessionKeys
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def disk_stats(data_root: Path, unreadable: Unreadable | None = None) -> DiskSta
 
 async def redis_stats(tier: RedisTier, sample: int = DEFAULT_SAMPLE) -> RedisStats:
     out = RedisStats()
-    sampled: list[SessionKeys] = []
+    sampled: list[RedisSessionKeys] = []
     async for key in tier.scan_state_keys():
         out.sessions += 1
         tag = tier.keyspace.tag_of(key)

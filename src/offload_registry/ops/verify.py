@@ -46,7 +46,7 @@ from offload_registry.ops.discover import (
     session_for_key,
 )
 from offload_registry.session_files import Rebuilt, SessionFiles
-from offload_registry.store.keyspace import SessionKeys
+from offload_registry.store.keyspace import RedisSessionKeys
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,8 @@ async def _repair(tier: RedisTier, sessions: list[DiskSession]) -> list[DiskSess
         keys = [tier.keyspace.session_for(s.identity) for s in sessions]
         anchors = await tier.read_anchors(keys)  # before the files, as warm does
         rebuilt = await asyncio.to_thread(_rebuild_all, sessions)
-        items: list[tuple[SessionKeys, TierSnapshot, str]] = []
-        drop: list[SessionKeys] = []
+        items: list[tuple[RedisSessionKeys, TierSnapshot, str]] = []
+        drop: list[RedisSessionKeys] = []
         for k, anchor, b in zip(keys, anchors, rebuilt, strict=True):
             if b.watermark is None and b.claims_watermark is None:
                 drop.append(k)
@@ -242,7 +242,7 @@ async def _repair(tier: RedisTier, sessions: list[DiskSession]) -> list[DiskSess
 async def _extras(tier: RedisTier, known: set[str], report: VerifyReport, repair: bool) -> None:
     """Copies in Redis of sessions with no files under the data root."""
 
-    async def check(keys: list[SessionKeys]) -> None:
+    async def check(keys: list[RedisSessionKeys]) -> None:
         replies = await tier.fetch_many(keys)
         extra = []
         for k, reply in zip(keys, replies, strict=True):
@@ -255,7 +255,7 @@ async def _extras(tier: RedisTier, known: set[str], report: VerifyReport, repair
             await tier.drop_sessions(extra)
             report.repaired += len(extra)
 
-    pending: list[SessionKeys] = []
+    pending: list[RedisSessionKeys] = []
     async for key in tier.scan_state_keys():
         tag = tier.keyspace.tag_of(key)
         if tag is None or tag in known:

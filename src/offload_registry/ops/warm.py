@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from offload_registry._async.redis_tier import Anchor, RedisTier
+from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
 from offload_registry.codec import watermark_id
 from offload_registry.errors import JournalError
@@ -40,6 +40,7 @@ from offload_registry.journal import current_watermark
 from offload_registry.ops.discover import DiskSession, Unreadable, batched, iter_sessions
 from offload_registry.ops.progress import Progress
 from offload_registry.session_files import SessionFiles
+from offload_registry.store.records import Anchor
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,4 @@
-"""Shared tiers behind the registry: key names, URL schemes, and (later) the Redis backends."""
+"""What the shared Redis tier is made of, apart from the code that awaits (``_async/``):
+key names (``keyspace``), URLs and options (``urls``), the values it reads parsed
+(``records``), its start-up checks (``startup``), the circuit breaker, the heartbeat and the
+in-process ``memory://`` server."""

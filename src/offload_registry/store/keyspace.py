@@ -114,7 +114,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "KEY_SCHEMA",
     "Keyspace",
-    "SessionKeys",
+    "RedisSessionKeys",
     "deployment_id",
     "read_data_root_id",
     "session_tag",
@@ -204,8 +204,9 @@ def session_tag(agent_name: str, session_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionKeys:
-    """The keys of one session; all carry :attr:`tag`, so they share one Cluster slot."""
+class RedisSessionKeys:
+    """The Redis key names of one session; all carry :attr:`tag`, so they share one Cluster
+    slot. (Not :class:`~offload_registry.keys.SessionKey`, which is a parsed session key.)"""
 
     tag: str
     """The hash tag, braces included: ``{<32 hex digits>}``."""
@@ -278,18 +279,18 @@ class Keyspace:
         """``<prefix>:v<schema>:<deployment>``: the start of every key of this deployment."""
         return f"{self.prefix}:v{self.schema}:{self.deployment}"
 
-    def session(self, identity_agent: str, session_id: str) -> SessionKeys:
+    def session(self, identity_agent: str, session_id: str) -> RedisSessionKeys:
         """The keys of one session, named by its journal's on-disk names: the journal is
         ``<data root>/<identity_agent>/offload-<session_id>.jsonl``."""
         return self.session_by_tag(session_tag(identity_agent, session_id))
 
-    def session_by_tag(self, tag: str) -> SessionKeys:
+    def session_by_tag(self, tag: str) -> RedisSessionKeys:
         """The keys of the session whose hash tag (braces included) is ``tag``, as
         :meth:`tag_of` finds it in a key name (operator tools scanning Redis)."""
         if not _TAG.fullmatch(tag):
             raise ConfigurationError(f"not a session hash tag: {tag!r}")
         stem = f"{self.base}:{tag}:"
-        return SessionKeys(
+        return RedisSessionKeys(
             tag=tag,
             state=stem + "state",
             claims=stem + "claims",
@@ -307,7 +308,7 @@ class Keyspace:
         tag = key[len(prefix) :].split(":", 1)[0]
         return tag if _TAG.fullmatch(tag) else None
 
-    def session_for(self, identity: SessionIdentity) -> SessionKeys:
+    def session_for(self, identity: SessionIdentity) -> RedisSessionKeys:
         """:meth:`session` of a resolved identity's on-disk names."""
         return self.session(identity.agent_name, identity.session_id)
 

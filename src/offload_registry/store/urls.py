@@ -1,13 +1,8 @@
-"""Redis URLs: parsing, redaction, and the scheme registry that picks a shared-tier backend.
+"""Redis URLs: parsing and redaction.
 
-Pure: no I/O, no imports of any backend. A backend module registers itself on import::
-
-    register_scheme("redis", open_redis_tier)    # factory(target, options) -> tier
-
-and the registry opens whatever the URL names without branching on the backend::
-
-    target, factory = open_tier_factory(redis_url)
-    tier = factory(target, TierOptions(key_prefix=prefix))
+Pure: no I/O, no imports of any backend. :func:`parse_redis_url` turns a URL into a
+:class:`RedisTarget`; the tier's ``connect`` (``_async/redis_tier.py``, twinned because its
+clients are) builds the client its scheme names.
 
 Supported URLs (user name and password optional everywhere, percent-encoded when they hold
 ``@ : / ? #``; a password may also come as ``?password=``)::
@@ -38,7 +33,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from typing import Any, Final, NamedTuple
@@ -52,15 +46,10 @@ __all__ = [
     "URL_PARAMETERS",
     "HostPort",
     "RedisTarget",
-    "TierFactory",
     "TierOptions",
     "apply_url_options",
-    "open_tier_factory",
     "parse_redis_url",
     "redact",
-    "register_scheme",
-    "registered_schemes",
-    "unregister_scheme",
 ]
 
 REDACTED: Final = "***"
@@ -139,13 +128,6 @@ class TierOptions:
         if type(ttl) is not int or ttl <= 0:
             raise ConfigurationError(f"idle_ttl_seconds must be an int > 0, not {ttl!r}")
         validate_prefix(self.key_prefix)
-
-
-TierFactory = Callable[[RedisTarget, TierOptions], Any]
-"""Builds a shared tier for a parsed URL (the registry only needs the ``SharedTier``
-protocol; ``Any`` keeps this module free of the async layer)."""
-
-_factories: dict[str, TierFactory] = {}
 
 
 # --- redaction ----------------------------------------------------------------------------
@@ -374,59 +356,3 @@ def parse_redis_url(url: str) -> RedisTarget:
         query=tuple(query),
         redacted=redact(url),
     )
-
-
-# --- the scheme registry ------------------------------------------------------------------
-
-
-def register_scheme(scheme: str, factory: TierFactory, *, replace: bool = False) -> None:
-    """Make ``factory`` the backend for URLs of ``scheme`` (one of :data:`SCHEMES`).
-
-    Registering the same factory again is a no-op; another factory for a taken scheme raises
-    :class:`ConfigurationError` unless ``replace=True``.
-    """
-    key = scheme.lower().removesuffix("://")
-    if key not in SCHEMES:
-        raise ConfigurationError(
-            f"cannot register unknown scheme {scheme!r}; supported schemes: "
-            + ", ".join(f"{s}://" for s in SCHEMES)
-        )
-    current = _factories.get(key)
-    if current is not None and current is not factory and not replace:
-        raise ConfigurationError(
-            f"scheme {key}:// already has a backend ({_name(current)}); pass replace=True"
-        )
-    _factories[key] = factory
-
-
-def unregister_scheme(scheme: str) -> None:
-    """Forget the backend of ``scheme`` (if any)."""
-    _factories.pop(scheme.lower().removesuffix("://"), None)
-
-
-def registered_schemes() -> tuple[str, ...]:
-    """The schemes that have a backend now, sorted."""
-    return tuple(sorted(_factories))
-
-
-def open_tier_factory(url: str) -> tuple[RedisTarget, TierFactory]:
-    """Parse ``url`` and return it with the backend factory registered for its scheme.
-
-    Raises :class:`ConfigurationError` for a URL :func:`parse_redis_url` refuses, or a scheme
-    this build understands but no backend has registered (the message names those that have).
-    """
-    target = parse_redis_url(url)
-    factory = _factories.get(target.scheme)
-    if factory is None:
-        available = ", ".join(f"{s}://" for s in registered_schemes()) or "none"
-        raise ConfigurationError(
-            f"no backend is registered for {target.scheme}:// URLs ({target.redacted!r}); "
-            f"registered: {available}"
-        )
-    return target, factory
-
-
-def _name(factory: TierFactory) -> str:
-    module = getattr(factory, "__module__", None) or "?"
-    name = getattr(factory, "__qualname__", None) or type(factory).__name__
-    return f"{module}.{name}"

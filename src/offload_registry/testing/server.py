@@ -1,7 +1,9 @@
 """Start, stop, kill, pause and restart real Redis-compatible servers on loopback ports.
 
-Used by the test suite (which needs real servers it can crash, freeze and bring back) and by the
-demo command (which starts an embedded server when no Redis URL is given).
+Used by this project's test suite (which needs real servers it can crash, freeze and bring back)
+and by ``offload-registry simulate`` (which starts one when no Redis URL is given); public, so
+an application's own tests can start a real server the same way (README, *Testing with a real
+server*).
 
 The server binary is looked up by :func:`find_server_binary`, in this order:
 
@@ -46,7 +48,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from offload_registry.errors import OffloadRegistryError
+from offload_registry.errors import (
+    ServerBinaryNotFound,
+    ServerNotRunningError,
+    ServerStartError,
+)
 
 __all__ = [
     "ENV_SERVER_BIN",
@@ -71,23 +77,6 @@ _PROBE_TIMEOUT = 0.25
 _POLL_INTERVAL = 0.01
 _STOP_TIMEOUT = 5.0
 _AUTO_PORT_ATTEMPTS = 5
-
-
-class ServerBinaryNotFound(OffloadRegistryError):  # noqa: N818 - public name fixed by the API
-    """No Redis-compatible server binary could be found (or the configured one is unusable)."""
-
-
-class ServerStartError(OffloadRegistryError, RuntimeError):
-    """A server process did not come up; the message ends with the tail of its log."""
-
-    def __init__(self, message: str, log_tail: str = "") -> None:
-        self.log_tail = log_tail
-        text = message if not log_tail else f"{message}\n--- server log (tail) ---\n{log_tail}"
-        super().__init__(text)
-
-
-class ServerNotRunningError(OffloadRegistryError, RuntimeError):
-    """An operation that needs a live server process (pause, resume, ...) was called without one."""
 
 
 # --------------------------------------------------------------------------------------------
