@@ -6,6 +6,7 @@ id set holds each id and, where different, its normalized form (the id with ``_`
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, MutableSet, Sequence
 from collections.abc import Set as AbstractSet
@@ -71,23 +72,33 @@ def normalize_id(tool_call_id: str) -> str:
 
 
 def id_forms(tool_call_id: str) -> tuple[str, ...]:
-    """The id and, when it differs, its normalized form; for an id holding characters the
-    writer strips (one another tool wrote into a journal), also its canonical form and that
-    form's normalized one, so a caller naming it (every API call canonicalizes) finds it.
-    An id with nothing left once stripped adds no empty form."""
+    """The id and, when it differs, its normalized form."""
     normalized = tool_call_id.replace("_", "")
-    forms = (tool_call_id,) if normalized == tool_call_id else (tool_call_id, normalized)
-    if is_plain(tool_call_id):
-        return forms
-    canonical = strip_unsafe(tool_call_id)
-    extra = (canonical, canonical.replace("_", ""))
-    return tuple(dict.fromkeys(f for f in (*forms, *extra) if f))
+    return (tool_call_id,) if normalized == tool_call_id else (tool_call_id, normalized)
 
 
 def is_plain(tool_call_id: str) -> bool:
     """True when the id can hold no character the writer strips (printable ASCII): the
     common case, checked without a regular expression."""
     return tool_call_id.isascii() and tool_call_id.isprintable()
+
+
+def canonical_forms(tool_call_id: str) -> tuple[str, ...]:
+    """For an id read from a journal that holds characters the writer strips (one another
+    tool wrote): its canonical form and that form's normalized one, the spellings every API
+    call uses for it (empty for a plain id, or one with nothing left once stripped)."""
+    if is_plain(tool_call_id):
+        return ()
+    canonical = strip_unsafe(tool_call_id)
+    return tuple(f for f in dict.fromkeys((canonical, canonical.replace("_", ""))) if f)
+
+
+_NOT_PLAIN_BYTE = re.compile(rb"[^\x20-\x7e]")
+
+
+def foreign_forms(ids: Iterable[str]) -> set[str]:
+    """:func:`canonical_forms` of every id in ``ids`` (only the rare non-plain ids cost)."""
+    return {form for i in ids if type(i) is str and not is_plain(i) for form in canonical_forms(i)}
 
 
 STRING_BYTES = 49 + 32
@@ -191,6 +202,15 @@ class IdSet(MutableSet[str]):
         self.update(other)
         return self
 
+    def non_plain(self) -> list[str]:
+        """The members that are not printable ASCII (see :func:`is_plain`): one bytes scan of
+        the index, which builds no string unless such a member exists."""
+        found = [i for i in self._added if not is_plain(i)]
+        index = self._index
+        if index is not None and _NOT_PLAIN_BYTE.search(index.blob) is not None:
+            found += [i for i in index.strings() if not is_plain(i)]
+        return found
+
     def approx_bytes(self) -> int:
         """Approximate memory held: the index (blob and offsets), its decoded strings when
         built, and the added set."""
@@ -216,6 +236,16 @@ class SessionState:
     deleted: set[str] = field(default_factory=set)
     processed: IdSet = field(default_factory=IdSet)
     entry_count: int = 0
+    foreign: set[str] = field(default_factory=set)
+    """Canonical forms of the ids in ``processed`` that hold characters the writer strips
+    (another tool wrote them): a caller's canonical spelling finds them here, while the
+    public sets keep exactly what the seed reads. Derived from ``processed``; never stored."""
+
+    def __post_init__(self) -> None:
+        processed = self.processed
+        if not self.foreign and processed:
+            odd = processed.non_plain() if isinstance(processed, IdSet) else processed
+            self.foreign = foreign_forms(odd)
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> SessionState:
@@ -231,6 +261,8 @@ class SessionState:
             tool_call_id: str = entry["tool_call_id"]
             forms = id_forms(tool_call_id)
             processed.update(forms)
+            if not is_plain(tool_call_id):
+                self.foreign.update(canonical_forms(tool_call_id))
             offloaded = entry.get("offloaded")
             if offloaded is not None and js_truthy(offloaded):
                 confirmed.update(forms)
@@ -251,8 +283,7 @@ class SessionState:
         processed = self.processed
         processed.update(ids)
         processed.update([i.replace("_", "") for i in ids])
-        for foreign in [i for i in ids if not is_plain(i)]:  # their canonical forms too
-            processed.update(id_forms(foreign))
+        self.foreign |= foreign_forms(ids)
         confirmed, deleted = self.confirmed, self.deleted
         for tool_call_id, offloaded in statuses:
             if js_truthy(offloaded):
@@ -265,6 +296,7 @@ class SessionState:
     def merge(self, newer: SessionState) -> None:
         """Add the ids and entries of ``newer`` (the state of lines appended after ours)."""
         self.processed |= newer.processed
+        self.foreign |= newer.foreign
         self.confirmed |= newer.confirmed
         self.deleted |= newer.deleted
         self.entry_count += newer.entry_count
@@ -277,7 +309,8 @@ class SessionState:
     def contains_id(self, tool_call_id: str) -> bool:
         """True when the journal already holds this id or one with the same normalized form
         (ids another tool wrote with stripped characters count by their canonical form)."""
-        return any(form in self.processed for form in id_forms(tool_call_id))
+        processed, foreign = self.processed, self.foreign
+        return any(form in processed or form in foreign for form in id_forms(tool_call_id))
 
 
 class SetView(AbstractSet[str]):

@@ -180,11 +180,13 @@ class OffloadStateManager:
 
     def is_processed(self, tool_call_id: str) -> bool:
         """True when the canonical id or its normalized form is processed (journal, claims or
-        runtime)."""
+        runtime; an id another tool wrote with stripped characters counts by its canonical
+        form)."""
+        state = self._state
         return any(
             form in s
             for form in id_forms(canonical_tool_call_id(tool_call_id))
-            for s in (self._state.processed, self._claimed, self._runtime_processed)
+            for s in (state.processed, state.foreign, self._claimed, self._runtime_processed)
         )
 
     # -- loading --------------------------------------------------------------------------
@@ -433,8 +435,9 @@ class OffloadStateManager:
             return result.won
 
     def _known_taken(self, tool_call_id: str) -> bool:
+        state = self._state
         return any(
-            form in self._claimed or form in self._state.processed
+            form in self._claimed or form in state.processed or form in state.foreign
             for form in id_forms(tool_call_id)
         )
 
