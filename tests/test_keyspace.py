@@ -19,6 +19,7 @@ from offload_registry.store.keyspace import (
     session_tag,
     validate_prefix,
 )
+from offload_registry.store.startup import INCLUDE, script_text
 
 KEY_SHAPE = re.compile(
     r"offload-registry:v1:[0-9a-f]{12}:\{[0-9a-f]{32}\}:(state|claims|deltas|lock|lease|fence)"
@@ -178,3 +179,13 @@ def test_the_deployment_id_comes_from_the_data_roots_id_file_not_its_path(tmp_pa
     (second / DATA_ROOT_ID_FILE).write_text("ab" * 16 + "\n")  # another disk at that path
     assert deployment_id(first) != deployment_id(second)
     assert deployment_id(tmp_path / "c", root_id="0f" * 16) == deployment_id(first)
+
+
+def test_the_token_helpers_live_once_and_every_script_that_needs_them_includes_them() -> None:
+    lua = Path(__file__).resolve().parents[1] / "src" / "offload_registry" / "lua"
+    defining = [p.name for p in lua.glob("*.lua") if "local function canon" in p.read_text()]
+    assert defining == ["_tokens.lua"]
+    for name in ("publish.lua", "delta.lua", "lease.lua"):
+        text = script_text(name)
+        assert INCLUDE not in text and text.count("local function canon(") == 1, name
+        assert text.startswith("#!lua")  # the shebang stays the first line

@@ -11,21 +11,7 @@
 -- Returns {version, deltas} on success, {0, reason} when refused:
 -- 'absent' (no snapshot of this epoch), 'gap' (Redis is not where the change starts) or
 -- 'fenced' (a newer lease was granted: the writer's token is stale).
--- Tokens are exact: decimal strings compared digit by digit (a Lua number is a double,
--- exact only below 2^53); anything that is not a decimal string counts as 0.
-local function canon(s)
-  if type(s) ~= 'string' or not string.match(s, '^%d+$') then
-    return '0'
-  end
-  local stripped = string.gsub(s, '^0+', '')
-  return stripped == '' and '0' or stripped
-end
-local function above(a, b)  -- a > b, both canonical
-  if #a ~= #b then
-    return #a > #b
-  end
-  return a > b
-end
+-- #include _tokens.lua
 if (ARGV[9] or '') ~= '' and above(canon(redis.call('GET', KEYS[3])), canon(ARGV[9])) then
   return {0, 'fenced'}
 end

@@ -9,31 +9,7 @@
 -- renew   -> 1 renewed, 0 the lease key is gone (Redis lost it), -1 another holder has it
 -- restore -> 1 re-established after Redis lost it, -1 another holder has it
 -- release -> 1 released, 0 not ours
--- Tokens are exact: decimal strings compared digit by digit (a Lua number is a double,
--- exact only below 2^53); anything that is not a decimal string counts as 0.
-local function canon(s)
-  if type(s) ~= 'string' or not string.match(s, '^%d+$') then
-    return '0'
-  end
-  local stripped = string.gsub(s, '^0+', '')
-  return stripped == '' and '0' or stripped
-end
-local function above(a, b)  -- a > b, both canonical
-  if #a ~= #b then
-    return #a > #b
-  end
-  return a > b
-end
-local function plus_one(s)
-  local i = #s
-  while i > 0 and string.byte(s, i) == 57 do  -- '9' carries
-    i = i - 1
-  end
-  if i == 0 then
-    return '1' .. string.rep('0', #s)
-  end
-  return string.sub(s, 1, i - 1) .. string.char(string.byte(s, i) + 1) .. string.rep('0', #s - i)
-end
+-- #include _tokens.lua
 local op, holder, ttl, token = ARGV[1], ARGV[2], ARGV[3], canon(ARGV[4])
 local current = redis.call('GET', KEYS[1])
 local fence = canon(redis.call('GET', KEYS[2]))

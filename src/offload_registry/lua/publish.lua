@@ -10,21 +10,7 @@
 -- ARGV[11] 'sharded' to SPUBLISH (Redis Cluster: the session's own shard channel, in its
 --          slot), anything else or absent to PUBLISH
 -- Returns the new version, 0 when the mode refused the write, -1 when the token is stale.
--- Tokens are exact: decimal strings compared digit by digit (a Lua number is a double,
--- exact only below 2^53); anything that is not a decimal string counts as 0.
-local function canon(s)
-  if type(s) ~= 'string' or not string.match(s, '^%d+$') then
-    return '0'
-  end
-  local stripped = string.gsub(s, '^0+', '')
-  return stripped == '' and '0' or stripped
-end
-local function above(a, b)  -- a > b, both canonical
-  if #a ~= #b then
-    return #a > #b
-  end
-  return a > b
-end
+-- #include _tokens.lua
 if (ARGV[10] or '') ~= '' and above(canon(redis.call('GET', KEYS[3])), canon(ARGV[10])) then
   return -1
 end

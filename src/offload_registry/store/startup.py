@@ -78,16 +78,33 @@ def _read_root_id(path: Path) -> str:
 
 
 def script_text(name: str, *, flagged: bool = True) -> str:
-    """The text of ``lua/<name>``. Each begins with a Redis 7 shebang (``#!lua``, without
-    ``allow-oom`` except for the unlock script, which only deletes): Redis then refuses the
+    """The text of ``lua/<name>``, its ``-- #include`` lines expanded. Each begins with a
+    Redis 7 shebang (``#!lua``, without ``allow-oom`` except for the unlock script, which only deletes): Redis then refuses the
     whole script while it is over ``maxmemory``, before it runs, instead of checking only at
     its first write and letting it write on past the limit. ``flagged=False`` drops that
     line, for servers without shebang support (fakeredis, Redis 6), where the scripts are
     written so that their first write is one Redis checks."""
-    text = resources.files("offload_registry").joinpath("lua", name).read_text("utf-8")
+    text = _with_includes(_lua_file(name))
     if flagged or not text.startswith("#!"):
         return text
     return text.split("\n", 1)[1]
+
+
+INCLUDE = "-- #include "
+"""A script line ``-- #include <file>`` stands for that file of ``lua/`` (the token helpers
+three scripts share: EVALSHA runs one self-contained text, so the sharing happens here)."""
+
+
+def _lua_file(name: str) -> str:
+    return resources.files("offload_registry").joinpath("lua", name).read_text("utf-8")
+
+
+def _with_includes(text: str) -> str:
+    lines = text.split("\n")
+    return "\n".join(
+        _lua_file(line[len(INCLUDE) :].strip()).rstrip("\n") if line.startswith(INCLUDE) else line
+        for line in lines
+    )
 
 
 FLAGS_PROBE = "#!lua flags=no-writes\nreturn 1\n"
