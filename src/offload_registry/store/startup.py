@@ -78,12 +78,14 @@ def _read_root_id(path: Path) -> str:
 
 
 def script_text(name: str, *, flagged: bool = True) -> str:
-    """The text of ``lua/<name>``, its ``-- #include`` lines expanded. Each begins with a
-    Redis 7 shebang (``#!lua``, without ``allow-oom`` except for the unlock script, which only deletes): Redis then refuses the
-    whole script while it is over ``maxmemory``, before it runs, instead of checking only at
-    its first write and letting it write on past the limit. ``flagged=False`` drops that
-    line, for servers without shebang support (fakeredis, Redis 6), where the scripts are
-    written so that their first write is one Redis checks."""
+    """The text of ``lua/<name>``, its ``-- #include`` lines expanded.
+
+    Each script begins with a Redis 7 shebang (``#!lua``, without ``allow-oom`` except for
+    the unlock script, which only deletes): Redis then refuses the whole script while it is
+    over ``maxmemory``, before it runs, instead of checking only at its first write and
+    letting it write on past the limit. ``flagged=False`` drops that line, for servers
+    without shebang support (fakeredis, Redis 6), where the scripts are written so that
+    their first write is one Redis checks."""
     text = _with_includes(_lua_file(name))
     if flagged or not text.startswith("#!"):
         return text
