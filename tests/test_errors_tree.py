@@ -8,7 +8,11 @@ import pkgutil
 import re
 
 import offload_registry
-from offload_registry import errors
+from offload_registry import errors, sync
+from offload_registry._async.lease import Lease as AsyncLease
+from offload_registry._sync.lease import Lease as SyncLease
+from offload_registry.fsutil import FsyncPolicy
+from offload_registry.store.urls import TierOptions
 
 # The command line's own signal for "print usage, exit 2": never raised by the library.
 _CLI_ONLY = {"offload_registry.cli.main.UsageError"}
@@ -71,3 +75,10 @@ def test_the_docstring_tree_draws_every_exception_under_its_real_base() -> None:
             assert library_bases == [], name
         else:
             assert library_bases == [defined[parent]], f"{name} is drawn under {parent}"
+
+
+def test_the_public_types_a_caller_passes_or_receives_are_exported() -> None:
+    assert offload_registry.Lease is AsyncLease and sync.Lease is SyncLease
+    assert offload_registry.TierOptions is TierOptions
+    assert offload_registry.FsyncPolicy is FsyncPolicy
+    assert {"Lease", "TierOptions", "FsyncPolicy"} <= set(offload_registry.__all__)

@@ -523,3 +523,20 @@ async def test_a_manager_lease_lost_by_the_injected_clock_refuses_its_writes(
     finally:
         await manager.release_lease(held)
     assert journal_ids(tmp_path) == ["toolu_1"]
+
+
+def test_the_registrys_clock_expires_a_lease_record_without_sleeping(tmp_path: Path) -> None:
+    now = [1_000_000]
+    clock = lambda: now[0]  # noqa: E731 - a settable fake wall clock (ms)
+    with (
+        sync_api.SessionRegistry(tmp_path, clock_ms=clock) as first,
+        sync_api.SessionRegistry(tmp_path, clock_ms=clock) as second,
+    ):
+        held = first.resolve("agent:main:s1").manager.acquire_lease(ttl=30.0)
+        contender = second.resolve("agent:main:s1").manager
+        with pytest.raises(LeaseUnavailableError):
+            contender.acquire_lease(ttl=30.0)
+        now[0] += 31_000  # the holder stopped renewing 31 s ago, by the registries' clock
+        taken = contender.acquire_lease(ttl=30.0)
+        assert taken.token > held.token
+        contender.release_lease(taken)

@@ -3,6 +3,7 @@
 The asyncio API is here; ``offload_registry.sync`` holds blocking twins of the same names.
 """
 
+from offload_registry._async.lease import Lease
 from offload_registry._async.manager import OffloadStateManager
 from offload_registry._async.registry import SessionCtx, SessionRegistry
 from offload_registry.errors import (
@@ -23,14 +24,18 @@ from offload_registry.errors import (
     ServerStartError,
     UnsafePathError,
 )
+from offload_registry.fsutil import FsyncPolicy
 from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
+from offload_registry.store.urls import TierOptions
 
 __all__ = [
     "CodecError",
     "ConfigurationError",
+    "FsyncPolicy",
     "InvalidSessionKeyError",
     "InvalidToolCallIdError",
     "JournalError",
+    "Lease",
     "LeaseError",
     "LeaseLostError",
     "LeaseUnavailableError",
@@ -45,6 +50,7 @@ __all__ = [
     "SessionCtx",
     "SessionKey",
     "SessionRegistry",
+    "TierOptions",
     "UnsafePathError",
     "is_internal_memory_session",
     "parse_session_key",

@@ -7,11 +7,13 @@ with SessionRegistry(data_root) as reg:
     ctx.manager.append_entries([{"tool_call_id": "call_1", "summary": "..."}])
 """
 
+from offload_registry._sync.lease import Lease
 from offload_registry._sync.manager import OffloadStateManager
 from offload_registry._sync.registry import SessionCtx, SessionRegistry
 from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
 
 __all__ = [
+    "Lease",
     "OffloadStateManager",
     "SessionCtx",
     "SessionKey",

@@ -104,6 +104,9 @@ class SessionRegistry:
     process at a time. ``read_only=True`` never writes to the data root (no directories, lock
     files, ``state.json`` or ``sessions-registry.json``); writes then raise ``JournalError``.
 
+    ``clock_ms`` (wall clock, ms) stamps ``last_access_ms`` and times when lease records
+    expire, so a test can expire a lease without sleeping.
+
     Files the registry creates get ``file_mode`` (default ``0o600``, owner only) and
     directories the matching mode (``0o700``; ``0o640`` gives ``0o750``), under the umask.
     Nothing below the data root is followed: a link, or a FIFO or other non-regular file, in
@@ -220,7 +223,9 @@ class SessionRegistry:
     def _load(self, session_key: str, real_session_id: str | None) -> SessionCtx:
         identity = resolve_identity(session_key, real_session_id)
         paths = SessionPaths.for_identity(self._data_root, identity)
-        files = SessionFiles(paths, self._fsync, self._read_only, self._file_mode)
+        files = SessionFiles(
+            paths, self._fsync, self._read_only, self._file_mode, clock_ms=self._clock_ms
+        )
         manager = OffloadStateManager(identity, files, self._tier)
         manager.stats = self.stats
         manager.clock_ns = self._clock_ns
