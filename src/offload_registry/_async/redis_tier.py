@@ -21,9 +21,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as redis_client
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
@@ -52,15 +49,8 @@ from offload_registry._async._primitives import (
     spawn,
     stop,
 )
-from offload_registry._async.cluster import (
-    MASTER_CHECK_SECONDS,
-    ShardListener,
-    close_client,
-    cluster_client,
-    is_cluster,
-    master_moved,
-    sentinel_client,
-)
+from offload_registry._async.cluster import MASTER_CHECK_SECONDS, ShardListener
+from offload_registry._async.connection import close_client, connect, is_cluster, master_moved
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
@@ -80,7 +70,6 @@ from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
-from offload_registry.store.memory import memory_server
 from offload_registry.store.records import (
     Anchor,
     TierStats,
@@ -99,7 +88,6 @@ from offload_registry.store.startup import (
     tls_failure,
 )
 from offload_registry.store.urls import (
-    RedisTarget,
     TierOptions,
     apply_url_options,
     parse_redis_url,
@@ -133,45 +121,6 @@ _FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 _policy_warned = False
-
-
-def connect(target: RedisTarget, options: TierOptions) -> Any:
-    """A redis-py client for ``target`` (hiredis-backed when installed), without redis-py's
-    own retries: the tier decides what is safe to retry. (``redis+cluster://`` and
-    ``redis+sentinel://``: see ``cluster.py``; a cluster client keeps a few short retries of
-    its own to follow redirections and slot-map refreshes.)"""
-    common: dict[str, Any] = {
-        "socket_timeout": options.socket_timeout,
-        "socket_connect_timeout": options.connect_timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "username": target.username,
-        "password": target.password,
-        "db": target.db,
-        "client_name": "offload-registry",
-    }
-    if target.scheme == "memory":
-        server = memory_server(target.redacted)  # first: says which extra to install
-        import fakeredis  # noqa: PLC0415 - optional extra, checked by memory_server
-
-        return fakeredis.FakeAsyncRedis(server=server)
-    if target.scheme == "unix":
-        return redis_client.Redis(unix_socket_path=target.socket_path, **common)
-    if target.scheme in ("redis", "rediss"):
-        host, port = target.hosts[0]
-        tls: dict[str, Any] = {}
-        if target.tls:
-            tls = {
-                "ssl": True,
-                "ssl_ca_certs": options.ssl_ca_certs,
-                "ssl_certfile": options.ssl_certfile,
-                "ssl_keyfile": options.ssl_keyfile,
-            }
-        return redis_client.Redis(host=host, port=port, **common, **tls)
-    if target.scheme == "redis+cluster":
-        return cluster_client(target, options, common)
-    if target.scheme == "redis+sentinel":
-        return sentinel_client(target, options, common)
-    raise ConfigurationError(f"{target.scheme}:// is not supported by this build")
 
 
 class RedisTier:

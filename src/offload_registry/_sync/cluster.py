@@ -1,17 +1,5 @@
 # GENERATED from src/offload_registry/_async/cluster.py by scripts/unasync.py. Do not edit.
-"""Redis Cluster and Sentinel: building their clients, and following invalidations on a cluster.
-
-Clients (called by ``redis_tier.connect``):
-
-* ``redis+cluster://h1:p1,h2:p2/`` -> :func:`cluster_client`, a redis-py ``RedisCluster`` over
-  those startup nodes. redis-py follows ``MOVED``/``ASK`` redirections and refreshes its slot
-  map after a connection error; its own retries are kept few and short
-  (:data:`CLUSTER_RETRIES`), enough to ride the redirections and refreshes that follow a
-  failover or a reshard, while a master that is down for longer is the tier's business (its
-  circuit breaker answers from the journals meanwhile).
-* ``redis+sentinel://s1:p1,s2:p2/service`` -> :func:`sentinel_client`, the client of
-  ``Sentinel(...).master_for(service)``: every new connection asks the sentinels for the
-  current master, and a connection to a demoted master fails (``READONLY``) and is replaced.
+"""Following invalidations on a Redis Cluster (the clients themselves: ``connection.py``).
 
 Invalidations on a cluster (:class:`ShardListener`): a plain ``PUBLISH`` on a cluster is
 broadcast over the cluster bus to every node, and a script may only ``SPUBLISH`` to a shard
@@ -28,26 +16,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import redis as redis_client
-from redis.cluster import ClusterNode, RedisCluster
-from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from offload_registry._sync._primitives import sleep
 from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.records import _Resubscribe
-from offload_registry.store.urls import RedisTarget, TierOptions
 
 log = logging.getLogger("offload_registry.redis")
 
-CLUSTER_RETRIES = 3
-"""redis-py's own retries of one cluster command (connection errors, CLUSTERDOWN, TRYAGAIN),
-each after a slot-map refresh, with 50-500 ms jittered backoff."""
 POLL_SECONDS = 0.05
 """One sweep over every node's subscription waits at most this long: a new watch is
 subscribed, and a message on a quiet node is read, within about this delay."""
@@ -68,58 +48,6 @@ _NODE_KWARGS = (
     "ssl_cert_reqs",
     "ssl_check_hostname",
 )
-
-
-def cluster_client(target: RedisTarget, options: TierOptions, common: dict[str, Any]) -> Any:
-    """A ``RedisCluster`` over the URL's startup nodes, with the tier's timeouts, credentials
-    and TLS settings (``common``, without ``db`` and the per-connection retry)."""
-    kwargs = {k: v for k, v in common.items() if k not in ("db", "retry")}
-    return RedisCluster(
-        startup_nodes=[cast(Any, ClusterNode)(host, port) for host, port in target.hosts],
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), CLUSTER_RETRIES),
-        **kwargs,
-    )
-
-
-def sentinel_client(target: RedisTarget, options: TierOptions, common: dict[str, Any]) -> Any:
-    """The master of ``target.service_name``, as the URL's sentinels name it now."""
-    query = dict(target.query)
-    sentinel_kwargs: dict[str, Any] = {
-        "socket_timeout": options.socket_timeout,
-        "socket_connect_timeout": options.connect_timeout,
-    }
-    if "sentinel_password" in query:
-        sentinel_kwargs["password"] = query["sentinel_password"]
-        sentinel_kwargs["username"] = query.get("sentinel_username")
-    sentinel = cast(Any, Sentinel)(
-        [tuple(host) for host in target.hosts], sentinel_kwargs=sentinel_kwargs, **common
-    )
-    return cast(Any, sentinel).master_for(target.service_name or "", redis_class=redis_client.Redis)
-
-
-def is_cluster(client: Any) -> bool:
-    return isinstance(client, RedisCluster)
-
-
-def close_client(client: Any) -> None:
-    """Close a client and, for a Sentinel master client, its connections to the sentinels."""
-    pool = getattr(client, "connection_pool", None)
-    client.close()
-    if isinstance(pool, SentinelConnectionPool):
-        for sentinel in pool.sentinel_manager.sentinels:
-            with contextlib.suppress(RedisError, OSError):
-                sentinel.close()
-
-
-def master_moved(client: Any, pubsub: Any) -> bool:
-    """True when ``pubsub`` (of ``client``) is connected to a server that is no longer the
-    master the sentinels name (a Sentinel failover that left the old connection open)."""
-    pool = getattr(client, "connection_pool", None)
-    connection = getattr(pubsub, "connection", None)
-    if not isinstance(pool, SentinelConnectionPool) or connection is None:
-        return False
-    host, port = cast(Any, pool).get_master_address()
-    return (str(connection.host), int(connection.port)) != (str(host), int(port))
 
 
 def _node_kwargs(cluster: Any) -> dict[str, Any]:
