@@ -17,6 +17,7 @@ from offload_registry import _async, _sync
 # ``_primitives.py`` is hand-written in both (asyncio futures and tasks vs threads).
 PRIMITIVES = {"Pending", "SingleFlight"}
 AWAITING = PRIMITIVES | {
+    "InvalidationListener",
     "Lease",
     "LeaseKeeper",
     "NoSharedTier",

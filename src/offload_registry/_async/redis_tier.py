@@ -12,9 +12,7 @@ keys or restarted empty costs time, never correctness.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -49,8 +47,8 @@ from offload_registry._async._primitives import (
     spawn,
     stop,
 )
-from offload_registry._async.cluster import MASTER_CHECK_SECONDS, ShardListener
-from offload_registry._async.connection import close_client, connect, is_cluster, master_moved
+from offload_registry._async.connection import close_client, connect, is_cluster
+from offload_registry._async.invalidation import InvalidationListener
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
@@ -68,7 +66,6 @@ from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import configuration_problem
-from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
 from offload_registry.store.records import (
     Anchor,
@@ -172,20 +169,22 @@ class RedisTier:
         self._repairer: Any = None
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
         self._channel = keyspace.channel()
-        # On Redis Cluster each session has its own shard channel (SPUBLISH), see cluster.py.
+        # On Redis Cluster each session has its own shard channel (SPUBLISH), see invalidation.py.
         self._sharded = is_cluster(client)
         self._publish_mode = "sharded" if self._sharded else "plain"
-        self._watchers: dict[str, dict[str, Callable[[], None]]] = {}
-        self._watch_lock = threading.Lock()  # the sync twin's listener thread reads these
-        self._listener: Any = None
         self._closing = False
-        self.invalidations = 0
-        self._versions: dict[str, int] = {}  # last version seen per watched session tag
-        # Whether invalidations reach us now: the plain channel's subscription is confirmed
-        # (``_hearing_all``), or on Redis Cluster each session's shard subscription is.
-        self._hearing_all = False
-        self._hearing: set[str] = set()
-        self._drop_near_cache: Callable[[], None] | None = None
+        # The watchers of near-cache copies and the listener that marks them stale.
+        self._invalidation = InvalidationListener(
+            lambda: self._client,
+            keyspace,
+            options,
+            sharded=self._sharded,
+            stats=self.stats,
+            clock=clock,
+            origin=lambda: self.origin,
+            closing=lambda: self._closing,
+            handler=lambda data: self._on_message(data),  # noqa: PLW0108 - looked up per message
+        )
         self.tls_address: tuple[str, int] | None = None
         """``(host, port)`` of a ``rediss://`` server, for telling TLS failures at start
         apart from an outage."""
@@ -898,22 +897,32 @@ class RedisTier:
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
         """Call ``mark_stale`` when a write by anyone but watcher ``name`` reaches Redis (and
         after any gap in the invalidation stream); (re)starts this tier's listener."""
-        tag = self.keyspace.session_for(identity).tag
-        with self._watch_lock:
-            self._watchers.setdefault(tag, {})[name] = mark_stale
-            if not self._closing and (self._listener is None or not running(self._listener)):
-                self._listener = spawn(self._listen)
+        self._invalidation.watch(self.keyspace.session_for(identity).tag, name, mark_stale)
 
     def unwatch(self, identity: SessionIdentity, name: str) -> None:
-        tag = self.keyspace.session_for(identity).tag
-        with self._watch_lock:
-            watchers = self._watchers.get(tag)
-            if watchers is not None:
-                watchers.pop(name, None)
-                if not watchers:
-                    del self._watchers[tag]
-                    self._versions.pop(tag, None)
-                    self._hearing.discard(tag)  # a new watch waits for a new subscription
+        self._invalidation.unwatch(self.keyspace.session_for(identity).tag, name)
+
+    def hears(self, identity: SessionIdentity) -> bool:
+        return self._invalidation.hears(self.keyspace.session_for(identity).tag)
+
+    def set_failure_handler(self, drop_near_cache: Callable[[], None]) -> None:
+        """Call ``drop_near_cache`` if the invalidation handler itself fails: a bug there
+        means no message can be trusted, so the near cache is dropped, not just revalidated."""
+        self._invalidation.set_failure_handler(drop_near_cache)
+
+    def _on_message(self, data: Any) -> None:
+        """One invalidation message (see :meth:`InvalidationListener.on_message`)."""
+        self._invalidation.on_message(data)
+
+    @property
+    def invalidations(self) -> int:
+        """Invalidations received from writes by other processes (or other tiers)."""
+        return self._invalidation.invalidations
+
+    @property
+    def _listener(self) -> Any:
+        """The background listener (a task, or the sync twin's thread), ``None`` if none."""
+        return self._invalidation.task
 
     def after_fork_in_child(self) -> None:
         # The parent's listener (task or thread) does not exist here; the next watch starts
@@ -925,20 +934,10 @@ class RedisTier:
             self._inherited.append(self._client)
             self._client = self._reconnect()
             self._register_scripts(self._client)
-        self._watch_lock = threading.Lock()
-        self._watchers = {}
-        self._versions = {}
-        self._listener = None
-        self._hearing_all = False
-        self._hearing = set()
+        self._invalidation.after_fork_in_child()
         self._dirty = set()  # the parent repairs its own writes
         self._repairer = None
         self.origin = uuid.uuid4().hex[:12]
-
-    def _marks(self, tag: str | None, skip: str = "") -> list[Callable[[], None]]:
-        with self._watch_lock:
-            groups = self._watchers.values() if tag is None else [self._watchers.get(tag, {})]
-            return [mark for group in groups for name, mark in group.items() if name != skip]
 
     def _channel_of(self, keys: RedisSessionKeys) -> str:
         """Where writes to a session are announced: the deployment's channel, or on Redis
@@ -950,148 +949,6 @@ class RedisTier:
         ``client`` (a client or a pipeline)."""
         command = "SPUBLISH" if self._sharded else "PUBLISH"
         return client.execute_command(command, self._channel_of(keys), message)
-
-    def _mark_tag_stale(self, tag: str) -> None:
-        for mark_stale in self._marks(tag):
-            mark_stale()
-
-    def hears(self, identity: SessionIdentity) -> bool:
-        return self._hearing_all or self.keyspace.session_for(identity).tag in self._hearing
-
-    def _subscribed(self, tag: str | None) -> None:
-        """The server confirmed a subscription (``tag``'s shard channel, or with ``None`` the
-        deployment's channel): from now on we hear its writes, but what was written before
-        was missed, so the copies it covers are revalidated once. (Hearing is noted first:
-        a revalidation racing this still sees the mark and catches up again.)"""
-        if tag is None:
-            with self._watch_lock:
-                self._versions.clear()  # start counting gaps afresh
-            self._hearing_all = True
-            self._mark_all_stale()
-        else:
-            self._hearing.add(tag)
-            self._mark_tag_stale(tag)
-
-    def _deaf(self) -> None:
-        """The invalidation stream broke: no copy is trusted until it is subscribed again
-        (every resolve revalidates meanwhile)."""
-        self._hearing_all = False
-        self._hearing.clear()
-        self._mark_all_stale()
-
-    def _watched_tags(self) -> set[str]:
-        with self._watch_lock:
-            return set(self._watchers)
-
-    def _mark_all_stale(self) -> None:
-        for mark_stale in self._marks(None):
-            mark_stale()
-
-    def _on_message(self, data: Any) -> None:
-        """``<tag> <origin> <writer> <version>``: mark the tag's copies stale, except the
-        writer's own (it already holds its write). Malformed messages are ignored."""
-        text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
-        parts = text.split(" ")
-        if len(parts) != 4:
-            log.debug("ignoring a malformed invalidation message: %r", text[:80])
-            return
-        tag, origin, writer, version = parts
-        ours = origin == self.origin
-        if not ours:
-            self.invalidations += 1  # writes by other processes (or other tiers)
-        self._note_version(tag, int(version) if version.isdigit() else 0)
-        for mark_stale in self._marks(tag, skip=writer if ours else ""):
-            mark_stale()
-
-    def _note_version(self, tag: str, version: int) -> None:
-        """Count a skipped version of a watched session (0: a reset, never a gap)."""
-        with self._watch_lock:
-            if tag not in self._watchers:
-                return
-            last = self._versions.get(tag)
-            if last is not None and version > last + 1:
-                self.stats.version_gaps += 1
-            self._versions[tag] = version
-
-    def set_failure_handler(self, drop_near_cache: Callable[[], None]) -> None:
-        """Call ``drop_near_cache`` if the invalidation handler itself fails: a bug there
-        means no message can be trusted, so the near cache is dropped, not just revalidated."""
-        self._drop_near_cache = drop_near_cache
-
-    def _handler_failed(self) -> None:
-        self._deaf()
-        if self._drop_near_cache is not None:
-            self._drop_near_cache()
-
-    async def _listen(self) -> None:
-        """Follow the invalidation channel until closed. Whenever the subscription (re)starts,
-        every watched session is marked stale: messages sent while we were not subscribed
-        are lost, so nothing cached before then can be trusted without a revalidation. If
-        the listener ends for any other reason, everything is marked stale too."""
-        try:
-            if self._sharded:
-                await ShardListener(self._client, self.keyspace.session_channel).follow(
-                    lambda: self._closing,
-                    self._watched_tags,
-                    self._on_message,
-                    self._subscribed,
-                    self._deaf,
-                    on_failure=self._handler_failed,
-                )
-            else:
-                await self._follow_channel()
-        finally:
-            if self._closing:
-                self._hearing_all = False
-                self._hearing.clear()
-            else:
-                self._deaf()
-
-    async def _follow_channel(self) -> None:
-        delay = 0.05
-        poll = min(0.5, self._options.socket_timeout)
-        while not self._closing:
-            pubsub = self._client.pubsub()
-            heartbeat = Heartbeat(self._options.socket_timeout)
-            try:
-                await pubsub.subscribe(self._channel)
-                checked = self._clock()
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=poll)
-                    if message is not None:
-                        heartbeat.heard()
-                        kind = message.get("type")
-                        if kind == "message":
-                            self._on_message(message["data"])
-                        elif kind == "subscribe":
-                            # Only now does the server deliver our channel's messages: what was
-                            # written before may have been missed, so revalidate everything.
-                            self._subscribed(None)
-                            delay = 0.05
-                    if heartbeat.dead():  # a half-open connection never ends by itself
-                        raise RedisConnectionError(
-                            f"nothing heard on the invalidation subscription for "
-                            f"{heartbeat.silence():.1f} s, a PING unanswered; resubscribing"
-                        )
-                    if heartbeat.due():
-                        await pubsub.ping()
-                        heartbeat.sent()
-                    if self._clock() - checked >= MASTER_CHECK_SECONDS:
-                        checked = self._clock()
-                        if await master_moved(self._client, pubsub):  # Sentinel failover
-                            raise RedisConnectionError("the master moved; resubscribing")
-            except (*_FAILURES, ValueError) as exc:
-                self._deaf()
-                log.debug("invalidation listener: %s; resubscribing", exc)
-            except Exception:  # a failing handler must not leave copies trusted
-                self._handler_failed()
-                log.exception("invalidation listener failed; the near cache is dropped")
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-            if not self._closing:
-                await sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     # -- health -------------------------------------------------------------------------
     def _failed(self, exc: BaseException, where: str, keys: RedisSessionKeys | None) -> None:
@@ -1165,9 +1022,7 @@ class RedisTier:
 
     async def close(self) -> None:
         self._closing = True
-        if self._listener is not None:
-            await stop(self._listener)
-            self._listener = None
+        await self._invalidation.close()
         if self._repairer is not None:
             await stop(self._repairer)
             self._repairer = None
