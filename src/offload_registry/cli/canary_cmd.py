@@ -12,7 +12,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, positive_int
+from offload_registry.cli.ops_common import command_parser, existing_data_root, positive_int
 from offload_registry.metrics import serve_metrics
 from offload_registry.ops.canary import Canary, CanaryPlan
 from offload_registry.sync import SessionRegistry
@@ -40,13 +40,7 @@ def _seconds(text: str) -> float:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "canary",
-        help=HELP,
-        description=HELP,
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(commands, "canary", HELP, EXAMPLE)
     env = os.environ.get
     defaults = CanaryPlan()
     parser.add_argument("--agent", default=defaults.agent, help="its agent namespace")

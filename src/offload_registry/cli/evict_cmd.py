@@ -10,6 +10,7 @@ from typing import Any
 from offload_registry.cli.ops_common import (
     EXIT_FAILURE,
     PROG,
+    command_parser,
     existing_data_root,
     run_job,
     tls_files,
@@ -32,13 +33,7 @@ the form agent:NAME:ID."""
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "evict",
-        help=HELP,
-        description=HELP,
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(commands, "evict", HELP, EXAMPLE)
     parser.add_argument("keys", nargs="*", metavar="KEY", help="sessions to evict")
     parser.add_argument("--idle-for", metavar="DURATION", help="every session idle this long")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

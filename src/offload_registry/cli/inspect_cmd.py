@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, tls_files
+from offload_registry.cli.ops_common import command_parser, existing_data_root, tls_files
 from offload_registry.jsjson import dumps_js
 from offload_registry.store.urls import TierOptions
 from offload_registry.sync import SessionCtx, SessionRegistry
@@ -15,7 +15,7 @@ EXAMPLE = "Example: offload-registry inspect --json agent:main:s1 agent:review:p
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("inspect", help=HELP, description=HELP, epilog=EXAMPLE)
+    parser = command_parser(commands, "inspect", HELP, EXAMPLE)
     parser.add_argument("keys", nargs="+", metavar="KEY", help="session keys (agent:NAME:ID)")
     parser.add_argument("--real-session-id", help="the real session id the caller would pass")
     parser.add_argument("--json", action="store_true", help="one JSON object per key and line")

@@ -19,6 +19,25 @@ PROG = "offload-registry"
 EXIT_FAILURE = 1
 
 
+def command_parser(commands: Any, name: str, help_text: str, epilog: str) -> Any:
+    """The subcommand ``name``: its help line doubles as its description, and its epilog
+    (examples, exit statuses) is printed as written."""
+    return commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def agent_option(parser: Any) -> None:
+    """``--agent NAME`` (repeatable): limit a scan of the data root to these agent directories."""
+    parser.add_argument(
+        "--agent", action="append", metavar="NAME", help="only this agent directory (repeatable)"
+    )
+
+
 def positive_int(text: str) -> int:
     """An ``argparse`` type: an integer of at least 1."""
     value = int(text)

@@ -6,7 +6,13 @@ import argparse
 import json
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, run_job, tls_files
+from offload_registry.cli.ops_common import (
+    agent_option,
+    command_parser,
+    existing_data_root,
+    run_job,
+    tls_files,
+)
 from offload_registry.errors import ConfigurationError
 from offload_registry.ops.discover import agent_names
 from offload_registry.ops.sessions import SessionRow, list_sessions
@@ -28,16 +34,8 @@ Exit status 0, 1 when Redis cannot be reached, 2 for bad usage."""
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "sessions",
-        help=HELP,
-        description=HELP,
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--agent", action="append", metavar="NAME", help="only this agent directory (repeatable)"
-    )
+    parser = command_parser(commands, "sessions", HELP, EXAMPLE)
+    agent_option(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per session")
     parser.set_defaults(run=run)
 

@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from offload_registry.cli.ops_common import PROG, port_number, positive_int, run_job, tls_files
+from offload_registry.cli.ops_common import (
+    PROG,
+    command_parser,
+    port_number,
+    positive_int,
+    run_job,
+    tls_files,
+)
 from offload_registry.errors import ConfigurationError
 from offload_registry.ops.tier import TlsFiles, open_tier
 from offload_registry.testing.server import RedisServerProcess
@@ -48,7 +55,7 @@ def positive_float(text: str) -> float:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("simulate", help=HELP, description=HELP, epilog=EXAMPLE)
+    parser = command_parser(commands, "simulate", HELP, EXAMPLE)
     parser.add_argument("--workers", type=positive_int, default=4, help="worker processes (4)")
     parser.add_argument("--sessions", type=positive_int, default=3, help="shared sessions (3)")
     parser.add_argument("--seconds", type=positive_float, default=4.0, help="traffic duration (4)")

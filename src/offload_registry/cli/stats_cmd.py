@@ -6,7 +6,13 @@ import argparse
 import json
 from typing import Any
 
-from offload_registry.cli.ops_common import existing_data_root, positive_int, run_job, tls_files
+from offload_registry.cli.ops_common import (
+    command_parser,
+    existing_data_root,
+    positive_int,
+    run_job,
+    tls_files,
+)
 from offload_registry.ops.discover import Unreadable
 from offload_registry.ops.stats import DEFAULT_SAMPLE, Stats, stats
 from offload_registry.ops.tier import check_url, open_tier
@@ -16,7 +22,7 @@ EXAMPLE = "Example: offload-registry stats --json --sample 500"
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("stats", help=HELP, description=HELP, epilog=EXAMPLE)
+    parser = command_parser(commands, "stats", HELP, EXAMPLE)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--sample",

@@ -10,6 +10,7 @@ from typing import Any
 from offload_registry.cli.ops_common import (
     EXIT_FAILURE,
     PROG,
+    command_parser,
     existing_data_root,
     run_job,
     tls_files,
@@ -34,13 +35,7 @@ Journals are never written."""
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "verify",
-        help=HELP,
-        description=HELP,
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(commands, "verify", HELP, EXAMPLE)
     parser.add_argument("keys", nargs="*", metavar="KEY", help="only these sessions")
     parser.add_argument("--repair", action="store_true", help="rewrite Redis from the journals")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")

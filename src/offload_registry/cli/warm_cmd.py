@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from offload_registry.cli.ops_common import (
+    agent_option,
+    command_parser,
     existing_data_root,
     positive_int,
     run_job,
@@ -29,16 +31,8 @@ Exit status 0 when every session is in Redis (damaged lines are reported, not fa
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "warm",
-        help=HELP,
-        description=HELP,
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--agent", action="append", metavar="NAME", help="only this agent directory (repeatable)"
-    )
+    parser = command_parser(commands, "warm", HELP, EXAMPLE)
+    agent_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
     parser.add_argument(
         "--batch", type=positive_int, default=DEFAULT_BATCH, help="sessions per round trip (256)"
