@@ -20,7 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from offload_registry.testing import server as embedded_server
+from offload_registry.testing import binary as embedded_server
 from offload_registry.testing.server import (
     ENV_SERVER_BIN,
     RedisServerProcess,

@@ -1,5 +1,6 @@
-"""Harnesses for tests: real Redis-compatible servers (:mod:`.server`) and the multi-process
-load generator and invariant checker behind ``offload-registry simulate`` (:mod:`.simulate`).
+"""Harnesses for tests: real Redis-compatible servers (:mod:`.server`; :mod:`.binary` finds their
+binary and a free port) and the multi-process load generator and invariant checker behind
+``offload-registry simulate`` (:mod:`.simulate`).
 
 Public, so an application's own tests can start a real server as this project's tests do::
 
@@ -10,15 +11,13 @@ Public, so an application's own tests can start a real server as this project's 
             ...
 """
 
-from offload_registry.testing.server import (
+from offload_registry.testing.binary import (
     ENV_SERVER_BIN,
-    RedisServerProcess,
-    ServerOptions,
-    TlsFiles,
     bundled_server_binary,
     find_server_binary,
     free_port,
 )
+from offload_registry.testing.server import RedisServerProcess, ServerOptions, TlsFiles
 
 __all__ = [
     "ENV_SERVER_BIN",
