@@ -13,7 +13,7 @@ from typing import Any
 
 from offload_registry._async.registry import default_data_root
 from offload_registry.errors import ConfigurationError
-from offload_registry.ops.tier import TlsFiles
+from offload_registry.ops.tier import TierTlsFiles
 
 PROG = "offload-registry"
 EXIT_FAILURE = 1
@@ -46,7 +46,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def tls_files(args: argparse.Namespace) -> TlsFiles:
+def tls_files(args: argparse.Namespace) -> TierTlsFiles:
     """The global ``--tls-*-file`` options as :class:`TierOptions` fields."""
     return {
         "ssl_ca_certs": getattr(args, "tls_ca_file", None),

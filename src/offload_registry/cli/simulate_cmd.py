@@ -32,7 +32,7 @@ from offload_registry.cli.ops_common import (
     tls_files,
 )
 from offload_registry.errors import ConfigurationError
-from offload_registry.ops.tier import TlsFiles, open_tier
+from offload_registry.ops.tier import TierTlsFiles, open_tier
 from offload_registry.testing.server import RedisServerProcess
 from offload_registry.testing.simulate import (
     Checked,
@@ -91,7 +91,7 @@ def _redis_for(args: argparse.Namespace) -> Iterator[tuple[str | None, RedisServ
             yield server.url, server
 
 
-async def _reachable(data_root: Path, url: str, prefix: str, tls: TlsFiles) -> int:
+async def _reachable(data_root: Path, url: str, prefix: str, tls: TierTlsFiles) -> int:
     """Raise ``RedisUnavailableError`` (exit 1) when the given Redis does not answer: the
     workers would silently run on the journals and the report would check nothing."""
     async with open_tier(data_root, url, key_prefix=prefix, read_only=True, tls=tls):

@@ -15,10 +15,10 @@ from offload_registry.errors import ConfigurationError, RedisUnavailableError
 from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.urls import TierOptions, parse_redis_url
 
-__all__ = ["NO_TLS", "RedisUnavailableError", "TlsFiles", "check_url", "open_tier"]
+__all__ = ["NO_TLS", "RedisUnavailableError", "TierTlsFiles", "check_url", "open_tier"]
 
 
-class TlsFiles(TypedDict):
+class TierTlsFiles(TypedDict):
     """The TLS files of :class:`TierOptions`, as an operator command was given them."""
 
     ssl_ca_certs: str | None
@@ -26,7 +26,7 @@ class TlsFiles(TypedDict):
     ssl_keyfile: str | None
 
 
-NO_TLS: TlsFiles = {"ssl_ca_certs": None, "ssl_certfile": None, "ssl_keyfile": None}
+NO_TLS: TierTlsFiles = {"ssl_ca_certs": None, "ssl_certfile": None, "ssl_keyfile": None}
 
 
 def check_url(url: str | None, command: str) -> str:
@@ -47,7 +47,7 @@ async def open_tier(
     *,
     key_prefix: str,
     read_only: bool,
-    tls: TlsFiles | None = None,
+    tls: TierTlsFiles | None = None,
 ) -> AsyncIterator[RedisTier]:
     """A started tier on the data root's keyspace (its deployment id checked as a worker's
     is); raises :class:`RedisUnavailableError` when Redis does not answer. ``tls``: the

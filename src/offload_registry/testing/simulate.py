@@ -27,7 +27,7 @@ from typing import Any
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
 from offload_registry.metrics import serve_metrics
-from offload_registry.ops.tier import TlsFiles
+from offload_registry.ops.tier import TierTlsFiles
 from offload_registry.session_state import normalize_id
 from offload_registry.store.urls import TierOptions, redact
 from offload_registry.sync import SessionRegistry
@@ -55,7 +55,7 @@ class WorkerPlan:
     redis_url: str | None
     key_prefix: str
     metrics_port: int | None = None
-    tls: TlsFiles | None = None
+    tls: TierTlsFiles | None = None
 
 
 @dataclass
@@ -95,7 +95,7 @@ def open_registry(
     plan_root: str,
     url: str | None,
     prefix: str,
-    tls: TlsFiles | None = None,
+    tls: TierTlsFiles | None = None,
     **kwargs: Any,
 ) -> SessionRegistry:
     """A blocking registry as a simulated worker opens it (short Redis timeouts, TLS files)."""
@@ -247,7 +247,7 @@ def check_invariants(
     prefix: str,
     *,
     checked: Checked | None = None,
-    tls: TlsFiles | None = None,
+    tls: TierTlsFiles | None = None,
 ) -> list[str]:
     """Every violation found, as a sentence (empty when all invariants hold); ``checked``
     receives how many sessions could be compared with Redis."""
@@ -287,7 +287,7 @@ class Checked:
 
 
 def _compare_with_redis(
-    data_root: Path, key: str, truth: Any, url: str, prefix: str, *, tls: TlsFiles | None
+    data_root: Path, key: str, truth: Any, url: str, prefix: str, *, tls: TierTlsFiles | None
 ) -> tuple[bool, list[str]]:
     """``(compared, violations)``: a session Redis does not hold is not compared."""
     with open_registry(str(data_root), url, prefix, tls, read_only=True) as shared:
