@@ -23,6 +23,7 @@ from offload_registry.errors import (
     ServerNotRunningError,
     ServerStartError,
     UnsafePathError,
+    UsageError,
 )
 from offload_registry.fsutil import FsyncPolicy
 from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
@@ -52,6 +53,7 @@ __all__ = [
     "SessionRegistry",
     "TierOptions",
     "UnsafePathError",
+    "UsageError",
     "is_internal_memory_session",
     "parse_session_key",
 ]

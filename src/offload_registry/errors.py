@@ -2,7 +2,7 @@
 
 ::
 
-    OffloadRegistryError                  base of everything raised on purpose
+    OffloadRegistryError (Exception)      base of everything raised on purpose
     ├── InvalidSessionKeyError (ValueError)   a key or session id that cannot name a safe path
     ├── InvalidToolCallIdError (ValueError)   a tool call id with no canonical form (not a
     │                                         string, or empty once unsafe characters go)
@@ -20,6 +20,7 @@
     │   ├── LeaseUnavailableError                 another holder has the lease
     │   └── LeaseLostError                        the lease expired or was superseded: a
     │                                             write under it is refused (stale token)
+    ├── UsageError                            ``cli``: bad usage or input (one line, exit 2)
     ├── ServerBinaryNotFound                  ``testing``: no Redis-compatible server binary
     ├── ServerStartError (RuntimeError)       ``testing``: a server process did not come up
     └── ServerNotRunningError (RuntimeError)  ``testing``: pause/resume/... without a live server
@@ -128,6 +129,13 @@ class LeaseLostError(LeaseError):
         self.reason = reason
         newer = f"; the current token is {current}" if current is not None else ""
         super().__init__(f"lease {token} of {session_key!r} is lost: {reason}{newer}")
+
+
+class UsageError(OffloadRegistryError):
+    """Bad usage or bad input on the command line: reported as one line on stderr, exit status 2.
+
+    Raised by the ``offload-registry`` command's argument parser, never by the library API.
+    """
 
 
 class ServerBinaryNotFound(OffloadRegistryError):  # noqa: N818 - public name fixed by the API

@@ -43,15 +43,12 @@ from offload_registry.errors import (
     OffloadRegistryError,
     RedisUnavailableError,
     ServerBinaryNotFound,
+    UsageError,
 )
 from offload_registry.store.diagnose import configuration_problem
 
 PROG = "offload-registry"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad usage or bad input: reported as one line on stderr, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
