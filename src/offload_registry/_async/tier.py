@@ -2,11 +2,12 @@
 journals, and the tier used when there is none.
 
 Data flows one way: key -> near cache -> shared tier -> journal. Writes go journal first,
-then the shared tier, then the near cache. A tier never raises to the caller for a miss, a
-corrupt value or an outage (only ``start`` raises, for misconfiguration): ``load`` answers
-``None`` and the journal rebuilds; a failed publish is logged, and the tier repairs the
-session later (readers always catch up from the journal past the position a snapshot
-reflects, so a tier that lags is slower, never wrong).
+then the cached copy's sets, then the shared tier (a claim asks the tier's claim filter
+before the journal, which can only make it lose sooner). A tier never raises to the caller
+for a miss, a corrupt value or an outage (only ``start`` raises, for misconfiguration):
+``load`` answers ``None`` and the journal rebuilds; a failed publish is logged, and the tier
+repairs the session later (readers always catch up from the journal past the position a
+snapshot reflects, so a tier that lags is slower, never wrong).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Redis URLs: parsing and redaction.
 
-Pure: no I/O, no imports of any backend. :func:`parse_redis_url` turns a URL into a
-:class:`RedisTarget`; the tier's ``connect`` (``_async/redis_tier.py``, twinned because its
-clients are) builds the client its scheme names.
+Pure: no I/O, no redis-py. :func:`parse_redis_url` turns a URL into a :class:`RedisTarget`;
+``connect`` (``_async/connection.py``, twinned because its clients are) builds the client its
+scheme names.
 
 Supported URLs (user name and password optional everywhere, percent-encoded when they hold
 ``@ : / ? #``; a password may also come as ``?password=``)::
@@ -75,7 +75,7 @@ class RedisTarget:
 
     ``hosts`` is empty for ``unix://`` (see ``socket_path``) and ``memory://``;
     ``service_name`` is set for ``redis+sentinel://`` only. ``query`` keeps the URL's other
-    query parameters, in order, for the backend to interpret (``password``, ``username``
+    query parameters, in order, for ``connect`` to interpret (``password``, ``username``
     and ``db`` are taken out into their own fields).
     """
 
@@ -100,7 +100,7 @@ class RedisTarget:
 
 @dataclass(frozen=True, slots=True)
 class TierOptions:
-    """Connection and key settings every backend factory receives.
+    """Connection and key settings of the shared tier, whatever the URL's scheme.
 
     Timeouts are in seconds and must be finite and positive; the idle TTL (refreshed at most
     once per interval by the tier) must be a positive whole number of seconds.
