@@ -225,9 +225,14 @@ class SessionRegistry:
         files = SessionFiles(
             paths, self._fsync, self._read_only, self._file_mode, clock_ms=self._clock_ms
         )
-        manager = OffloadStateManager(identity, files, self._tier)
-        manager.stats = self.stats
-        manager.clock_ns = self._clock_ns
+        manager = OffloadStateManager(
+            identity,
+            files,
+            self._tier,
+            clock_ns=self._clock_ns,
+            stats=self.stats,
+            on_resize=functools.partial(self._reweigh, session_key),
+        )
         self._managers.add(manager)
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
@@ -244,7 +249,6 @@ class SessionRegistry:
         ctx = SessionCtx(session_key, manager, self._clock_ms())
         with self._cache_lock:
             evicted = self._cache.put(session_key, ctx)
-        manager.on_resize = lambda: self._reweigh(session_key)
         self._forget(evicted)
         return ctx
 
