@@ -11,8 +11,8 @@ import offload_registry
 from offload_registry import errors, sync
 from offload_registry._async.lease import Lease as AsyncLease
 from offload_registry._sync.lease import Lease as SyncLease
+from offload_registry.config import TierOptions
 from offload_registry.fsutil import FsyncPolicy
-from offload_registry.store.urls import TierOptions
 
 # The command line's own signal for "print usage, exit 2": never raised by the library.
 _CLI_ONLY = {"offload_registry.cli.main.UsageError"}
