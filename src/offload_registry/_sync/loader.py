@@ -45,7 +45,10 @@ def load_session(
     then: Callable[[], object] | None = None,
 ) -> LoadedSession:
     """The session's state by the policy above (``writer``: the copy's name in invalidation
-    messages; ``then``, blocking, runs in the thread that reads the files' positions)."""
+    messages; ``then``, blocking, runs in the thread that reads the files' positions).
+
+    Concurrency: across processes one caller at a time rebuilds a session the tier lacks
+    (the tier's rebuild lock); every publish is best effort, the files staying the truth."""
     probe = Pending(_then(files.positions, then))
     try:
         loaded = _from_tier_or_journal(identity, files, tier, stats)
