@@ -35,6 +35,7 @@ REPLACEMENTS: list[tuple[str, str]] = [
     (r"\baclose\b", "close"),
     (r"\bAsyncRetrying\b", "Retrying"),
     (r"\basynccontextmanager\b", "contextmanager"),
+    (r"\bAbstractAsyncContextManager\b", "AbstractContextManager"),
 ]
 
 

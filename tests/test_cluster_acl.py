@@ -27,10 +27,10 @@ import pytest
 
 from cluster_fixtures import LocalCluster, command, redis_cluster
 from offload_registry import SessionRegistry
+from offload_registry.config import TierOptions
 from offload_registry.errors import RedisPermissionError
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import Keyspace
-from offload_registry.store.urls import TierOptions
 from test_redis_faults import REGISTRY_COMMANDS, SESSIONS, Workload, described, entry, truth
 
 __all__ = ["redis_cluster"]

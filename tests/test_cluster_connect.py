@@ -11,8 +11,9 @@ from redis.crc import key_slot
 
 from offload_registry import SessionRegistry
 from offload_registry._async.redis_tier import connect
+from offload_registry.config import TierOptions
 from offload_registry.store.keyspace import Keyspace
-from offload_registry.store.urls import TierOptions, parse_redis_url
+from offload_registry.store.urls import parse_redis_url
 from offload_registry.testing.server import free_port
 
 OPTIONS = TierOptions(socket_timeout=0.4, connect_timeout=0.3)

@@ -19,8 +19,8 @@ from uuid import uuid4
 import pytest
 
 from offload_registry import SessionRegistry
+from offload_registry.config import TierOptions
 from offload_registry.errors import RedisPermissionError
-from offload_registry.store.urls import TierOptions
 from offload_registry.testing.server import (
     RedisServerProcess,
     ServerOptions,

@@ -19,10 +19,10 @@ from redis.exceptions import OutOfMemoryError
 from offload_registry import SessionRegistry
 from offload_registry._async.redis_tier import open_redis_tier
 from offload_registry.changes import TierSnapshot
+from offload_registry.config import TierOptions
 from offload_registry.keys import resolve_identity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
-from offload_registry.store.urls import TierOptions
 from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import cli_json, journal_truth, redis_view, run_cli, unique_prefix
 from session_helpers import described, entry, truth

@@ -22,7 +22,7 @@ import pytest
 
 from offload_registry import SessionRegistry
 from offload_registry._async import manager as manager_module
-from offload_registry.store.urls import TierOptions
+from offload_registry.config import TierOptions
 from offload_registry.testing.server import RedisServerProcess
 from session_helpers import entry
 

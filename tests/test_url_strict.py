@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError
-from offload_registry.store.urls import TierOptions, apply_url_options, parse_redis_url
+from offload_registry.store.urls import apply_url_options, parse_redis_url
 from offload_registry.sync import SessionRegistry
 from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import run_cli

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError
 from offload_registry.store.urls import (
     SCHEMES,
     HostPort,
-    TierOptions,
     parse_redis_url,
     redact,
 )

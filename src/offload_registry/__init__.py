@@ -6,6 +6,8 @@ The asyncio API is here; ``offload_registry.sync`` holds blocking twins of the s
 from offload_registry._async.lease import Lease
 from offload_registry._async.manager import OffloadStateManager
 from offload_registry._async.registry import SessionCtx, SessionRegistry
+from offload_registry._async.tier import NoSharedTier, SharedTier
+from offload_registry.config import TierOptions
 from offload_registry.errors import (
     CodecError,
     ConfigurationError,
@@ -27,7 +29,7 @@ from offload_registry.errors import (
 )
 from offload_registry.fsutil import FsyncPolicy
 from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
-from offload_registry.store.urls import TierOptions
+from offload_registry.stats import RegistryStats
 
 __all__ = [
     "CodecError",
@@ -40,17 +42,20 @@ __all__ = [
     "LeaseError",
     "LeaseLostError",
     "LeaseUnavailableError",
+    "NoSharedTier",
     "OffloadRegistryError",
     "OffloadStateManager",
     "RedisPermissionError",
     "RedisUnavailableError",
     "RegistryClosedError",
+    "RegistryStats",
     "ServerBinaryNotFound",
     "ServerNotRunningError",
     "ServerStartError",
     "SessionCtx",
     "SessionKey",
     "SessionRegistry",
+    "SharedTier",
     "TierOptions",
     "UnsafePathError",
     "UsageError",

@@ -37,7 +37,7 @@ from typing import Any
 
 from history.faults import die_after
 from history.record import HistoryWriter
-from offload_registry.store.urls import TierOptions
+from offload_registry.config import TierOptions
 from offload_registry.sync import OffloadStateManager, SessionRegistry
 
 OPERATIONS = ("resolve", "read", "append", "mark", "claim", "evict", "refresh", "lease", "view")

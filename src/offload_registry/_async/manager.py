@@ -23,16 +23,15 @@ from typing import Any, TypeVar
 from offload_registry import agent_files
 from offload_registry._async._primitives import (
     Lock,
-    Pending,
     Thunk,
     run_blocking,
     run_to_completion,
 )
 from offload_registry._async.lease import Lease, LeaseKeeper
+from offload_registry._async.loader import load_session
 from offload_registry._async.tier import SharedTier
 from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
-from offload_registry.codec import watermark_id
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
@@ -57,22 +56,6 @@ _TRUST_NS = int(TRUST_SECONDS * 1e9)
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
 
 
-V = TypeVar("V")
-
-
-def _then(work: Callable[[], V], then: Callable[[], object] | None) -> Callable[[], V]:
-    """``work``, followed by ``then`` when ``work`` returned (one call, for one thread hop)."""
-    if then is None:
-        return work
-
-    def both() -> V:
-        result = work()
-        then()
-        return result
-
-    return both
-
-
 class OffloadStateManager:
     """The per-session state of the seed's ``OffloadStateManager``, shared through the journal.
 
@@ -93,9 +76,14 @@ class OffloadStateManager:
         tier: SharedTier,
         *,
         clock: Callable[[], float] = time.monotonic,
+        clock_ns: Callable[[], int] = time.time_ns,
+        stats: RegistryStats | None = None,
+        on_resize: Callable[[], None] | None = None,
     ) -> None:
         """``clock`` (monotonic seconds) times the session's leases; lease records expire by
-        ``files.clock_ms``."""
+        ``files.clock_ms``. A registry passes its own ``clock_ns`` (wall clock, ns: when a
+        copy must be revalidated), its ``stats`` (shared by its sessions) and ``on_resize``
+        (called when the copy grew or shrank, so the near cache re-weighs it)."""
         self.identity = identity
         self._files = files
         self._tier = tier
@@ -117,15 +105,15 @@ class OffloadStateManager:
         self.stale = False  # set by the invalidation listener, cleared by revalidate()
         # When this copy must next be revalidated even if nothing marked it stale (by
         # ``clock_ns``, the registry's clock); see TRUST_SECONDS.
-        self.clock_ns: Callable[[], int] = time.time_ns
+        self.clock_ns = clock_ns
         self.trusted_until = 0
         self._invalidations = 0  # counts mark_stale() calls, so revalidate() never loses one
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
         self.invalid_lines = 0
         self._leases = LeaseKeeper(identity, files, tier, clock=clock)
-        self.on_resize: Callable[[], None] | None = None  # the near cache re-weighs us
-        self.stats = RegistryStats()  # replaced by the registry's own, shared by its sessions
+        self.on_resize = on_resize
+        self.stats = stats if stats is not None else RegistryStats()
 
     # -- identity and state ---------------------------------------------------------------
     @property
@@ -190,47 +178,26 @@ class OffloadStateManager:
 
     # -- loading --------------------------------------------------------------------------
     async def load(self, then: Callable[[], object] | None = None) -> None:
-        """Fill the state from the shared tier, or rebuild it from the journal and publish it.
-
-        A state from the shared tier reflects a journal position; whatever was written past
-        it (while Redis was down, by a process without Redis such as the seed, or lost in a
-        failover) is read from the journal's tail, so a lagging tier is never served stale.
-        The files' current positions are read in a worker thread while the tier answers
-        (then ``then``, blocking, runs in that thread too): when the tier's copy stands
-        exactly there, the state is the files' state at that moment and nothing is read.
-        """
+        """Fill the state from the shared tier, caught up with the files, or rebuild it from
+        the journal and publish it (the policy is ``loader.load_session``'s; ``then``,
+        blocking, runs in the thread that reads the files' positions)."""
         self.trusted_until = self.clock_ns() + _TRUST_NS  # before reading anything
-        probe = Pending(_then(self._files.positions, then))
-        try:
-            snapshot, from_tier = await self._tier.load_or_rebuild(self.identity, self._rebuild)
-        except BaseException:
-            await probe.settle()
-            raise
-        journal_at, claims_at = await probe.result()
-        self._install(snapshot)
+        loaded = await load_session(
+            self.identity,
+            self._files,
+            self._tier,
+            writer=self.writer_id,
+            stats=self.stats,
+            then=then,
+        )
+        self._install(loaded.snapshot)
+        self.source = loaded.source
+        self._from_disk = not loaded.from_tier
+        self.corrupt_lines, self.invalid_lines = loaded.corrupt_lines, loaded.invalid_lines
         if not self._tier.hears(self.identity):
             # Nobody could tell this copy of a later write: revalidate it on every resolve
             # until the invalidation stream is back (which marks it stale once more).
             self.mark_stale()
-        self._from_disk = not from_tier
-        if not from_tier:
-            self.source = "journal"
-            return
-        self.source = self._tier.name
-        if watermark_id(journal_at) == watermark_id(snapshot.watermark) and watermark_id(
-            claims_at
-        ) == watermark_id(snapshot.claims_watermark):
-            return  # the files end where the tier's copy does: nothing to catch up
-        if await self._catch_up_files():
-            await self._tier.publish(self.identity, self.snapshot(), self.writer_id)
-
-    async def _rebuild(self) -> TierSnapshot:
-        started = time.perf_counter()
-        rebuilt = await run_blocking(self._files.rebuild)
-        self.stats.rebuilds += 1
-        self.stats.rebuild_seconds += time.perf_counter() - started
-        self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
-        return rebuilt.snapshot()
 
     def mark_stale(self) -> None:
         """Another process wrote this session (or writes may have been missed): the next

@@ -12,6 +12,7 @@ keys or restarted empty costs time, never correctness.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -49,7 +50,8 @@ from offload_registry._async._primitives import (
 )
 from offload_registry._async.connection import close_client, connect, is_cluster
 from offload_registry._async.invalidation import InvalidationListener
-from offload_registry.changes import APPEND, SessionChange, TierSnapshot
+from offload_registry._async.tier import LoadStatus, publish_nothing
+from offload_registry.changes import APPEND, RebuildTurn, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
     Delta,
@@ -410,10 +412,12 @@ class RedisTier:
 
     # -- reads --------------------------------------------------------------------------
     async def load(self, identity: SessionIdentity) -> TierSnapshot | None:
-        snapshot, _ = await self._load_with_status(identity)
+        snapshot, _ = await self.load_with_status(identity)
         return snapshot
 
-    async def _load_with_status(self, identity: SessionIdentity) -> tuple[TierSnapshot | None, str]:
+    async def load_with_status(
+        self, identity: SessionIdentity
+    ) -> tuple[TierSnapshot | None, LoadStatus]:
         """The session from Redis and how the read went: ``hit``, ``miss``, ``bad`` (a value
         that cannot be used) or ``outage`` (Redis did not answer)."""
         if not self.breaker.allow():
@@ -484,42 +488,44 @@ class RedisTier:
             extra={"session_key": identity.session_key},
         )
 
-    async def load_or_rebuild(
-        self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
-    ) -> tuple[TierSnapshot, bool]:
-        snapshot, status = await self._load_with_status(identity)
-        if snapshot is not None:
-            return snapshot, True
+    @contextlib.asynccontextmanager
+    async def rebuild_lock(
+        self, identity: SessionIdentity, status: LoadStatus
+    ) -> AsyncIterator[RebuildTurn]:
+        """The distributed single flight of a rebuild (``SET NX PX`` with a token): the
+        holder rebuilds and publishes, the others poll for its copy and, after
+        ``REBUILD_WAIT_SECONDS``, rebuild too. When Redis did not answer there is no lock and
+        no publish, so a caller never waits on it twice."""
         if status == "outage" or not self.breaker.allow():
-            # Redis did not answer: no lock, no publish, so a call never waits on it twice.
-            return await rebuild(), False
+            yield RebuildTurn(None, publish_nothing)
+            return
         keys = self.keyspace.session_for(identity)
         token = uuid.uuid4().hex
         try:
             leader = await self._client.set(keys.lock, token, nx=True, px=REBUILD_LOCK_MS)
         except _FAILURES as exc:
             self._failed(exc, "lock", keys)
-            return await rebuild(), False
-        if leader and status == "miss":
-            # Another worker may have published and released the lock since our miss.
-            snapshot, status = await self._load_with_status(identity)
-            if snapshot is not None:
-                await self._release(keys, token)
-                return snapshot, True
-        elif not leader:
-            waited = await self._wait_for_rebuild(identity)
-            if waited is not None:
-                return waited, True
+            yield RebuildTurn(None, publish_nothing)
+            return
         try:
-            snapshot = await rebuild()
-            self.stats.rebuilds += 1
+            found = None
+            if leader and status == "miss":
+                # Another worker may have published and released the lock since our miss.
+                found, status = await self.load_with_status(identity)
+            elif not leader:
+                found = await self._wait_for_rebuild(identity)
             # A bad value must be replaced; a plain miss must not overwrite a newer publish.
             mode = "always" if status == "bad" else "if-absent"
-            await self._publish_snapshot(keys, snapshot, mode=mode)
-            return snapshot, False
+            yield RebuildTurn(found, lambda snapshot: self._publish_rebuilt(keys, snapshot, mode))
         finally:
             if leader:
                 await self._release(keys, token)
+
+    async def _publish_rebuilt(
+        self, keys: RedisSessionKeys, snapshot: TierSnapshot, mode: str
+    ) -> None:
+        self.stats.rebuilds += 1
+        await self._publish_snapshot(keys, snapshot, mode=mode)
 
     async def _wait_for_rebuild(self, identity: SessionIdentity) -> TierSnapshot | None:
         """Another process holds the rebuild lock: poll for its result, within a budget."""

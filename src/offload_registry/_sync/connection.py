@@ -30,9 +30,10 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError
 from offload_registry.store.memory import memory_server
-from offload_registry.store.urls import RedisTarget, TierOptions
+from offload_registry.store.urls import RedisTarget
 
 CLUSTER_RETRIES = 3
 """redis-py's own retries of one cluster command (connection errors, CLUSTERDOWN, TRYAGAIN),

@@ -37,10 +37,10 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from offload_registry._sync._primitives import running, sleep, spawn, stop
 from offload_registry._sync.connection import master_moved
+from offload_registry.config import TierOptions
 from offload_registry.store.heartbeat import Heartbeat
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.store.records import TierStats, _Resubscribe
-from offload_registry.store.urls import TierOptions
 
 log = logging.getLogger("offload_registry.redis")
 

@@ -13,6 +13,7 @@ keys or restarted empty costs time, never correctness.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -50,7 +51,8 @@ from offload_registry._sync._primitives import (
 )
 from offload_registry._sync.connection import close_client, connect, is_cluster
 from offload_registry._sync.invalidation import InvalidationListener
-from offload_registry.changes import APPEND, SessionChange, TierSnapshot
+from offload_registry._sync.tier import LoadStatus, publish_nothing
+from offload_registry.changes import APPEND, RebuildTurn, SessionChange, TierSnapshot
 from offload_registry.codec import (
     CodecError,
     Delta,
@@ -411,10 +413,12 @@ class RedisTier:
 
     # -- reads --------------------------------------------------------------------------
     def load(self, identity: SessionIdentity) -> TierSnapshot | None:
-        snapshot, _ = self._load_with_status(identity)
+        snapshot, _ = self.load_with_status(identity)
         return snapshot
 
-    def _load_with_status(self, identity: SessionIdentity) -> tuple[TierSnapshot | None, str]:
+    def load_with_status(
+        self, identity: SessionIdentity
+    ) -> tuple[TierSnapshot | None, LoadStatus]:
         """The session from Redis and how the read went: ``hit``, ``miss``, ``bad`` (a value
         that cannot be used) or ``outage`` (Redis did not answer)."""
         if not self.breaker.allow():
@@ -485,42 +489,44 @@ class RedisTier:
             extra={"session_key": identity.session_key},
         )
 
-    def load_or_rebuild(
-        self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
-    ) -> tuple[TierSnapshot, bool]:
-        snapshot, status = self._load_with_status(identity)
-        if snapshot is not None:
-            return snapshot, True
+    @contextlib.contextmanager
+    def rebuild_lock(
+        self, identity: SessionIdentity, status: LoadStatus
+    ) -> Iterator[RebuildTurn]:
+        """The distributed single flight of a rebuild (``SET NX PX`` with a token): the
+        holder rebuilds and publishes, the others poll for its copy and, after
+        ``REBUILD_WAIT_SECONDS``, rebuild too. When Redis did not answer there is no lock and
+        no publish, so a caller never waits on it twice."""
         if status == "outage" or not self.breaker.allow():
-            # Redis did not answer: no lock, no publish, so a call never waits on it twice.
-            return rebuild(), False
+            yield RebuildTurn(None, publish_nothing)
+            return
         keys = self.keyspace.session_for(identity)
         token = uuid.uuid4().hex
         try:
             leader = self._client.set(keys.lock, token, nx=True, px=REBUILD_LOCK_MS)
         except _FAILURES as exc:
             self._failed(exc, "lock", keys)
-            return rebuild(), False
-        if leader and status == "miss":
-            # Another worker may have published and released the lock since our miss.
-            snapshot, status = self._load_with_status(identity)
-            if snapshot is not None:
-                self._release(keys, token)
-                return snapshot, True
-        elif not leader:
-            waited = self._wait_for_rebuild(identity)
-            if waited is not None:
-                return waited, True
+            yield RebuildTurn(None, publish_nothing)
+            return
         try:
-            snapshot = rebuild()
-            self.stats.rebuilds += 1
+            found = None
+            if leader and status == "miss":
+                # Another worker may have published and released the lock since our miss.
+                found, status = self.load_with_status(identity)
+            elif not leader:
+                found = self._wait_for_rebuild(identity)
             # A bad value must be replaced; a plain miss must not overwrite a newer publish.
             mode = "always" if status == "bad" else "if-absent"
-            self._publish_snapshot(keys, snapshot, mode=mode)
-            return snapshot, False
+            yield RebuildTurn(found, lambda snapshot: self._publish_rebuilt(keys, snapshot, mode))
         finally:
             if leader:
                 self._release(keys, token)
+
+    def _publish_rebuilt(
+        self, keys: RedisSessionKeys, snapshot: TierSnapshot, mode: str
+    ) -> None:
+        self.stats.rebuilds += 1
+        self._publish_snapshot(keys, snapshot, mode=mode)
 
     def _wait_for_rebuild(self, identity: SessionIdentity) -> TierSnapshot | None:
         """Another process holds the rebuild lock: poll for its result, within a budget."""

@@ -8,7 +8,6 @@ resolves of one key in this process do the work once.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -24,6 +23,7 @@ from offload_registry._sync._primitives import SingleFlight
 from offload_registry._sync.manager import OffloadStateManager
 from offload_registry._sync.redis_tier import open_redis_tier
 from offload_registry._sync.tier import NoSharedTier, SharedTier
+from offload_registry.config import TierOptions, registry_tier_options
 from offload_registry.errors import ConfigurationError, RegistryClosedError
 from offload_registry.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, check_file_mode
 from offload_registry.keys import is_internal_memory_session, resolve_identity
@@ -31,7 +31,6 @@ from offload_registry.near_cache import LruCache
 from offload_registry.session_files import SessionFiles, SessionPaths
 from offload_registry.stats import RegistryStats
 from offload_registry.store.keyspace import DEFAULT_PREFIX
-from offload_registry.store.urls import TierOptions
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +99,15 @@ class SessionRegistry:
     """Routes session keys to per-session managers, with an O(1) LRU of at most ``max_cached``
     entries and about ``max_cached_bytes`` bytes (``None``: no byte bound).
 
-    Without ``redis_url`` (or ``tier``) the registry works on the journals alone, for one
-    process at a time. ``read_only=True`` never writes to the data root (no directories, lock
-    files, ``state.json`` or ``sessions-registry.json``); writes then raise ``JournalError``.
+    The shared tier comes from one of ``redis_url``, ``redis_options`` with a URL
+    (``TierOptions.from_url``), ``redis_client`` (an application's own redis-py client, never
+    closed here) or ``tier``; ``redis_options`` and ``key_prefix`` set the Redis tier's
+    settings. How these keywords combine is ``config.registry_tier_options``'s rule (in
+    short: one source; ``key_prefix``, when not the default, wins over the options'). Without
+    any, the registry works on the journals alone, for one process at a time.
+
+    ``read_only=True`` never writes to the data root (no directories, lock files,
+    ``state.json`` or ``sessions-registry.json``); writes then raise ``JournalError``.
 
     ``clock_ms`` (wall clock, ms) stamps ``last_access_ms`` and times when lease records
     expire, so a test can expire a lease without sleeping.
@@ -130,21 +135,23 @@ class SessionRegistry:
         tier: SharedTier | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> None:
-        if sum(x is not None for x in (redis_url, redis_client, tier)) > 1:
-            raise ConfigurationError("pass at most one of redis_url, redis_client and tier")
+        options = registry_tier_options(
+            redis_url=redis_url,
+            redis_client=redis_client,
+            tier=tier,
+            redis_options=redis_options,
+            key_prefix=key_prefix,
+        )
         self._data_root = Path(data_root) if data_root is not None else default_data_root()
         if self._data_root.exists() and not self._data_root.is_dir():
             raise ConfigurationError(f"the data root {self._data_root} is not a directory")
         self._fsync = FsyncPolicy.parse(fsync)
         self._file_mode = check_file_mode(file_mode)
         self._read_only = read_only
-        if redis_url is not None or redis_client is not None:
-            options = redis_options or TierOptions(key_prefix=key_prefix)
-            if key_prefix not in (DEFAULT_PREFIX, options.key_prefix):
-                options = dataclasses.replace(options, key_prefix=key_prefix)
+        if options is not None:
             tier = open_redis_tier(
                 self._data_root,
-                url=redis_url,
+                url=options.url,
                 client=redis_client,
                 options=options,
                 read_only=read_only,
@@ -226,9 +233,14 @@ class SessionRegistry:
         files = SessionFiles(
             paths, self._fsync, self._read_only, self._file_mode, clock_ms=self._clock_ms
         )
-        manager = OffloadStateManager(identity, files, self._tier)
-        manager.stats = self.stats
-        manager.clock_ns = self._clock_ns
+        manager = OffloadStateManager(
+            identity,
+            files,
+            self._tier,
+            clock_ns=self._clock_ns,
+            stats=self.stats,
+            on_resize=functools.partial(self._reweigh, session_key),
+        )
         self._managers.add(manager)
         # Watch before loading: a write by another process during the load marks the new
         # copy stale, so its first resolve catches up instead of missing that write.
@@ -245,7 +257,6 @@ class SessionRegistry:
         ctx = SessionCtx(session_key, manager, self._clock_ms())
         with self._cache_lock:
             evicted = self._cache.put(session_key, ctx)
-        manager.on_resize = lambda: self._reweigh(session_key)
         self._forget(evicted)
         return ctx
 

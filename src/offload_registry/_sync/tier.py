@@ -13,12 +13,20 @@ snapshot reflects, so a tier that lags is slower, never wrong).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import contextlib
+from collections.abc import Iterator, Callable
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol
 
-from offload_registry._sync._primitives import Thunk
-from offload_registry.changes import SessionChange, TierSnapshot
+from offload_registry.changes import RebuildTurn, SessionChange, TierSnapshot
 from offload_registry.keys import SessionIdentity
+
+LoadStatus = Literal["hit", "miss", "bad", "outage"]
+
+
+def publish_nothing(snapshot: TierSnapshot) -> None:
+    """A rebuild turn's ``publish`` when there is nothing to publish to (or no lock held)."""
+    return None
 
 
 class SharedTier(Protocol):
@@ -34,11 +42,19 @@ class SharedTier(Protocol):
         """The session's state, or ``None`` on a miss, a bad value or an outage."""
         ...
 
-    def load_or_rebuild(
-        self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
-    ) -> tuple[TierSnapshot, bool]:
-        """The session from the tier, or from ``rebuild`` (then published); ``True`` when it
-        came from the tier. Concurrent callers across processes share one rebuild."""
+    def load_with_status(
+        self, identity: SessionIdentity
+    ) -> tuple[TierSnapshot | None, LoadStatus]:
+        """``load``, and how the read went: ``hit``, ``miss``, ``bad`` (a value that cannot
+        be used) or ``outage`` (the tier did not answer)."""
+        ...
+
+    def rebuild_lock(
+        self, identity: SessionIdentity, status: LoadStatus
+    ) -> AbstractContextManager[RebuildTurn]:
+        """Hold the session's rebuild lock (after a read that found nothing, ``status``) for
+        the block: across processes one caller rebuilds and publishes, the others get its
+        copy as ``found`` (or, after a bounded wait, rebuild too)."""
         ...
 
     def publish(
@@ -116,10 +132,16 @@ class NoSharedTier:
     def load(self, identity: SessionIdentity) -> TierSnapshot | None:
         return None
 
-    def load_or_rebuild(
-        self, identity: SessionIdentity, rebuild: Thunk[TierSnapshot]
-    ) -> tuple[TierSnapshot, bool]:
-        return rebuild(), False
+    def load_with_status(
+        self, identity: SessionIdentity
+    ) -> tuple[TierSnapshot | None, LoadStatus]:
+        return None, "miss"
+
+    @contextlib.contextmanager
+    def rebuild_lock(
+        self, identity: SessionIdentity, status: LoadStatus
+    ) -> Iterator[RebuildTurn]:
+        yield RebuildTurn(None, publish_nothing)
 
     def publish(
         self,

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from offload_registry.cli.ops_common import command_parser, existing_data_root, tls_files
+from offload_registry.config import TierOptions
 from offload_registry.jsjson import dumps_js
-from offload_registry.store.urls import TierOptions
 from offload_registry.sync import SessionCtx, SessionRegistry
 
 HELP = "show the offload state of sessions (never writes to the data root)"

@@ -11,9 +11,10 @@ from typing import TypedDict
 from redis.exceptions import RedisClusterException, RedisError
 
 from offload_registry._async.redis_tier import RedisTier, open_redis_tier
+from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError, RedisUnavailableError
 from offload_registry.store.diagnose import configuration_problem
-from offload_registry.store.urls import TierOptions, parse_redis_url
+from offload_registry.store.urls import parse_redis_url
 
 __all__ = ["NO_TLS", "RedisUnavailableError", "TierTlsFiles", "check_url", "open_tier"]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError
 from offload_registry.fsutil import (
     DEFAULT_FILE_MODE,
@@ -25,7 +26,6 @@ from offload_registry.fsutil import (
     opened_dir,
     read_file_bytes,
 )
-from offload_registry.store.urls import TierOptions
 
 DATA_ROOT_ID_FILE = ".offload-registry-id"
 

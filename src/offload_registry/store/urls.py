@@ -22,8 +22,10 @@ start instead of silently ignored)::
     ssl_ca_certs, ssl_certfile, ssl_keyfile      TLS files (rediss:// only)
     sentinel_password, sentinel_username         the sentinels' own user (redis+sentinel://)
 
-They fill the matching :class:`TierOptions` fields (:func:`apply_url_options`); a TLS file
-given both in the URL and in the options is refused as ambiguous.
+They fill the matching :class:`~offload_registry.config.TierOptions` fields
+(:func:`apply_url_options`); a TLS file given both in the URL and in the options is refused
+as ambiguous. ``TierOptions`` itself lives in ``offload_registry.config`` (the name is still
+importable from here).
 
 Credentials never leave this module in clear: :class:`RedisTarget` keeps the password out of
 its ``repr`` and ``str``, and every error message quotes the URL through :func:`redact`.
@@ -38,15 +40,15 @@ from dataclasses import replace as _replace
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
+from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError
-from offload_registry.store.keyspace import DEFAULT_PREFIX, validate_prefix
 
 __all__ = [
     "SCHEMES",
     "URL_PARAMETERS",
     "HostPort",
     "RedisTarget",
-    "TierOptions",
+    "TierOptions",  # re-exported: its home is offload_registry.config
     "apply_url_options",
     "parse_redis_url",
     "redact",
@@ -96,38 +98,6 @@ class RedisTarget:
 
     def __repr__(self) -> str:
         return f"RedisTarget({self.redacted!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class TierOptions:
-    """Connection and key settings of the shared tier, whatever the URL's scheme.
-
-    Timeouts are in seconds and must be finite and positive; the idle TTL (refreshed at most
-    once per interval by the tier) must be a positive whole number of seconds.
-    """
-
-    connect_timeout: float = 1.0
-    socket_timeout: float = 1.0
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    idle_ttl_seconds: int = 7 * 24 * 3600
-    key_prefix: str = DEFAULT_PREFIX
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "socket_timeout"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ConfigurationError(f"{name} must be a finite number > 0, not {value!r}")
-        ttl = self.idle_ttl_seconds
-        if type(ttl) is not int or ttl <= 0:
-            raise ConfigurationError(f"idle_ttl_seconds must be an int > 0, not {ttl!r}")
-        validate_prefix(self.key_prefix)
 
 
 # --- redaction ----------------------------------------------------------------------------

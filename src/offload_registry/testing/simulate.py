@@ -24,12 +24,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from offload_registry.config import TierOptions
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
 from offload_registry.journal import read_journal
 from offload_registry.metrics import serve_metrics
 from offload_registry.ops.tier import TierTlsFiles
 from offload_registry.session_state import normalize_id
-from offload_registry.store.urls import TierOptions, redact
+from offload_registry.store.urls import redact
 from offload_registry.sync import SessionRegistry
 from offload_registry.testing.server import RedisServerProcess
 
