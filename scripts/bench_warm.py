@@ -17,10 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from offload_registry.journal import scan_journal
-from offload_registry.ops.discover import iter_sessions
-from offload_registry.ops.tier import open_tier
-from offload_registry.ops.warm import WarmReport, warm
+from bench_internals import WarmReport, iter_sessions, open_tier, scan_journal, warm
+
 from offload_registry.testing.server import RedisServerProcess
 
 
