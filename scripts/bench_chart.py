@@ -11,7 +11,7 @@ from typing import Any
 
 
 def write_chart(live: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
-    """Draw ``bench_cold.bench_live``'s points (sizes ascending) into ``path`` (SVG)."""
+    """Draw ``bench_cold.bench_live``'s points into ``path`` (SVG, or by its suffix)."""
     try:
         import matplotlib  # noqa: PLC0415 - optional (the bench extra)
     except ImportError:
@@ -35,11 +35,12 @@ def write_chart(live: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     ax.set_xlabel("session size (journal entries)")
     ax.set_ylabel("cold resolve, median (ms)")
     ax.set_title("Cold resolve in a live worker (evicted from the near cache only)", fontsize=11)
-    ax.text(0.01, 0.99, subtitle, transform=ax.transAxes, fontsize=7, va="top", color="dimgrey")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.01, 0.01, subtitle, fontsize=7, color="dimgrey")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg", metadata={"Date": None})
+    kind = path.suffix.lstrip(".").lower() or "svg"  # SVG for the README; PNG to look at
+    fig.savefig(path, format=kind, metadata={"Date": None} if kind == "svg" else None)
     plt.close(fig)
     return path

@@ -95,6 +95,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
             "runs": 2,
             "hot_loops": 2000,
             "live": (100, 1000),
+            "cold_runs": 2,
             "live_growth": [100, 1000],
             "busy_processes": 2,
             "fresh_runs": 1,
@@ -114,6 +115,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "runs": args.runs,
         "hot_loops": 50_000,
         "live": (500, 20_000),
+        "cold_runs": args.cold_runs,
         "live_growth": args.growth_sizes,
         "busy_processes": 2,
         "fresh_runs": args.fresh_runs,
@@ -153,10 +155,10 @@ async def measure_resolve(tmp: Path, url: str, p: dict[str, Any], seed: int) -> 
     small, large = p["live"]
     live_sizes = sorted({small, large, *p["live_growth"]})
     cold = tmp / "cold"
-    runs = p["runs"]
+    runs = p["cold_runs"]
     live = await bench_cold.bench_live(cold, url, live_sizes, runs, seed)
     print("[benchmark] resolve: busy processes, fresh process, held sessions", file=sys.stderr)
-    busy = await bench_cold.bench_busy(cold, url, small, runs * 2, seed, p["busy_processes"])
+    busy = await bench_cold.bench_busy(cold, url, small, runs, seed, p["busy_processes"])
     fresh = await bench_cold.bench_fresh(cold, url, small, p["fresh_runs"], seed)
     held = await bench_cold.bench_held(cold, url, p["held"], p["held_entries"], runs, seed)
     return {
@@ -837,7 +839,8 @@ def chart(report: dict[str, Any], path: Path) -> Path:
     m, load = report["machine"], report["load_average"]
     subtitle = (
         f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['server']}; load average "
-        f"{load['start'][0]} at start; median of {report['plan']['runs']} interleaved runs"
+        f"{load['start'][0]} at start, {load['end'][0]} at end; median of "
+        f"{report['plan']['cold_runs']} interleaved runs"
     )
     return bench_chart.write_chart(report["details"]["resolve"]["live"], path, subtitle)
 
@@ -898,6 +901,12 @@ def main(argv: list[str] | None = None) -> int:
         "--held-entries", type=int, default=100, help="entries per held session (100)"
     )
     parser.add_argument("--warm-sessions", type=int, default=10_000, help="(10000, x 100 entries)")
+    parser.add_argument(
+        "--cold-runs",
+        type=int,
+        default=41,
+        help="interleaved runs per live-worker cold-resolve figure (median; 41)",
+    )
     parser.add_argument("--fresh-runs", type=int, default=5, help="fresh processes per API (5)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
