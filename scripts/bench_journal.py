@@ -27,16 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.journal import (
+from bench_internals import (
+    SessionState,
     append_entries_to_file,
+    encode_entry,
+    js_trim,
     parse_journal_bytes,
     read_journal,
     scan_journal,
 )
-from offload_registry.jsjson import encode_entry, js_trim
-from offload_registry.session_state import SessionState
+
+from offload_registry import FsyncPolicy
 
 # A sentence reads better than forty quoted words.
 WORDS = (  # noqa: SIM905

@@ -44,12 +44,15 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import redis
 import redis.utils
+from bench_internals import (
+    Keyspace,
+    SessionState,
+    decode_snapshot,
+    encode_entry,
+    encode_snapshot,
+    read_journal,
+)
 
-from offload_registry.codec import decode_snapshot, encode_snapshot
-from offload_registry.journal import read_journal
-from offload_registry.jsjson import encode_entry
-from offload_registry.session_state import SessionState
-from offload_registry.store.keyspace import Keyspace
 from offload_registry.testing.server import RedisServerProcess
 
 WORDS = (  # noqa: SIM905 - a sentence reads better than thirty quoted words

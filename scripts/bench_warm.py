@@ -16,11 +16,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from offload_registry.journal import scan_journal
-from offload_registry.ops.discover import iter_sessions
-from offload_registry.ops.tier import open_tier
-from offload_registry.ops.warm import WarmReport, warm
+from bench_internals import WarmReport, iter_sessions, open_tier, scan_journal, warm
+
 from offload_registry.testing.server import RedisServerProcess
 
 
@@ -53,10 +52,14 @@ def parse_only(root: Path) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-async def warm_twice(root: Path, url: str) -> tuple[WarmReport, WarmReport]:
-    async with open_tier(root, url, key_prefix="bench-warm", read_only=False) as tier:
-        first = await warm(tier, root)
-        second = await warm(tier, root)
+async def warm_twice(
+    root: Path, url: str, prefix: str = "bench-warm", **options: Any
+) -> tuple[WarmReport, WarmReport]:
+    """A cold warm into an empty keyspace, then an idempotent second one; ``options`` go to
+    ``warm`` (e.g. its processes option, when it has one)."""
+    async with open_tier(root, url, key_prefix=prefix, read_only=False) as tier:
+        first = await warm(tier, root, **options)
+        second = await warm(tier, root, **options)
         return first, second
 
 
