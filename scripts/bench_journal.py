@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.journal import (
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import (
     append_entries_to_file,
     parse_journal_bytes,
     read_journal,

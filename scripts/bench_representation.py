@@ -46,7 +46,7 @@ import redis
 import redis.utils
 
 from offload_registry.codec import decode_snapshot, encode_snapshot
-from offload_registry.journal import read_journal
+from offload_registry.disk.journal import read_journal
 from offload_registry.jsjson import encode_entry
 from offload_registry.session_state import SessionState
 from offload_registry.store.keyspace import Keyspace

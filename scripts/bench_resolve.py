@@ -68,9 +68,9 @@ from offload_registry import sync as sync_api
 from offload_registry._async.redis_tier import RedisTier as AsyncRedisTier
 from offload_registry._async.registry import SessionRegistry as AsyncRegistry
 from offload_registry._sync.redis_tier import RedisTier as SyncRedisTier
-from offload_registry.fsutil import FsyncPolicy
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.session_files import SessionFiles, SessionPaths
 from offload_registry.keys import resolve_identity
-from offload_registry.session_files import SessionFiles, SessionPaths
 from offload_registry.session_state import SessionState
 from offload_registry.testing.server import RedisServerProcess
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from offload_registry.journal import scan_journal
+from offload_registry.disk.journal import scan_journal
 from offload_registry.ops.discover import iter_sessions
 from offload_registry.ops.tier import open_tier
 from offload_registry.ops.warm import WarmReport, warm

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.journal import mark_journal, parse_journal_bytes, scan_journal_bytes
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import mark_journal, parse_journal_bytes, scan_journal_bytes
 
 DEEP = "[" * 100_000 + "]" * 100_000
 HOSTILE = {

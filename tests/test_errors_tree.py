@@ -11,7 +11,7 @@ import offload_registry
 from offload_registry import errors, sync
 from offload_registry._async.lease import Lease as AsyncLease
 from offload_registry._sync.lease import Lease as SyncLease
-from offload_registry.fsutil import FsyncPolicy
+from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.store.urls import TierOptions
 
 # The command line's own signal for "print usage, exit 2": never raised by the library.

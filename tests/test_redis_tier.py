@@ -26,9 +26,9 @@ from offload_registry import SessionRegistry
 from offload_registry import sync as sync_api
 from offload_registry._async import redis_tier
 from offload_registry.cli.main import main as cli_main
+from offload_registry.disk.session_files import SessionFiles
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
-from offload_registry.session_files import SessionFiles
 from offload_registry.store import startup
 from offload_registry.store.urls import TierOptions
 from session_helpers import described, entry

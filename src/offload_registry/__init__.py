@@ -6,6 +6,7 @@ The asyncio API is here; ``offload_registry.sync`` holds blocking twins of the s
 from offload_registry._async.lease import Lease
 from offload_registry._async.manager import OffloadStateManager
 from offload_registry._async.registry import SessionCtx, SessionRegistry
+from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.errors import (
     CodecError,
     ConfigurationError,
@@ -24,7 +25,6 @@ from offload_registry.errors import (
     ServerStartError,
     UnsafePathError,
 )
-from offload_registry.fsutil import FsyncPolicy
 from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
 from offload_registry.store.urls import TierOptions
 

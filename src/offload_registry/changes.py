@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from offload_registry.journal import Watermark
+from offload_registry.disk.journal import Watermark
 from offload_registry.session_state import SessionState
 
 APPEND = "a"

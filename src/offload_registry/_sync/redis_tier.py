@@ -59,10 +59,10 @@ from offload_registry.codec import (
     encode_watermark,
     watermark_id,
 )
-from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
-from offload_registry.fsutil import (
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
 )
+from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker

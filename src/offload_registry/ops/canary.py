@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offload_registry.disk.fsutil import file_lock, lock_path_for
+from offload_registry.disk.journal import read_journal
 from offload_registry.errors import ConfigurationError, OffloadRegistryError, UnsafePathError
-from offload_registry.fsutil import file_lock, lock_path_for
-from offload_registry.journal import read_journal
 from offload_registry.keys import resolve_identity
 from offload_registry.session_state import normalize_id
 

@@ -23,8 +23,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offload_registry.disk.fsutil import AGENT_DIR_DEPTH, opened_dir
+from offload_registry.disk.session_files import SessionPaths
 from offload_registry.errors import InvalidSessionKeyError
-from offload_registry.fsutil import AGENT_DIR_DEPTH, opened_dir
 from offload_registry.keys import (
     SessionIdentity,
     is_safe_agent_name,
@@ -32,7 +33,6 @@ from offload_registry.keys import (
     parse_session_key,
     resolve_identity,
 )
-from offload_registry.session_files import SessionPaths
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _session_ids(agent_dir: Path) -> list[str]:
 def agent_names(data_root: Path) -> list[str]:
     """Every agent directory under the data root, sorted. Hidden ones count: the seed gives
     ``agent:.hidden:s`` the directory ``.hidden`` and so do we. Links are skipped with a
-    warning: nothing below the data root is followed (see :mod:`offload_registry.fsutil`)."""
+    warning: nothing below the data root is followed (see :mod:`offload_registry.disk.fsutil`)."""
     names: list[str] = []
     with os.scandir(data_root) as entries:
         for entry in entries:

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
-from offload_registry.errors import ConfigurationError
-from offload_registry.fsutil import (
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
     ROOT_FILE_DEPTH,
     ensure_dir,
     opened_dir,
     read_file_bytes,
 )
+from offload_registry.errors import ConfigurationError
 from offload_registry.store.urls import TierOptions
 
 DATA_ROOT_ID_FILE = ".offload-registry-id"

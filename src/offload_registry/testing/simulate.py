@@ -24,8 +24,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from offload_registry.disk.journal import read_journal
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
-from offload_registry.journal import read_journal
 from offload_registry.metrics import serve_metrics
 from offload_registry.ops.tier import TlsFiles
 from offload_registry.session_state import normalize_id

@@ -17,17 +17,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from offload_registry import agent_files, lease_files
 from offload_registry.changes import TierSnapshot
-from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
-from offload_registry.fsutil import (
+from offload_registry.disk import agent_files, lease_files
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
     FsyncPolicy,
     ensure_dir,
     file_lock,
     fit_name,
 )
-from offload_registry.journal import (
+from offload_registry.disk.journal import (
     StatusScan,
     Watermark,
     append_entries_to_file,
@@ -36,9 +35,10 @@ from offload_registry.journal import (
     mark_journal,
     scan_journal,
 )
+from offload_registry.disk.lease_files import RELEASED, LeaseRecord
+from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
 from offload_registry.jsjson import clean_json
 from offload_registry.keys import SessionIdentity
-from offload_registry.lease_files import RELEASED, LeaseRecord
 from offload_registry.session_state import (
     SessionState,
     canonical_entry,
@@ -282,7 +282,7 @@ class SessionFiles:
     ) -> tuple[Rebuilt, int]:
         """Set ``offloaded`` on the entries named in ``statuses`` (matched by normalized id).
 
-        Only the named values change (:func:`~offload_registry.journal.mark_journal`): other
+        Only the named values change (:func:`~offload_registry.disk.journal.mark_journal`): other
         lines keep their bytes and a mark that changes nothing writes nothing. Each id is
         canonical first and each status cleaned as the writer writes it; when two ids share a
         normalized form the later status wins. An id with no canonical form refuses the whole

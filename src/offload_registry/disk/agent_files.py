@@ -11,7 +11,7 @@ trailing newline and camelCase keys in the seed's order. Keys this module does n
 carried over untouched, so data written by newer seeds is not lost; a file that cannot be
 parsed is copied to ``<name>.corrupt-<unix ms>`` before it is replaced.
 
-Every open goes through :mod:`offload_registry.fsutil`'s safe-open layer: a link or a
+Every open goes through :mod:`offload_registry.disk.fsutil`'s safe-open layer: a link or a
 non-regular file in the place of one of these files (or of the agent directory) raises
 :class:`~offload_registry.errors.UnsafePathError`; nothing is followed out of the data root.
 New files get the caller's ``mode`` (owner-only by default).
@@ -33,8 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeAlias
 
-from offload_registry.errors import JournalError, UnsafePathError
-from offload_registry.fsutil import (
+from offload_registry.disk.fsutil import (
     AGENT_DIR_DEPTH,
     DEFAULT_FILE_MODE,
     FILE_DEPTH,
@@ -45,6 +44,7 @@ from offload_registry.fsutil import (
     opened_dir,
     read_file_bytes,
 )
+from offload_registry.errors import JournalError, UnsafePathError
 
 __all__ = [
     "MMDS_DIR",

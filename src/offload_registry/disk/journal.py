@@ -8,7 +8,7 @@ fails it is *corrupt*. A parsed value that is not an object with a non-empty str
 ``tool_call_id`` is *invalid*. Both are counted and logged, never raised.
 
 Writing is ours, not the seed's: appends and rewrites run under the journal's exclusive
-``flock`` (taken by the caller with :func:`offload_registry.fsutil.file_lock`), an append is
+``flock`` (taken by the caller with :func:`offload_registry.disk.fsutil.file_lock`), an append is
 one ``write`` of whole lines, and a rewrite replaces the file atomically, so a reader or a
 crash sees the old journal or the new one, never a torn one.
 
@@ -32,8 +32,7 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from offload_registry.errors import InvalidSessionKeyError, JournalError, UnsafePathError
-from offload_registry.fsutil import (
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
     FsyncPolicy,
     atomic_write_bytes,
@@ -44,8 +43,9 @@ from offload_registry.fsutil import (
     read_file_bytes,
     safe_open,
 )
+from offload_registry.disk.json_edit import set_member
+from offload_registry.errors import InvalidSessionKeyError, JournalError, UnsafePathError
 from offload_registry.jsjson import encode_entry, js_trim, parse_json_line, strip_unsafe
-from offload_registry.json_edit import set_member
 from offload_registry.session_state import normalize_id
 
 __all__ = [
@@ -391,7 +391,7 @@ def read_journal(path: Path, since: Watermark | None = None, *, lock: bool = Tru
     Locking: with ``lock=True`` the bytes are read under the journal's shared ``flock``
     (``create=False``: a missing lock file is not created and the read goes unlocked), so a
     write of ours is never seen half done; parsing happens after the lock is released. A
-    caller that already holds the exclusive :func:`~offload_registry.fsutil.file_lock` of
+    caller that already holds the exclusive :func:`~offload_registry.disk.fsutil.file_lock` of
     ``path`` must pass ``lock=False``: ``flock`` locks belong to open file descriptions, so
     a second, shared lock taken by the same process would wait for the first forever.
 
@@ -519,7 +519,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _open_for_append(path: Path, mode: int) -> tuple[int, bool]:
     """An append descriptor (readable, to check the last byte) and whether we created it
-    (with ``mode``); opened with :func:`~offload_registry.fsutil.safe_open`."""
+    (with ``mode``); opened with :func:`~offload_registry.disk.fsutil.safe_open`."""
     flags = os.O_RDWR | os.O_APPEND
     while True:  # the file usually exists: try that first
         try:
