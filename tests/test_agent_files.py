@@ -18,9 +18,6 @@ import pytest
 
 from offload_registry.disk import agent_files
 from offload_registry.disk.agent_files import (
-    MMDS_DIR,
-    REGISTRY_FILE,
-    STATE_FILE,
     AgentState,
     SessionRecord,
     allocate_mmd_number,
@@ -32,6 +29,7 @@ from offload_registry.disk.agent_files import (
     update_agent_state,
 )
 from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.layout import MMDS_DIR, REGISTRY_FILE, STATE_FILE
 from offload_registry.errors import JournalError, UnsafePathError
 from seed_sample import SAMPLE_ROOT
 

@@ -14,17 +14,18 @@ from typing import Any
 import pytest
 
 from offload_registry.disk import journal as journal_module
-from offload_registry.disk.fsutil import FsyncPolicy, file_lock, lock_path_for
+from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.disk.journal import (
     TAIL_BYTES,
     JournalRead,
     Watermark,
     append_entries_to_file,
-    journal_path,
     parse_journal_bytes,
     read_journal,
     rewrite_journal,
 )
+from offload_registry.disk.layout import journal_path, lock_path
+from offload_registry.disk.locks import file_lock
 from offload_registry.errors import JournalError
 from offload_registry.jsjson import js_truthy
 
@@ -142,7 +143,7 @@ def test_reading_with_the_lock_creates_no_lock_file(sample_root: Path) -> None:
     before = sorted(p.name for p in path.parent.iterdir())
     read_journal(path)
     assert sorted(p.name for p in path.parent.iterdir()) == before
-    assert not lock_path_for(path).exists()
+    assert not lock_path(path).exists()
 
 
 # --- damaged lines (each agrees with the seed's rules) -------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import offload_registry
-from offload_registry.disk.fsutil import FsyncPolicy, file_lock, lock_path_for
+from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.disk.journal import (
     TAIL_BYTES,
     append_entries_to_file,
@@ -24,6 +24,8 @@ from offload_registry.disk.journal import (
     read_journal,
     rewrite_journal,
 )
+from offload_registry.disk.layout import lock_path
+from offload_registry.disk.locks import file_lock
 from offload_registry.errors import JournalError
 from session_helpers import entry
 
@@ -257,9 +259,7 @@ def test_rewrite_leaves_no_temp_file_behind(tmp_path: Path) -> None:
     path.write_bytes(line("a") + b"\n")
     with file_lock(path):
         rewrite_journal(path, lambda e: {**e, "offloaded": True}, FsyncPolicy.ALWAYS)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [path.name, lock_path_for(path).name]
-    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, lock_path(path).name])
 
 
 def test_rewrite_that_cannot_write_its_temp_file_leaves_the_journal_and_no_temp_file(
@@ -309,7 +309,8 @@ def test_rewrite_returns_the_watermark_of_the_new_file(tmp_path: Path) -> None:
 REWRITE_FOREVER = r"""
 import os, sys, time
 from pathlib import Path
-from offload_registry.disk.fsutil import FsyncPolicy, file_lock
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.locks import file_lock
 from offload_registry.disk.journal import rewrite_journal
 
 # Fault injection: the kernel may write part of a buffer; make every write a short 4 KiB one
@@ -373,7 +374,8 @@ def interrupted_writes(folder: Path, journal: Path) -> list[Path]:
 APPEND_WORKER = r"""
 import random, sys
 from pathlib import Path
-from offload_registry.disk.fsutil import FsyncPolicy, file_lock
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.locks import file_lock
 from offload_registry.disk.journal import append_entries_to_file, read_journal
 
 path, worker = Path(sys.argv[1]), int(sys.argv[2])
@@ -482,7 +484,8 @@ def test_mark_of_an_unencodable_status_writes_nothing(tmp_path: Path) -> None:
 APPEND_FOREVER = r"""
 import os, sys, time
 from pathlib import Path
-from offload_registry.disk.fsutil import FsyncPolicy, file_lock
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.locks import file_lock
 from offload_registry.disk.journal import append_entries_to_file
 
 # Short, slow writes, so the kills below land mid-batch.

@@ -61,6 +61,7 @@ from offload_registry.codec import (
 from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
 )
+from offload_registry.disk.layout import data_root_id
 from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
@@ -77,7 +78,6 @@ from offload_registry.store.records import (
 from offload_registry.store.startup import (
     FLAGS_PROBE,
     check_tls_files,
-    data_root_id,
     denial_in,
     plain_text_reply,
     script_text,

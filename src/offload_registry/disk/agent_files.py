@@ -40,24 +40,20 @@ from offload_registry.disk.fsutil import (
     FsyncPolicy,
     atomic_write_bytes,
     ensure_dir,
-    file_lock,
     opened_dir,
     read_file_bytes,
 )
+from offload_registry.disk.layout import journal_name, mmds_dir, registry_path, state_path
+from offload_registry.disk.locks import file_lock
 from offload_registry.errors import JournalError, UnsafePathError
 
 __all__ = [
-    "MMDS_DIR",
-    "REFS_DIR",
-    "REGISTRY_FILE",
-    "STATE_FILE",
     "AgentState",
     "JSONScalar",
     "SessionRecord",
     "allocate_mmd_number",
     "format_iso_ms",
     "next_mmd_number",
-    "offload_file_name",
     "read_agent_state",
     "read_session_registry",
     "register_session",
@@ -65,11 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "state.json"
-REGISTRY_FILE = "sessions-registry.json"
-MMDS_DIR = "mmds"
-REFS_DIR = "refs"
 
 JSONScalar: TypeAlias = str | int | float | bool | None
 """A JSON value that is not an array or an object."""
@@ -193,7 +184,7 @@ def read_agent_state(agent_dir: Path) -> AgentState:
     not an object) gives the defaults and a WARNING. Never raises for the file's content; a
     link or non-regular file in its place raises :class:`UnsafePathError`.
     """
-    path = agent_dir / STATE_FILE
+    path = state_path(agent_dir)
     try:
         raw = read_file_bytes(path)
     except FileNotFoundError:
@@ -235,7 +226,7 @@ def update_agent_state(
     cannot be read, or cannot be written (:class:`UnsafePathError` when it is a link or not a
     regular file). New files get ``mode``.
     """
-    path = agent_dir / STATE_FILE
+    path = state_path(agent_dir)
     _ensure_dir(agent_dir, fsync, mode)
     with file_lock(path, mode=mode):
         raw = _read_for_update(path)
@@ -279,7 +270,7 @@ def next_mmd_number(agent_dir: Path, state: AgentState) -> int:
     callers that use the number should hold the state lock, as ``allocate_mmd_number`` does.
     """
     highest = state.mmd_counter
-    mmds = agent_dir / MMDS_DIR
+    mmds = mmds_dir(agent_dir)
     try:
         with opened_dir(mmds, FILE_DEPTH) as fd:
             names = os.listdir(fd)
@@ -345,11 +336,6 @@ class SessionRecord:
         }
 
 
-def offload_file_name(session_id: str) -> str:
-    """The journal file name the seed records for a session id."""
-    return f"offload-{session_id}.jsonl"
-
-
 def read_session_registry(agent_dir: Path) -> dict[str, SessionRecord]:
     """Read ``agent_dir/sessions-registry.json`` without locking (writers replace it
     atomically), in file order.
@@ -360,7 +346,7 @@ def read_session_registry(agent_dir: Path) -> dict[str, SessionRecord]:
     (each logged at DEBUG). Never raises for the file's content (a link or non-regular file
     in its place raises :class:`UnsafePathError`).
     """
-    path = agent_dir / REGISTRY_FILE
+    path = registry_path(agent_dir)
     try:
         raw = read_file_bytes(path)
     except FileNotFoundError:
@@ -409,9 +395,7 @@ def _parse_record(entry: object) -> SessionRecord | None:
         )
     return SessionRecord(
         session_id=session_id,
-        offload_file=(
-            offload_file if isinstance(offload_file, str) else offload_file_name(session_id)
-        ),
+        offload_file=(offload_file if isinstance(offload_file, str) else journal_name(session_id)),
         updated_at=updated_at if isinstance(updated_at, str) else "",
     )
 
@@ -443,8 +427,8 @@ def register_session(
     cannot be read, or cannot be written (:class:`UnsafePathError` when it is a link or not a
     regular file). New files get ``mode``.
     """
-    path = agent_dir / REGISTRY_FILE
-    offload_file = offload_file_name(session_id)
+    path = registry_path(agent_dir)
+    offload_file = journal_name(session_id)
     _ensure_dir(agent_dir, fsync, mode)
     with file_lock(path, mode=mode):
         raw = _read_for_update(path)

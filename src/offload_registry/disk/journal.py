@@ -8,7 +8,7 @@ fails it is *corrupt*. A parsed value that is not an object with a non-empty str
 ``tool_call_id`` is *invalid*. Both are counted and logged, never raised.
 
 Writing is ours, not the seed's: appends and rewrites run under the journal's exclusive
-``flock`` (taken by the caller with :func:`offload_registry.disk.fsutil.file_lock`), an append is
+``flock`` (taken by the caller with :func:`offload_registry.disk.locks.file_lock`), an append is
 one ``write`` of whole lines, and a rewrite replaces the file atomically, so a reader or a
 crash sees the old journal or the new one, never a torn one.
 
@@ -36,15 +36,15 @@ from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
     FsyncPolicy,
     atomic_write_bytes,
-    file_lock,
     fsync_dir,
-    lock_path_for,
     opened_dir,
     read_file_bytes,
     safe_open,
 )
 from offload_registry.disk.json_edit import set_member
-from offload_registry.errors import InvalidSessionKeyError, JournalError, UnsafePathError
+from offload_registry.disk.layout import lock_path
+from offload_registry.disk.locks import file_lock
+from offload_registry.errors import JournalError, UnsafePathError
 from offload_registry.jsjson import encode_entry, js_trim, parse_json_line, strip_unsafe
 from offload_registry.session_state import normalize_id
 
@@ -57,7 +57,6 @@ __all__ = [
     "Watermark",
     "append_entries_to_file",
     "current_watermark",
-    "journal_path",
     "mark_journal",
     "parse_journal_bytes",
     "read_journal",
@@ -130,17 +129,6 @@ class JournalRead:
     """Where the next incremental read starts; ``None`` when the file does not exist."""
     replaced: bool
     """``since`` was given but could not be continued, so this is a full read."""
-
-
-def journal_path(agent_dir: Path, session_id: str) -> Path:
-    """The journal of ``session_id``: ``agent_dir / "offload-<session_id>.jsonl"``.
-
-    ``session_id`` must already be sanitized (``keys`` does it); one that could name a path
-    outside ``agent_dir`` raises :class:`InvalidSessionKeyError`.
-    """
-    if not session_id or "/" in session_id or "\x00" in session_id:
-        raise InvalidSessionKeyError(session_id, "not a single safe file-name component")
-    return agent_dir / f"offload-{session_id}.jsonl"
 
 
 # --- parsing (pure) -----------------------------------------------------------------------
@@ -247,7 +235,7 @@ GENERATION_BYTES: Final = 8
 def read_generation(path: Path) -> int:
     """The journal's rewrite generation, kept in its lock file (0 when there is none)."""
     try:
-        fd = safe_open(lock_path_for(path), os.O_RDONLY)
+        fd = safe_open(lock_path(path), os.O_RDONLY)
     except FileNotFoundError:
         return 0
     try:
@@ -259,7 +247,7 @@ def read_generation(path: Path) -> int:
 
 def _bump_generation(path: Path, mode: int = DEFAULT_FILE_MODE) -> int:
     """Count one more rewrite in the lock file (the caller holds the exclusive lock)."""
-    fd = safe_open(lock_path_for(path), os.O_RDWR | os.O_CREAT, mode=mode)
+    fd = safe_open(lock_path(path), os.O_RDWR | os.O_CREAT, mode=mode)
     try:
         raw = os.pread(fd, GENERATION_BYTES, 0)
         generation = (int.from_bytes(raw, "big") if len(raw) == GENERATION_BYTES else 0) + 1
@@ -391,7 +379,7 @@ def read_journal(path: Path, since: Watermark | None = None, *, lock: bool = Tru
     Locking: with ``lock=True`` the bytes are read under the journal's shared ``flock``
     (``create=False``: a missing lock file is not created and the read goes unlocked), so a
     write of ours is never seen half done; parsing happens after the lock is released. A
-    caller that already holds the exclusive :func:`~offload_registry.disk.fsutil.file_lock` of
+    caller that already holds the exclusive :func:`~offload_registry.disk.locks.file_lock` of
     ``path`` must pass ``lock=False``: ``flock`` locks belong to open file descriptions, so
     a second, shared lock taken by the same process would wait for the first forever.
 
