@@ -29,12 +29,8 @@ from typing import Any
 import orjson
 
 from offload_registry.disk.fsutil import FsyncPolicy
-from offload_registry.disk.journal import (
-    append_entries_to_file,
-    parse_journal_bytes,
-    read_journal,
-    scan_journal,
-)
+from offload_registry.disk.journal import parse_journal_bytes, read_journal, scan_journal
+from offload_registry.disk.journal_write import append_entries_to_file
 from offload_registry.jsjson import encode_entry, js_trim
 from offload_registry.session_state import SessionState
 

@@ -19,11 +19,10 @@ from offload_registry.disk.journal import (
     TAIL_BYTES,
     JournalRead,
     Watermark,
-    append_entries_to_file,
     parse_journal_bytes,
     read_journal,
-    rewrite_journal,
 )
+from offload_registry.disk.journal_write import append_entries_to_file, rewrite_journal
 from offload_registry.disk.layout import journal_path, lock_path
 from offload_registry.disk.locks import file_lock
 from offload_registry.errors import JournalError

@@ -17,13 +17,9 @@ import pytest
 
 import offload_registry
 from offload_registry.disk.fsutil import FsyncPolicy
-from offload_registry.disk.journal import (
-    TAIL_BYTES,
-    append_entries_to_file,
-    mark_journal,
-    read_journal,
-    rewrite_journal,
-)
+from offload_registry.disk.journal import TAIL_BYTES, read_journal
+from offload_registry.disk.journal_mark import mark_journal
+from offload_registry.disk.journal_write import append_entries_to_file, rewrite_journal
 from offload_registry.disk.layout import lock_path
 from offload_registry.disk.locks import file_lock
 from offload_registry.errors import JournalError
@@ -311,7 +307,7 @@ import os, sys, time
 from pathlib import Path
 from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.disk.locks import file_lock
-from offload_registry.disk.journal import rewrite_journal
+from offload_registry.disk.journal_write import rewrite_journal
 
 # Fault injection: the kernel may write part of a buffer; make every write a short 4 KiB one
 # and slow, so the kills below often land mid-write instead of only mid-parse.
@@ -376,7 +372,8 @@ import random, sys
 from pathlib import Path
 from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.disk.locks import file_lock
-from offload_registry.disk.journal import append_entries_to_file, read_journal
+from offload_registry.disk.journal import read_journal
+from offload_registry.disk.journal_write import append_entries_to_file
 
 path, worker = Path(sys.argv[1]), int(sys.argv[2])
 wanted = [f"call_{i}" for i in range(worker * 50, worker * 50 + 200)]
@@ -486,7 +483,7 @@ import os, sys, time
 from pathlib import Path
 from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.disk.locks import file_lock
-from offload_registry.disk.journal import append_entries_to_file
+from offload_registry.disk.journal_write import append_entries_to_file
 
 # Short, slow writes, so the kills below land mid-batch.
 real_write = os.write

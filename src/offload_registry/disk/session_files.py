@@ -24,14 +24,9 @@ from offload_registry.disk.fsutil import (
     FsyncPolicy,
     ensure_dir,
 )
-from offload_registry.disk.journal import (
-    StatusScan,
-    Watermark,
-    append_entries_to_file,
-    current_watermark,
-    mark_journal,
-    scan_journal,
-)
+from offload_registry.disk.journal import StatusScan, Watermark, current_watermark, scan_journal
+from offload_registry.disk.journal_mark import mark_journal
+from offload_registry.disk.journal_write import append_entries_to_file
 from offload_registry.disk.lease_files import RELEASED, LeaseRecord
 from offload_registry.disk.locks import file_lock
 from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
@@ -277,10 +272,11 @@ class SessionFiles:
     ) -> tuple[Rebuilt, int]:
         """Set ``offloaded`` on the entries named in ``statuses`` (matched by normalized id).
 
-        Only the named values change (:func:`~offload_registry.disk.journal.mark_journal`): other
-        lines keep their bytes and a mark that changes nothing writes nothing. Each id is
-        canonical first and each status cleaned as the writer writes it; when two ids share a
-        normalized form the later status wins. An id with no canonical form refuses the whole
+        Only the named values change
+        (:func:`~offload_registry.disk.journal_mark.mark_journal`): other lines keep their bytes
+        and a mark that changes nothing writes nothing. Each id is canonical first and each
+        status cleaned as the writer writes it; when two ids share a normalized form the later
+        status wins. An id with no canonical form refuses the whole
         call (:class:`InvalidToolCallIdError`) before anything is written.
 
         Durability and concurrency: under the journal's exclusive ``flock`` (after checking
