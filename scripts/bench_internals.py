@@ -10,18 +10,14 @@ from __future__ import annotations
 
 from offload_registry import codec
 from offload_registry.codec import decode_snapshot, encode_snapshot
-from offload_registry.journal import (
-    append_entries_to_file,
-    parse_journal_bytes,
-    read_journal,
-    scan_journal,
-)
+from offload_registry.disk.journal import parse_journal_bytes, read_journal, scan_journal
+from offload_registry.disk.journal_write import append_entries_to_file
+from offload_registry.disk.session_files import SessionFiles, SessionPaths
 from offload_registry.jsjson import encode_entry, js_trim
 from offload_registry.keys import resolve_identity
 from offload_registry.ops.discover import iter_sessions
 from offload_registry.ops.tier import open_tier
 from offload_registry.ops.warm import WarmReport, warm
-from offload_registry.session_files import SessionFiles, SessionPaths
 from offload_registry.session_state import SessionState
 from offload_registry.store.keyspace import Keyspace
 

@@ -1,5 +1,5 @@
-"""Specification tests for ``offload_registry.agent_files`` (state.json, sessions-registry.json,
-MMD numbering), including the seed's lost-update defect across processes."""
+"""Specification tests for ``offload_registry.disk.agent_files`` (state.json,
+sessions-registry.json, MMD numbering), including the seed's lost-update defect across processes."""
 
 from __future__ import annotations
 
@@ -16,11 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from offload_registry import agent_files
-from offload_registry.agent_files import (
-    MMDS_DIR,
-    REGISTRY_FILE,
-    STATE_FILE,
+from offload_registry.disk import agent_files
+from offload_registry.disk.agent_files import (
     AgentState,
     SessionRecord,
     allocate_mmd_number,
@@ -31,8 +28,9 @@ from offload_registry.agent_files import (
     register_session,
     update_agent_state,
 )
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.layout import MMDS_DIR, REGISTRY_FILE, STATE_FILE
 from offload_registry.errors import JournalError, UnsafePathError
-from offload_registry.fsutil import FsyncPolicy
 from seed_sample import SAMPLE_ROOT
 
 SAMPLE_STATE_FILES = sorted(SAMPLE_ROOT.glob(f"*/{STATE_FILE}"))
@@ -528,8 +526,8 @@ def test_format_iso_ms_matches_javascript_to_iso_string(moment: datetime, expect
 WORKER = """
 import json, sys
 from pathlib import Path
-from offload_registry.agent_files import allocate_mmd_number, register_session
-from offload_registry.fsutil import FsyncPolicy
+from offload_registry.disk.agent_files import allocate_mmd_number, register_session
+from offload_registry.disk.fsutil import FsyncPolicy
 
 mode, agent_dir, worker, count = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 print("ready", flush=True)

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from offload_registry import SessionRegistry, fsutil
-from offload_registry import journal as journal_module
+from offload_registry import SessionRegistry
+from offload_registry.disk import fsutil
+from offload_registry.disk import journal as journal_module
 from offload_registry.errors import UnsafePathError
 from session_helpers import entry
 

@@ -13,7 +13,7 @@ from uuid import uuid4
 import pytest
 
 from offload_registry import SessionRegistry
-from offload_registry.journal import read_journal
+from offload_registry.disk.journal import read_journal
 from session_helpers import described, entry, truth
 
 KEY = "agent:main:s1"

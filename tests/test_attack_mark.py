@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.journal import mark_journal, parse_journal_bytes, scan_journal_bytes
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import parse_journal_bytes, scan_journal_bytes
+from offload_registry.disk.journal_mark import mark_journal
 
 DEEP = "[" * 100_000 + "]" * 100_000
 HOSTILE = {

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from offload_registry.ops.canary import Canary, CanaryPlan, claims_path
+from offload_registry.disk.layout import claims_beside
+from offload_registry.ops.canary import Canary, CanaryPlan
 from offload_registry.sync import SessionRegistry
 
 
@@ -51,7 +52,7 @@ def test_an_id_won_twice_in_the_claims_record_is_a_violation(
     worker = canary(registry, Clock(1_000.0), sessions=1)
     worker.round()
     assert worker.stats.violations == 0
-    record = claims_path(tmp_path / "offload-canary" / "offload-b10-s0.jsonl")
+    record = claims_beside(tmp_path / "offload-canary" / "offload-b10-s0.jsonl")
     first = record.read_text().splitlines()[0]
     with record.open("a") as f:  # another "winner" of the same id
         f.write(json.dumps({**json.loads(first), "owner": "elsewhere:1:0"}) + "\n")

@@ -14,7 +14,7 @@ from uuid import uuid4
 import pytest
 
 from offload_registry import SessionRegistry
-from offload_registry.journal import scan_journal
+from offload_registry.disk.journal import scan_journal
 from offload_registry.testing.server import RedisServerProcess
 
 KEY = "agent:main:s1"

@@ -21,9 +21,9 @@ from cluster_fixtures import LocalCluster, command, shared_cluster
 from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
 from offload_registry.config import TierOptions
+from offload_registry.disk.layout import data_root_id
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import Keyspace
-from offload_registry.store.startup import data_root_id
 from session_helpers import PATIENCE, described, entry, truth, until
 
 __all__ = ["shared_cluster"]

@@ -21,8 +21,8 @@ from offload_registry.codec import (
     encode_snapshot,
     encode_watermark,
 )
+from offload_registry.disk.journal import FileIdentity, Watermark
 from offload_registry.errors import OffloadRegistryError
-from offload_registry.journal import FileIdentity, Watermark
 from offload_registry.session_state import SessionState, id_forms
 
 WATERMARK = Watermark(FileIdentity(2049, 131_077), 9_437_184, b'"score":5}\n')

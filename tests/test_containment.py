@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from offload_registry import fsutil
-from offload_registry.agent_files import STATE_FILE, update_agent_state
+from offload_registry.disk import fsutil
+from offload_registry.disk.agent_files import update_agent_state
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import read_journal
+from offload_registry.disk.layout import STATE_FILE, data_root_id
 from offload_registry.errors import ConfigurationError, UnsafePathError
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.journal import read_journal
 from offload_registry.ops.discover import iter_sessions
-from offload_registry.store.startup import data_root_id
 from offload_registry.sync import SessionRegistry
 from session_helpers import entry
 

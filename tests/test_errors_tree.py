@@ -12,7 +12,7 @@ from offload_registry import errors, sync
 from offload_registry._async.lease import Lease as AsyncLease
 from offload_registry._sync.lease import Lease as SyncLease
 from offload_registry.config import TierOptions
-from offload_registry.fsutil import FsyncPolicy
+from offload_registry.disk.fsutil import FsyncPolicy
 
 # A private control-flow signal, caught inside the invalidation listener and never raised to a
 # caller; each such class is named here, so a new one is a decision, not an accident.

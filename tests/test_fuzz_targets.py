@@ -35,8 +35,8 @@ from offload_registry.codec import (
     decode_watermark,
     encode_snapshot,
 )
+from offload_registry.disk.journal import parse_journal_bytes, scan_journal_bytes
 from offload_registry.errors import InvalidSessionKeyError
-from offload_registry.journal import parse_journal_bytes, scan_journal_bytes
 from offload_registry.jsjson import js_trim, js_truthy
 from offload_registry.keys import is_safe_component, parse_session_key, resolve_identity
 from offload_registry.session_state import SessionState

@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 
-from offload_registry import journal as journal_module
-from offload_registry.errors import JournalError
-from offload_registry.fsutil import FsyncPolicy, file_lock, lock_path_for
-from offload_registry.journal import (
+from offload_registry.disk import journal as journal_module
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import (
     TAIL_BYTES,
     JournalRead,
     Watermark,
-    append_entries_to_file,
-    journal_path,
     parse_journal_bytes,
     read_journal,
-    rewrite_journal,
 )
+from offload_registry.disk.journal_write import append_entries_to_file, rewrite_journal
+from offload_registry.disk.layout import journal_path, lock_path
+from offload_registry.disk.locks import file_lock
+from offload_registry.errors import JournalError
 from offload_registry.jsjson import js_truthy
 
 NODE = shutil.which("node")
@@ -142,7 +142,7 @@ def test_reading_with_the_lock_creates_no_lock_file(sample_root: Path) -> None:
     before = sorted(p.name for p in path.parent.iterdir())
     read_journal(path)
     assert sorted(p.name for p in path.parent.iterdir()) == before
-    assert not lock_path_for(path).exists()
+    assert not lock_path(path).exists()
 
 
 # --- damaged lines (each agrees with the seed's rules) -------------------------------------
@@ -239,14 +239,14 @@ def test_damage_is_logged_with_structured_counts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write(tmp_path, b"{not json\n[1]\n" + line("a"))
-    with caplog.at_level(logging.WARNING, logger="offload_registry.journal"):
+    with caplog.at_level(logging.WARNING, logger="offload_registry.disk.journal"):
         read_journal(path)
     (record,) = caplog.records
     assert (record.path, record.corrupt, record.invalid) == (str(path), 1, 1)  # type: ignore[attr-defined]
 
 
 def test_a_clean_journal_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="offload_registry.journal"):
+    with caplog.at_level(logging.DEBUG, logger="offload_registry.disk.journal"):
         read_journal(write(tmp_path, line("a") + b"\n"))
     assert caplog.records == []
 

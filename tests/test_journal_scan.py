@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload_registry.journal import (
+from offload_registry.disk.journal import (
     parse_journal_bytes,
     read_journal,
     scan_journal,

@@ -16,15 +16,13 @@ from typing import Any
 import pytest
 
 import offload_registry
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import TAIL_BYTES, read_journal
+from offload_registry.disk.journal_mark import mark_journal
+from offload_registry.disk.journal_write import append_entries_to_file, rewrite_journal
+from offload_registry.disk.layout import lock_path
+from offload_registry.disk.locks import file_lock
 from offload_registry.errors import JournalError
-from offload_registry.fsutil import FsyncPolicy, file_lock, lock_path_for
-from offload_registry.journal import (
-    TAIL_BYTES,
-    append_entries_to_file,
-    mark_journal,
-    read_journal,
-    rewrite_journal,
-)
 from session_helpers import entry
 
 SRC = Path(offload_registry.__file__).resolve().parents[1]
@@ -257,9 +255,7 @@ def test_rewrite_leaves_no_temp_file_behind(tmp_path: Path) -> None:
     path.write_bytes(line("a") + b"\n")
     with file_lock(path):
         rewrite_journal(path, lambda e: {**e, "offloaded": True}, FsyncPolicy.ALWAYS)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [path.name, lock_path_for(path).name]
-    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, lock_path(path).name])
 
 
 def test_rewrite_that_cannot_write_its_temp_file_leaves_the_journal_and_no_temp_file(
@@ -309,8 +305,9 @@ def test_rewrite_returns_the_watermark_of_the_new_file(tmp_path: Path) -> None:
 REWRITE_FOREVER = r"""
 import os, sys, time
 from pathlib import Path
-from offload_registry.fsutil import FsyncPolicy, file_lock
-from offload_registry.journal import rewrite_journal
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.locks import file_lock
+from offload_registry.disk.journal_write import rewrite_journal
 
 # Fault injection: the kernel may write part of a buffer; make every write a short 4 KiB one
 # and slow, so the kills below often land mid-write instead of only mid-parse.
@@ -373,8 +370,10 @@ def interrupted_writes(folder: Path, journal: Path) -> list[Path]:
 APPEND_WORKER = r"""
 import random, sys
 from pathlib import Path
-from offload_registry.fsutil import FsyncPolicy, file_lock
-from offload_registry.journal import append_entries_to_file, read_journal
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.locks import file_lock
+from offload_registry.disk.journal import read_journal
+from offload_registry.disk.journal_write import append_entries_to_file
 
 path, worker = Path(sys.argv[1]), int(sys.argv[2])
 wanted = [f"call_{i}" for i in range(worker * 50, worker * 50 + 200)]
@@ -482,8 +481,9 @@ def test_mark_of_an_unencodable_status_writes_nothing(tmp_path: Path) -> None:
 APPEND_FOREVER = r"""
 import os, sys, time
 from pathlib import Path
-from offload_registry.fsutil import FsyncPolicy, file_lock
-from offload_registry.journal import append_entries_to_file
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.locks import file_lock
+from offload_registry.disk.journal_write import append_entries_to_file
 
 # Short, slow writes, so the kills below land mid-batch.
 real_write = os.write

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from offload_registry.disk.json_edit import member_spans, set_member
 from offload_registry.jsjson import parse_json_line
-from offload_registry.json_edit import member_spans, set_member
 
 scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8)
 values = st.recursive(

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from offload_registry.disk.layout import DATA_ROOT_ID_FILE
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import (
-    DATA_ROOT_ID_FILE,
     DEFAULT_PREFIX,
     Keyspace,
     deployment_id,

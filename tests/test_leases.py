@@ -27,11 +27,11 @@ from offload_registry._async.lease import Lease
 from offload_registry._async.manager import OffloadStateManager
 from offload_registry._async.tier import NoSharedTier
 from offload_registry.changes import APPEND, SessionChange
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import scan_journal
+from offload_registry.disk.session_files import SessionFiles, SessionPaths
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.journal import scan_journal
 from offload_registry.keys import resolve_identity
-from offload_registry.session_files import SessionFiles, SessionPaths
 from offload_registry.testing.server import RedisServerProcess
 from session_helpers import entry
 

@@ -12,7 +12,7 @@ import pytest
 
 from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
-from offload_registry.session_files import SessionFiles
+from offload_registry.disk.session_files import SessionFiles
 from offload_registry.testing.server import RedisServerProcess
 from session_helpers import PATIENCE, entry, listening, messages_delivered, until, wait_until
 

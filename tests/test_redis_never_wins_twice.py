@@ -13,9 +13,9 @@ import pytest
 
 from offload_registry import SessionRegistry
 from offload_registry.changes import APPEND, SessionChange
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.lease_files import MAX_TOKEN, LeaseRecord, read_record, write_record
 from offload_registry.errors import JournalError, LeaseUnavailableError
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.lease_files import MAX_TOKEN, LeaseRecord, read_record, write_record
 from offload_registry.session_state import SessionState
 from offload_registry.testing.server import RedisServerProcess
 from session_helpers import entry

@@ -26,10 +26,10 @@ from offload_registry import SessionRegistry
 from offload_registry import sync as sync_api
 from offload_registry._async import redis_tier
 from offload_registry.cli.main import main as cli_main
+from offload_registry.disk import layout
+from offload_registry.disk.session_files import SessionFiles
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
-from offload_registry.session_files import SessionFiles
-from offload_registry.store import startup
 from offload_registry.store.urls import TierOptions
 from session_helpers import described, entry
 
@@ -464,7 +464,7 @@ async def test_another_data_root_at_the_same_path_gets_its_own_keyspace(
         old = reg.tier.keyspace  # type: ignore[attr-defined]
     # Another disk mounted at the same path: another data-root id, another deployment.
     shutil.rmtree(tmp_path / "main")
-    (tmp_path / startup.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
+    (tmp_path / layout.DATA_ROOT_ID_FILE).write_text(uuid4().hex + "\n")
     async with registry(tmp_path, redis_url) as reg:
         assert reg.tier.keyspace != old  # type: ignore[attr-defined]
         manager = (await reg.resolve(KEY)).manager
@@ -493,7 +493,7 @@ def ids_made_at_once(root: Path, callers: int) -> list[str | None]:
 
     def make_id() -> None:
         start.wait()
-        ids.append(startup.data_root_id(root, create=True))
+        ids.append(layout.data_root_id(root, create=True))
 
     threads = [threading.Thread(target=make_id) for _ in range(callers)]
     for thread in threads:
@@ -511,7 +511,7 @@ def test_processes_starting_together_on_a_new_data_root_all_read_one_id(tmp_path
         root = tmp_path / f"root{trial}"
         ids = ids_made_at_once(root, callers=8)
         assert len(set(ids)) == 1 and ids[0], f"trial {trial}: {ids}"
-        assert sorted(p.name for p in root.iterdir()) == [startup.DATA_ROOT_ID_FILE]
+        assert sorted(p.name for p in root.iterdir()) == [layout.DATA_ROOT_ID_FILE]
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,17 +11,17 @@ import pytest
 
 from offload_registry import SessionRegistry
 from offload_registry._async.tier import NoSharedTier
-from offload_registry.agent_files import read_agent_state, read_session_registry
+from offload_registry.disk.agent_files import read_agent_state, read_session_registry
+from offload_registry.disk.journal import read_journal
+from offload_registry.disk.session_files import SessionFiles
 from offload_registry.errors import (
     ConfigurationError,
     InvalidSessionKeyError,
     JournalError,
     RegistryClosedError,
 )
-from offload_registry.journal import read_journal
 from offload_registry.keys import resolve_identity
 from offload_registry.ops.discover import iter_sessions
-from offload_registry.session_files import SessionFiles
 from session_helpers import entry
 
 

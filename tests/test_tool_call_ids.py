@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from offload_registry import SessionRegistry
 from offload_registry import sync as blocking
+from offload_registry.disk.journal import parse_journal_bytes, read_journal, scan_journal
 from offload_registry.errors import InvalidToolCallIdError
-from offload_registry.journal import parse_journal_bytes, read_journal, scan_journal
 from offload_registry.jsjson import UNSAFE_CHARS, encode_entry, strip_unsafe
 from offload_registry.session_state import (
     canonical_entry,

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from offload_registry import sync as sync_api
+from offload_registry.disk.layout import data_root_id
 from offload_registry.store.keyspace import Keyspace
-from offload_registry.store.startup import data_root_id
 from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import (
     cli_json,

@@ -8,6 +8,7 @@ from offload_registry._async.manager import OffloadStateManager
 from offload_registry._async.registry import SessionCtx, SessionRegistry
 from offload_registry._async.tier import NoSharedTier, SharedTier
 from offload_registry.config import TierOptions
+from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.errors import (
     CodecError,
     ConfigurationError,
@@ -27,7 +28,6 @@ from offload_registry.errors import (
     UnsafePathError,
     UsageError,
 )
-from offload_registry.fsutil import FsyncPolicy
 from offload_registry.keys import SessionKey, is_internal_memory_session, parse_session_key
 from offload_registry.stats import RegistryStats
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from offload_registry.journal import Watermark
+from offload_registry.disk.journal import Watermark
 from offload_registry.session_state import SessionState
 
 APPEND = "a"

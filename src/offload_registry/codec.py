@@ -85,8 +85,8 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]
 
 from offload_registry.changes import APPEND, CLAIMS
+from offload_registry.disk.journal import FileIdentity, Watermark
 from offload_registry.errors import CodecError
-from offload_registry.journal import FileIdentity, Watermark
 from offload_registry.jsjson import js_truthy
 from offload_registry.session_state import DELETED, IdSet, SessionState, SortedIds
 

@@ -200,7 +200,7 @@ def _parse_nested(s: str) -> Any:
             return value
 
 
-def parse_json_line(text: str) -> Any:
+def parse_json_line(text: str, *, any_depth: bool = True) -> Any:
     """Parse ``text`` as ``JSON.parse`` does; raise ``ValueError`` when it would throw.
 
     Rejects ``NaN``, ``Infinity`` and ``-Infinity`` (``json.loads`` accepts them), a byte-order
@@ -212,16 +212,22 @@ def parse_json_line(text: str) -> Any:
     Any nesting depth is accepted, as in V8, whose JSON parser is not recursive: orjson stops
     at 1,024 levels and ``json.loads`` at the recursion limit, and past both an iterative
     parser takes over (about a microsecond per level), so depth is bounded by memory only.
+    ``any_depth=False`` raises ``RecursionError`` there instead, and skips orjson (which goes
+    a little deeper): for a document that is written back with :func:`dumps_js`, whose encoder
+    stops where ``json.loads`` does.
 
     Fast path: ``orjson.loads``; only when it refuses the text does the stdlib parser decide.
     """
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
+    if any_depth:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except RecursionError:
+        if not any_depth:
+            raise
         return _parse_nested(text)
 
 
@@ -300,11 +306,35 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
 _LONE_SURROGATE_CHAR = re.compile("[\ud800-\udfff]")
 
 
-def dumps_js(value: Any) -> str:
-    """One line of JSON as ``JSON.stringify`` writes it: non-ASCII characters as they are, but
-    each lone surrogate (a journal may hold ``"\\ud800"``, which the seed reads fine) as a
-    ``\\uXXXX`` escape, so the text always encodes to UTF-8. JSON syntax is ASCII, so every
-    surrogate in the output is inside a string, where the escape means the same code point.
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities as ``None`` (plain loops: one frame a level)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            out[key] = _finite(item)
+        return out
+    if isinstance(value, list | tuple):
+        items: list[Any] = []
+        for item in value:
+            items.append(_finite(item))
+        return items
+    return value
+
+
+def dumps_js(value: Any, *, indent: int | None = None) -> str:
+    """JSON as ``JSON.stringify(value, null, indent)`` writes it: one line without ``indent``,
+    non-ASCII characters as they are, but each lone surrogate (a journal may hold
+    ``"\\ud800"``, which the seed reads fine) as a ``\\uXXXX`` escape, so the text always
+    encodes to UTF-8 (JSON syntax is ASCII, so every surrogate in the output is inside a
+    string, where the escape means the same code point); NaN and the infinities (which
+    :func:`parse_json_line` gives for an overflowing number such as ``1e400``) as ``null``.
+    Floats keep Python's spelling, as in :func:`encode_entry`. Nesting deeper than the
+    interpreter's recursion limit raises ``RecursionError``.
     """
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False, indent=indent, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere (rare): write it as null
+        text = json.dumps(_finite(value), ensure_ascii=False, indent=indent, allow_nan=False)
     return _LONE_SURROGATE_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

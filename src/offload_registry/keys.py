@@ -79,11 +79,12 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from offload_registry.disk.fsutil import MAX_NAME_BYTES
+from offload_registry.disk.layout import JOURNAL_PREFIX, JOURNAL_SUFFIX
 from offload_registry.errors import InvalidSessionKeyError
 
 __all__ = [
     "MAX_AGENT_NAME_BYTES",
-    "MAX_NAME_BYTES",
     "MAX_SESSION_ID_BYTES",
     "SessionIdentity",
     "SessionKey",
@@ -91,17 +92,10 @@ __all__ = [
     "is_safe_agent_name",
     "is_safe_component",
     "is_safe_session_id",
-    "journal_name",
     "parse_session_key",
     "resolve_identity",
     "sanitize_name",
 ]
-
-MAX_NAME_BYTES = 255
-"""The longest file name, in bytes, the file system takes (``NAME_MAX`` on Linux and macOS)."""
-
-JOURNAL_PREFIX = "offload-"
-JOURNAL_SUFFIX = ".jsonl"
 
 MAX_AGENT_NAME_BYTES = MAX_NAME_BYTES
 """Largest agent name, in UTF-8 bytes: the agent's directory name."""
@@ -203,11 +197,6 @@ def is_internal_memory_session(session_key: str) -> bool:
     ``[0-9]`` only.
     """
     return _INTERNAL_SESSION.search(session_key) is not None
-
-
-def journal_name(session_id: str) -> str:
-    """The file name of a session's journal: ``offload-<session_id>.jsonl``."""
-    return f"{JOURNAL_PREFIX}{session_id}{JOURNAL_SUFFIX}"
 
 
 def _fits(name: str, max_bytes: int) -> bool:

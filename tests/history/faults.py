@@ -1,6 +1,6 @@
 """Crash a worker at an exact point: SIGKILL the process right after a named function returns.
 
-``die_after("offload_registry.session_files:SessionFiles.append", call=3)`` kills the process
+``die_after("offload_registry.disk.session_files:SessionFiles.append", call=3)`` kills the process
 when the third call of ``SessionFiles.append`` has returned: the journal holds the batch,
 Redis does not yet, and the caller never learns the result. Pointed at
 ``offload_registry._sync.redis_tier:RedisTier.publish_change`` it kills after the Redis step
@@ -19,9 +19,9 @@ from typing import Any
 
 # The crash points of the current write paths, each right after one step of a write.
 JOURNAL_THEN_DIE = (
-    "offload_registry.session_files:SessionFiles.append",  # append: journal done, Redis not
-    "offload_registry.session_files:SessionFiles.claim",  # claim: record done, Redis not
-    "offload_registry.session_files:SessionFiles.mark",  # mark: journal replaced, Redis not
+    "offload_registry.disk.session_files:SessionFiles.append",  # append: journal done, Redis not
+    "offload_registry.disk.session_files:SessionFiles.claim",  # claim: record done, Redis not
+    "offload_registry.disk.session_files:SessionFiles.mark",  # mark: journal replaced, Redis not
 )
 REDIS_THEN_DIE = (
     "offload_registry._sync.redis_tier:RedisTier.publish_change",  # append/claim: Redis done

@@ -31,8 +31,8 @@ from history.checker import SessionFinal, View, Window
 from history.faults import CRASH_POINTS
 from history.record import Op, read_history
 from history.worker import WorkerConfig
+from offload_registry.disk.session_files import SessionPaths
 from offload_registry.keys import resolve_identity
-from offload_registry.session_files import SessionPaths
 from offload_registry.sync import OffloadStateManager, SessionRegistry
 from offload_registry.testing.server import RedisServerProcess
 

@@ -26,9 +26,9 @@ from offload_registry._async._primitives import Pending, run_blocking
 from offload_registry._async.tier import SharedTier
 from offload_registry.changes import JOURNAL, LoadedSession, TierSnapshot
 from offload_registry.codec import watermark_id
-from offload_registry.journal import Watermark
+from offload_registry.disk.journal import Watermark
+from offload_registry.disk.session_files import SessionFiles
 from offload_registry.keys import SessionIdentity
-from offload_registry.session_files import SessionFiles
 from offload_registry.stats import RegistryStats
 
 V = TypeVar("V")

@@ -60,10 +60,11 @@ from offload_registry.codec import (
     encode_watermark,
     watermark_id,
 )
-from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
-from offload_registry.fsutil import (
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
 )
+from offload_registry.disk.layout import data_root_id
+from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
 from offload_registry.store.breaker import CircuitBreaker
@@ -79,7 +80,6 @@ from offload_registry.store.records import (
 from offload_registry.store.startup import (
     FLAGS_PROBE,
     check_tls_files,
-    data_root_id,
     denial_in,
     plain_text_reply,
     script_text,

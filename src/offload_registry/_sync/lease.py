@@ -30,13 +30,13 @@ from offload_registry._sync._primitives import (
     stop,
     wait_event,
 )
+from offload_registry.disk.lease_files import LeaseRecord
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
-from offload_registry.lease_files import LeaseRecord
 
 if TYPE_CHECKING:
     from offload_registry._sync.tier import SharedTier
+    from offload_registry.disk.session_files import SessionFiles
     from offload_registry.keys import SessionIdentity
-    from offload_registry.session_files import SessionFiles
 
 log = logging.getLogger("offload_registry.lease")
 

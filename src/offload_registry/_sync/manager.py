@@ -21,7 +21,6 @@ from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from offload_registry import agent_files
 from offload_registry._sync._primitives import (
     Lock,
     Thunk,
@@ -31,12 +30,13 @@ from offload_registry._sync._primitives import (
 from offload_registry._sync.lease import Lease, LeaseKeeper
 from offload_registry._sync.loader import load_session
 from offload_registry._sync.tier import SharedTier
-from offload_registry.agent_files import AgentState
 from offload_registry.changes import APPEND, CLAIMS, SessionChange, TierSnapshot
+from offload_registry.disk import agent_files
+from offload_registry.disk.agent_files import AgentState
+from offload_registry.disk.journal import Watermark
+from offload_registry.disk.session_files import CatchUp, OffloadStatus, SessionFiles
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
-from offload_registry.journal import Watermark
 from offload_registry.keys import SessionIdentity
-from offload_registry.session_files import CatchUp, OffloadStatus, SessionFiles
 from offload_registry.session_state import (
     SessionState,
     SetView,

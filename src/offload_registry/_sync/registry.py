@@ -24,11 +24,11 @@ from offload_registry._sync.manager import OffloadStateManager
 from offload_registry._sync.redis_tier import open_redis_tier
 from offload_registry._sync.tier import NoSharedTier, SharedTier
 from offload_registry.config import TierOptions, registry_tier_options
+from offload_registry.disk.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, check_file_mode
+from offload_registry.disk.session_files import SessionFiles, SessionPaths
 from offload_registry.errors import ConfigurationError, RegistryClosedError
-from offload_registry.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, check_file_mode
 from offload_registry.keys import is_internal_memory_session, resolve_identity
 from offload_registry.near_cache import LruCache
-from offload_registry.session_files import SessionFiles, SessionPaths
 from offload_registry.stats import RegistryStats
 from offload_registry.store.keyspace import DEFAULT_PREFIX
 

@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offload_registry.disk import layout
+from offload_registry.disk.journal import read_journal
+from offload_registry.disk.locks import file_lock
 from offload_registry.errors import ConfigurationError, OffloadRegistryError, UnsafePathError
-from offload_registry.fsutil import file_lock, lock_path_for
-from offload_registry.journal import read_journal
 from offload_registry.keys import resolve_identity
 from offload_registry.session_state import normalize_id
 
@@ -178,7 +179,7 @@ class Canary:
         under this replica's owner."""
         # Claims are written under the journal's lock: read the record under it, shared.
         with file_lock(manager.journal_path, shared=True, create=False):
-            records = read_journal(claims_path(manager.journal_path), lock=False).entries
+            records = read_journal(layout.claims_beside(manager.journal_path), lock=False).entries
         mine = f"{os.uname().nodename}:{os.getpid()}:"  # the managers' owner prefix here
         owners: dict[str, list[str]] = {}
         for record in records:
@@ -221,7 +222,7 @@ class Canary:
         for journal in _canary_journals(agent_dir):
             session_bucket = _bucket_of(journal)
             if session_bucket is not None and session_bucket <= newest_old:
-                key = f"agent:{self.plan.agent}:{journal.name[len('offload-') : -len('.jsonl')]}"
+                key = f"agent:{self.plan.agent}:{layout.session_id_of(journal.name)}"
                 self._remove_session(key, journal)
         self._removed_through = newest_old
 
@@ -238,33 +239,27 @@ class Canary:
         with file_lock(journal):
             for path in _session_files(journal):
                 path.unlink(missing_ok=True)
-        lock_path_for(journal).unlink(missing_ok=True)
+        layout.lock_path(journal).unlink(missing_ok=True)
         self.stats.sessions_removed += 1
         log.info("canary: removed old session %s", key, extra={"session_key": key})
 
 
-def claims_path(journal: Path) -> Path:
-    """The claims record beside a journal (``offload-<id>.claims``)."""
-    return journal.with_suffix(".claims")
-
-
 def _session_files(journal: Path) -> Iterator[Path]:
-    yield journal
-    yield claims_path(journal)
-    yield journal.with_suffix(".lease")
-    for sibling in (claims_path(journal), journal.with_suffix(".lease")):
-        yield lock_path_for(sibling)
+    claims, lease = layout.claims_beside(journal), layout.lease_beside(journal)
+    yield from (journal, claims, lease)
+    for sibling in (claims, lease):
+        yield layout.lock_path(sibling)
 
 
 def _canary_journals(agent_dir: Path) -> list[Path]:
     try:
-        return sorted(agent_dir.glob(f"offload-{SESSION_PREFIX}*-s*.jsonl"))
+        return sorted(agent_dir.glob(layout.journal_name(f"{SESSION_PREFIX}*-s*")))
     except OSError:
         return []
 
 
 def _bucket_of(journal: Path) -> int | None:
-    stem = journal.name[len(f"offload-{SESSION_PREFIX}") :]
+    stem = layout.session_id_of(journal.name).removeprefix(SESSION_PREFIX)
     digits = stem.split("-", 1)[0]
     return int(digits) if digits.isdigit() else None
 
@@ -275,7 +270,7 @@ def _entry(tool_call_id: str, replica: str) -> dict[str, Any]:
         "node_id": None,
         "tool_call": "canary",
         "summary": f"canary entry of {replica}",
-        "result_ref": f"refs/{tool_call_id}.md",
+        "result_ref": layout.ref_name(tool_call_id),
         "tool_call_id": tool_call_id,
         "score": 1,
     }

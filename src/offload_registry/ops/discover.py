@@ -23,8 +23,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offload_registry.disk import layout
+from offload_registry.disk.fsutil import AGENT_DIR_DEPTH, opened_dir
+from offload_registry.disk.session_files import SessionPaths
 from offload_registry.errors import InvalidSessionKeyError
-from offload_registry.fsutil import AGENT_DIR_DEPTH, opened_dir
 from offload_registry.keys import (
     SessionIdentity,
     is_safe_agent_name,
@@ -32,13 +34,8 @@ from offload_registry.keys import (
     parse_session_key,
     resolve_identity,
 )
-from offload_registry.session_files import SessionPaths
 
 log = logging.getLogger(__name__)
-
-JOURNAL_SUFFIX = ".jsonl"
-CLAIMS_SUFFIX = ".claims"
-PREFIX = "offload-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +65,7 @@ class DiskSession:
     @property
     def relative_path(self) -> str:
         """``<agent>/offload-<id>``: the files' names under the data root, without suffix."""
-        return f"{self.agent_name}/{PREFIX}{self.session_id}"
+        return f"{self.agent_name}/{layout.JOURNAL_PREFIX}{self.session_id}"
 
     def __str__(self) -> str:
         """The key to paste into any command, or the path when no key names the files."""
@@ -88,7 +85,7 @@ def session_for_key(data_root: Path, key: str) -> DiskSession:
         hint = ""
         agent, slash, rest = key.partition("/")
         if slash and agent and rest:
-            hint = f"; did you mean agent:{agent}:{rest.removeprefix(PREFIX)}?"
+            hint = f"; did you mean agent:{agent}:{rest.removeprefix(layout.JOURNAL_PREFIX)}?"
         raise InvalidSessionKeyError(key, f"not a session key of the form agent:NAME:ID{hint}")
     identity = resolve_identity(key)
     paths = SessionPaths.for_identity(data_root, identity)
@@ -142,23 +139,20 @@ def _session_ids(agent_dir: Path) -> list[str]:
     ids: set[str] = set()
     with opened_dir(agent_dir, AGENT_DIR_DEPTH) as fd, os.scandir(fd) as entries:
         for entry in entries:
-            name = entry.name
-            if not name.startswith(PREFIX):
-                continue  # hidden lock and temp files start with "."
+            session_id = layout.session_id_in(entry.name)
+            if session_id is None:
+                continue  # not a journal or claims record (hidden lock and temp files too)
             if not entry.is_file(follow_symlinks=False):
-                if name.endswith((JOURNAL_SUFFIX, CLAIMS_SUFFIX)):
-                    log.warning("skipping %s: not a regular file", agent_dir / name)
+                log.warning("skipping %s: not a regular file", agent_dir / entry.name)
                 continue
-            for suffix in (JOURNAL_SUFFIX, CLAIMS_SUFFIX):
-                if name.endswith(suffix):
-                    ids.add(name[len(PREFIX) : -len(suffix)])
+            ids.add(session_id)
     return sorted(ids)
 
 
 def agent_names(data_root: Path) -> list[str]:
     """Every agent directory under the data root, sorted. Hidden ones count: the seed gives
     ``agent:.hidden:s`` the directory ``.hidden`` and so do we. Links are skipped with a
-    warning: nothing below the data root is followed (see :mod:`offload_registry.fsutil`)."""
+    warning: nothing below the data root is followed (see :mod:`offload_registry.disk.fsutil`)."""
     names: list[str] = []
     with os.scandir(data_root) as entries:
         for entry in entries:
@@ -179,7 +173,7 @@ def iter_sessions(
     cannot be listed goes to ``unreadable`` and is skipped (without ``unreadable``:
     ``OSError``)."""
     for agent in agents if agents else agent_names(data_root):
-        agent_dir = data_root / agent
+        agent_dir = layout.agent_dir(data_root, agent)
         if not is_safe_agent_name(agent):
             log.warning("skipping %s: not a name the registry can use", agent_dir)
             continue
@@ -192,7 +186,8 @@ def iter_sessions(
             continue
         for session_id in session_ids:
             if not is_safe_session_id(session_id):
-                log.warning("skipping %s/offload-%s: unsafe session id", agent_dir, session_id)
+                name = f"{layout.JOURNAL_PREFIX}{session_id}"
+                log.warning("skipping %s/%s: unsafe session id", agent_dir, name)
                 continue
             identity = SessionIdentity("", agent, session_id, fallback=False)
             yield DiskSession(agent, session_id, SessionPaths.for_identity(data_root, identity))

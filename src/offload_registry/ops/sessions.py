@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry._async.redis_tier import RedisTier
-from offload_registry.agent_files import read_session_registry
+from offload_registry.disk.agent_files import read_session_registry
 from offload_registry.ops.discover import DiskSession, batched, iter_sessions
 
 BATCH = 256

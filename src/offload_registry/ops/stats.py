@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from offload_registry._async.redis_tier import RedisTier
-from offload_registry.journal import scan_journal
+from offload_registry.disk.journal import scan_journal
 from offload_registry.ops.discover import Unreadable, iter_sessions
 from offload_registry.store.keyspace import RedisSessionKeys
 

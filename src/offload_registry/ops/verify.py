@@ -36,8 +36,9 @@ from redis.exceptions import ResponseError
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
 from offload_registry.codec import watermark_id
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.session_files import Rebuilt, SessionFiles
 from offload_registry.errors import JournalError
-from offload_registry.fsutil import FsyncPolicy
 from offload_registry.ops.discover import (
     DiskSession,
     Unreadable,
@@ -45,7 +46,6 @@ from offload_registry.ops.discover import (
     iter_sessions,
     session_for_key,
 )
-from offload_registry.session_files import Rebuilt, SessionFiles
 from offload_registry.store.keyspace import RedisSessionKeys
 
 log = logging.getLogger(__name__)

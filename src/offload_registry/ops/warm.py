@@ -34,12 +34,12 @@ from typing import Any
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
 from offload_registry.codec import watermark_id
+from offload_registry.disk.fsutil import FsyncPolicy
+from offload_registry.disk.journal import current_watermark
+from offload_registry.disk.session_files import SessionFiles
 from offload_registry.errors import JournalError
-from offload_registry.fsutil import FsyncPolicy
-from offload_registry.journal import current_watermark
 from offload_registry.ops.discover import DiskSession, Unreadable, batched, iter_sessions
 from offload_registry.ops.progress import Progress
-from offload_registry.session_files import SessionFiles
 from offload_registry.store.records import Anchor
 
 log = logging.getLogger(__name__)

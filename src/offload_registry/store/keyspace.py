@@ -106,17 +106,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from offload_registry.disk.layout import read_data_root_id
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import SessionIdentity
 
 __all__ = [
-    "DATA_ROOT_ID_FILE",
     "DEFAULT_PREFIX",
     "KEY_SCHEMA",
     "Keyspace",
     "RedisSessionKeys",
     "deployment_id",
-    "read_data_root_id",
     "session_tag",
     "validate_prefix",
 ]
@@ -160,27 +159,15 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-DATA_ROOT_ID_FILE: Final = ".offload-registry-id"
-"""The file inside a data root holding its random id (one line of hex digits)."""
-
-
-def read_data_root_id(data_root: str | os.PathLike[str]) -> str | None:
-    """The id in ``<data_root>/.offload-registry-id``, or ``None`` when there is none (yet)."""
-    try:
-        text = (Path(data_root).expanduser() / DATA_ROOT_ID_FILE).read_text("ascii").strip()
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
-        return None
-    return text or None
-
-
 def deployment_id(data_root: str | os.PathLike[str], root_id: str | None = None) -> str:
     """The deployment id of a data root: 12 hex digits of SHA-256 of its id.
 
     The id is ``root_id`` when given, else the one in the data root's id file
-    (:func:`read_data_root_id`), so every mount of one data root, at any path, gives one
-    deployment. Without either (a data root no writable registry has opened), the resolved
-    path is hashed instead: made absolute, symbolic links resolved (it need not exist), as
-    the file system's bytes, so any spelling of one directory gives one id.
+    (:func:`~offload_registry.disk.layout.read_data_root_id`), so every mount of one data
+    root, at any path, gives one deployment. Without either (a data root no writable registry
+    has opened), the resolved path is hashed instead: made absolute, symbolic links resolved
+    (it need not exist), as the file system's bytes, so any spelling of one directory gives
+    one id.
     """
     root_id = root_id or read_data_root_id(data_root)
     if root_id is not None:

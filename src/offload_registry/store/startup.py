@@ -1,80 +1,21 @@
 """What a Redis tier checks once, at start: no awaiting, shared by both twins.
 
-The data root's id file, the Lua scripts' text (and whether a server refused their
-``#!lua`` line), a refused permission behind a client's error, and the TLS files and
-failures told apart from an outage.
+The Lua scripts' text (and whether a server refused their ``#!lua`` line), a refused
+permission behind a client's error, and the TLS files and failures told apart from an outage.
+The data root's id file is :mod:`offload_registry.disk.layout`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import ssl
-import uuid
 from importlib import resources
-from pathlib import Path
 
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError
-from offload_registry.fsutil import (
-    DEFAULT_FILE_MODE,
-    ROOT_FILE_DEPTH,
-    ensure_dir,
-    opened_dir,
-    read_file_bytes,
-)
-
-DATA_ROOT_ID_FILE = ".offload-registry-id"
-
-
-def data_root_id(
-    data_root: Path, *, create: bool, file_mode: int = DEFAULT_FILE_MODE
-) -> str | None:
-    """The random id of a data root, kept in ``<root>/.offload-registry-id`` (made on first
-    use by a writable registry, with ``file_mode``; ``None`` when missing and ``create`` is
-    false). A link or non-regular file in its place raises ``UnsafePathError``."""
-    path = data_root / DATA_ROOT_ID_FILE
-    try:
-        return _read_root_id(path)
-    except FileNotFoundError:
-        if not create:
-            return None
-    ensure_dir(data_root, 0, mode=file_mode)
-    # Written whole under a temporary name, then linked into place (which fails if the file
-    # exists): the id file never exists empty, so processes starting together on a new data
-    # root all read the one id that won, never an empty or half-written one. Both names are
-    # used relative to the root's descriptor, the temp one created exclusively, never
-    # following a link.
-    with opened_dir(data_root, 0) as dir_fd:
-        temp = f"{DATA_ROOT_ID_FILE}.{uuid.uuid4().hex}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temp, flags, file_mode, dir_fd=dir_fd)
-        try:
-            try:
-                os.write(fd, (uuid.uuid4().hex + "\n").encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            with contextlib.suppress(FileExistsError):  # another process made it first: theirs
-                os.link(
-                    temp,
-                    DATA_ROOT_ID_FILE,
-                    src_dir_fd=dir_fd,
-                    dst_dir_fd=dir_fd,
-                    follow_symlinks=False,
-                )
-                os.fsync(dir_fd)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=dir_fd)
-    return _read_root_id(path)
-
-
-def _read_root_id(path: Path) -> str:
-    return read_file_bytes(path, below=ROOT_FILE_DEPTH).decode("ascii").strip()
 
 
 def script_text(name: str, *, flagged: bool = True) -> str:

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from offload_registry.config import TierOptions
+from offload_registry.disk import layout
+from offload_registry.disk.journal import read_journal
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
-from offload_registry.journal import read_journal
 from offload_registry.metrics import serve_metrics
 from offload_registry.ops.tier import TierTlsFiles
 from offload_registry.session_state import normalize_id
@@ -86,7 +87,7 @@ def entry(tool_call_id: str, worker: int) -> dict[str, Any]:
         "node_id": None,
         "tool_call": f"bash -lc 'cat {tool_call_id}'",
         "summary": f"result of {tool_call_id} (worker {worker})",
-        "result_ref": f"refs/{tool_call_id}.md",
+        "result_ref": layout.ref_name(tool_call_id),
         "tool_call_id": tool_call_id,
         "score": 5,
     }

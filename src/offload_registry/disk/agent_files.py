@@ -6,12 +6,13 @@ update; here every write is a read-modify-write under an exclusive ``flock`` on 
 sibling lock file, finished by an atomic replace, so concurrent writers serialize and a
 crash leaves the old or the new file, never a torn one.
 
-The bytes written are the seed's: ``json.dumps(obj, indent=2, ensure_ascii=False)`` with no
+Read and written in the project's one JSON dialect (:mod:`offload_registry.jsjson`), as the
+seed's ``JSON.parse`` and ``JSON.stringify(obj, null, 2)`` do: the bytes written have no
 trailing newline and camelCase keys in the seed's order. Keys this module does not know are
 carried over untouched, so data written by newer seeds is not lost; a file that cannot be
 parsed is copied to ``<name>.corrupt-<unix ms>`` before it is replaced.
 
-Every open goes through :mod:`offload_registry.fsutil`'s safe-open layer: a link or a
+Every open goes through :mod:`offload_registry.disk.fsutil`'s safe-open layer: a link or a
 non-regular file in the place of one of these files (or of the agent directory) raises
 :class:`~offload_registry.errors.UnsafePathError`; nothing is followed out of the data root.
 New files get the caller's ``mode`` (owner-only by default).
@@ -22,7 +23,6 @@ Everything here is blocking POSIX I/O; async callers run it in a worker thread.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -33,31 +33,32 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeAlias
 
-from offload_registry.errors import JournalError, UnsafePathError
-from offload_registry.fsutil import (
-    AGENT_DIR_DEPTH,
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
     FILE_DEPTH,
     FsyncPolicy,
-    atomic_write_bytes,
-    ensure_dir,
-    file_lock,
     opened_dir,
     read_file_bytes,
 )
+from offload_registry.disk.json_file import (
+    ensure_agent_dir,
+    is_lossy,
+    keep_corrupt_copy,
+    parse_object,
+    read_for_update,
+    write_json,
+)
+from offload_registry.disk.layout import journal_name, mmds_dir, registry_path, state_path
+from offload_registry.disk.locks import file_lock
+from offload_registry.errors import UnsafePathError
 
 __all__ = [
-    "MMDS_DIR",
-    "REFS_DIR",
-    "REGISTRY_FILE",
-    "STATE_FILE",
     "AgentState",
     "JSONScalar",
     "SessionRecord",
     "allocate_mmd_number",
     "format_iso_ms",
     "next_mmd_number",
-    "offload_file_name",
     "read_agent_state",
     "read_session_registry",
     "register_session",
@@ -65,11 +66,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "state.json"
-REGISTRY_FILE = "sessions-registry.json"
-MMDS_DIR = "mmds"
-REFS_DIR = "refs"
 
 JSONScalar: TypeAlias = str | int | float | bool | None
 """A JSON value that is not an array or an object."""
@@ -79,7 +75,6 @@ JSONScalar: TypeAlias = str | int | float | bool | None
 _MMD_NAME = re.compile(r"([0-9]+)-.*\.mmd\Z", re.DOTALL)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _utc_now() -> datetime:
@@ -193,7 +188,7 @@ def read_agent_state(agent_dir: Path) -> AgentState:
     not an object) gives the defaults and a WARNING. Never raises for the file's content; a
     link or non-regular file in its place raises :class:`UnsafePathError`.
     """
-    path = agent_dir / STATE_FILE
+    path = state_path(agent_dir)
     try:
         raw = read_file_bytes(path)
     except FileNotFoundError:
@@ -208,7 +203,7 @@ def read_agent_state(agent_dir: Path) -> AgentState:
             extra={"path": str(path)},
         )
         return AgentState()
-    obj = _parse_object(path, raw)
+    obj = parse_object(path, raw)
     return AgentState() if obj is None else AgentState.from_json_dict(obj)
 
 
@@ -235,19 +230,19 @@ def update_agent_state(
     cannot be read, or cannot be written (:class:`UnsafePathError` when it is a link or not a
     regular file). New files get ``mode``.
     """
-    path = agent_dir / STATE_FILE
-    _ensure_dir(agent_dir, fsync, mode)
+    path = state_path(agent_dir)
+    ensure_agent_dir(agent_dir, fsync, mode)
     with file_lock(path, mode=mode):
-        raw = _read_for_update(path)
-        obj = None if raw is None else _parse_object(path, raw)
+        raw = read_for_update(path)
+        obj = None if raw is None else parse_object(path, raw)
         old = AgentState() if obj is None else AgentState.from_json_dict(obj)
         new = update(old)
         if _strict_values(new) == _strict_values(old):
             return new
-        if raw is not None and (obj is None or _is_lossy(raw)):
+        if raw is not None and (obj is None or is_lossy(raw)):
             # Unparseable, or decoded with U+FFFD: the rewrite would lose bytes, keep them.
-            _keep_corrupt_copy(path, raw, fsync, now, mode)
-        _write_json(path, _merge_state(obj or {}, old, new), fsync, mode)
+            keep_corrupt_copy(path, raw, fsync, _unix_ms(now()), mode)
+        write_json(path, _merge_state(obj or {}, old, new), fsync, mode)
         return new
 
 
@@ -279,7 +274,7 @@ def next_mmd_number(agent_dir: Path, state: AgentState) -> int:
     callers that use the number should hold the state lock, as ``allocate_mmd_number`` does.
     """
     highest = state.mmd_counter
-    mmds = agent_dir / MMDS_DIR
+    mmds = mmds_dir(agent_dir)
     try:
         with opened_dir(mmds, FILE_DEPTH) as fd:
             names = os.listdir(fd)
@@ -345,11 +340,6 @@ class SessionRecord:
         }
 
 
-def offload_file_name(session_id: str) -> str:
-    """The journal file name the seed records for a session id."""
-    return f"offload-{session_id}.jsonl"
-
-
 def read_session_registry(agent_dir: Path) -> dict[str, SessionRecord]:
     """Read ``agent_dir/sessions-registry.json`` without locking (writers replace it
     atomically), in file order.
@@ -360,7 +350,7 @@ def read_session_registry(agent_dir: Path) -> dict[str, SessionRecord]:
     (each logged at DEBUG). Never raises for the file's content (a link or non-regular file
     in its place raises :class:`UnsafePathError`).
     """
-    path = agent_dir / REGISTRY_FILE
+    path = registry_path(agent_dir)
     try:
         raw = read_file_bytes(path)
     except FileNotFoundError:
@@ -375,7 +365,7 @@ def read_session_registry(agent_dir: Path) -> dict[str, SessionRecord]:
             extra={"path": str(path)},
         )
         return {}
-    obj = _parse_object(path, raw)
+    obj = parse_object(path, raw)
     if obj is None:
         return {}
     records: dict[str, SessionRecord] = {}
@@ -409,9 +399,7 @@ def _parse_record(entry: object) -> SessionRecord | None:
         )
     return SessionRecord(
         session_id=session_id,
-        offload_file=(
-            offload_file if isinstance(offload_file, str) else offload_file_name(session_id)
-        ),
+        offload_file=(offload_file if isinstance(offload_file, str) else journal_name(session_id)),
         updated_at=updated_at if isinstance(updated_at, str) else "",
     )
 
@@ -443,12 +431,12 @@ def register_session(
     cannot be read, or cannot be written (:class:`UnsafePathError` when it is a link or not a
     regular file). New files get ``mode``.
     """
-    path = agent_dir / REGISTRY_FILE
-    offload_file = offload_file_name(session_id)
-    _ensure_dir(agent_dir, fsync, mode)
+    path = registry_path(agent_dir)
+    offload_file = journal_name(session_id)
+    ensure_agent_dir(agent_dir, fsync, mode)
     with file_lock(path, mode=mode):
-        raw = _read_for_update(path)
-        obj = None if raw is None else _parse_object(path, raw)
+        raw = read_for_update(path)
+        obj = None if raw is None else parse_object(path, raw)
         registry: dict[str, object] = dict(obj) if obj is not None else {}
         current = registry.get(session_key)
         if (
@@ -465,10 +453,10 @@ def register_session(
         if isinstance(current, dict):
             entry.update((k, v) for k, v in current.items() if k not in entry)
         registry[session_key] = entry
-        if raw is not None and (obj is None or _is_lossy(raw)):
+        if raw is not None and (obj is None or is_lossy(raw)):
             # Unparseable, or decoded with U+FFFD: the rewrite would lose bytes, keep them.
-            _keep_corrupt_copy(path, raw, fsync, now, mode)
-        _write_json(path, registry, fsync, mode)
+            keep_corrupt_copy(path, raw, fsync, _unix_ms(now()), mode)
+        write_json(path, registry, fsync, mode)
 
 
 def format_iso_ms(moment: datetime) -> str:
@@ -493,151 +481,3 @@ def _as_utc(moment: datetime) -> datetime:
 
 def _unix_ms(moment: datetime) -> int:
     return (_as_utc(moment) - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _ensure_dir(directory: Path, fsync: FsyncPolicy, mode: int) -> None:
-    """Create the agent directory (and the data root) when missing, with the directory mode
-    matching ``mode``; under ``ALWAYS`` fsync each new entry's parent so the directories
-    survive a machine crash along with the file written in them. A link in the way raises
-    :class:`UnsafePathError`.
-    """
-    try:
-        ensure_dir(directory, AGENT_DIR_DEPTH, mode=mode, fsync=fsync)
-    except UnsafePathError:
-        raise
-    except OSError as exc:
-        raise JournalError(str(directory), f"cannot create the agent directory: {exc}") from exc
-
-
-def _read_for_update(path: Path) -> bytes | None:
-    """The file's bytes, or ``None`` when it does not exist. A file that exists but cannot be
-    read raises ``JournalError``: replacing it blindly could destroy data.
-    """
-    try:
-        return read_file_bytes(path)
-    except FileNotFoundError:
-        return None
-    except UnsafePathError:
-        raise
-    except OSError as exc:
-        raise JournalError(str(path), f"cannot read before updating: {exc}") from exc
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_or_null(text: str) -> float | None:
-    # JavaScript parses an overflowing number such as 1e400 as Infinity and writes it back
-    # as null; doing the same keeps us from ever writing the non-JSON token "Infinity".
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
-def _decode(raw: bytes) -> tuple[str, bool]:
-    """``raw`` as text the way Node's ``readFile(path, "utf-8")`` gives it to the seed: each
-    invalid UTF-8 sequence becomes U+FFFD (both decoders replace maximal subparts), and a byte
-    order mark is dropped. The flag says whether anything was replaced."""
-    try:
-        return raw.decode("utf-8-sig"), False
-    except UnicodeDecodeError:
-        return raw.decode("utf-8-sig", errors="replace"), True
-
-
-def _is_lossy(raw: bytes) -> bool:
-    return _decode(raw)[1]
-
-
-def _parse_object(path: Path, raw: bytes) -> dict[str, object] | None:
-    """The JSON object in ``raw``, or ``None`` (with a WARNING) when it is not one.
-
-    A UTF-8 byte-order mark is accepted; invalid UTF-8 is decoded with U+FFFD as the seed
-    does (one bad byte in a string keeps every other field); ``NaN``/``Infinity`` tokens are
-    rejected as JSON does.
-    """
-    text, lossy = _decode(raw)
-    if lossy:
-        logger.warning(
-            "%s is not valid UTF-8; reading it with U+FFFD in place of the bad bytes",
-            path,
-            extra={"path": str(path)},
-        )
-    try:
-        obj = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_or_null,
-        )
-    except (ValueError, RecursionError) as exc:
-        logger.warning(
-            "%s is corrupt (%s); treating it as empty",
-            path,
-            exc,
-            extra={"path": str(path)},
-        )
-        return None
-    if not isinstance(obj, dict):
-        logger.warning(
-            "%s holds a JSON %s, not an object; treating it as empty",
-            path,
-            type(obj).__name__,
-            extra={"path": str(path)},
-        )
-        return None
-    return obj
-
-
-def _dump_json(obj: object) -> bytes:
-    """The seed's format: ``JSON.stringify(obj, null, 2)`` as UTF-8, no trailing newline.
-
-    Lone surrogates (from ``\\ud800``-style escapes in the file read) are written as
-    ``\\uXXXX`` escapes, as JavaScript's ``JSON.stringify`` does, since UTF-8 cannot hold
-    them.
-    """
-    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
-    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return text.encode("utf-8")
-
-
-def _write_json(path: Path, obj: object, fsync: FsyncPolicy, mode: int) -> None:
-    data = _dump_json(obj)
-    try:
-        atomic_write_bytes(path, data, fsync, mode=mode)
-    except UnsafePathError:
-        raise
-    except OSError as exc:
-        raise JournalError(str(path), f"cannot write: {exc}") from exc
-
-
-def _keep_corrupt_copy(
-    path: Path, raw: bytes, fsync: FsyncPolicy, now: Callable[[], datetime], mode: int
-) -> None:
-    """Copy a corrupt file's bytes to ``<name>.corrupt-<unix ms>`` (``-<n>`` appended if that
-    name is taken by other bytes, or by anything that is not a regular file) before the
-    caller replaces it, so nothing is lost.
-    """
-    base = path.with_name(f"{path.name}.corrupt-{_unix_ms(now())}")
-    target = base
-    suffix = 0
-    while True:
-        try:
-            if read_file_bytes(target) == raw:
-                return
-        except FileNotFoundError:
-            break
-        except OSError:  # unreadable, a link, a FIFO...: taken, try the next name
-            pass
-        suffix += 1
-        target = base.with_name(f"{base.name}-{suffix}")
-    try:
-        atomic_write_bytes(target, raw, fsync, mode=mode)
-    except UnsafePathError:
-        raise
-    except OSError as exc:
-        raise JournalError(str(target), f"cannot keep a copy of the corrupt file: {exc}") from exc
-    logger.warning(
-        "%s was corrupt; kept a copy as %s",
-        path,
-        target.name,
-        extra={"path": str(path), "copy": str(target)},
-    )

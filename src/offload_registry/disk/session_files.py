@@ -17,28 +17,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from offload_registry import agent_files, lease_files
 from offload_registry.changes import TierSnapshot
-from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
-from offload_registry.fsutil import (
+from offload_registry.disk import agent_files, layout, lease_files
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
     FsyncPolicy,
     ensure_dir,
-    file_lock,
-    fit_name,
 )
-from offload_registry.journal import (
-    StatusScan,
-    Watermark,
-    append_entries_to_file,
-    current_watermark,
-    journal_path,
-    mark_journal,
-    scan_journal,
-)
+from offload_registry.disk.journal import StatusScan, Watermark, current_watermark, scan_journal
+from offload_registry.disk.journal_mark import mark_journal
+from offload_registry.disk.journal_write import append_entries_to_file
+from offload_registry.disk.lease_files import RELEASED, LeaseRecord
+from offload_registry.disk.locks import file_lock
+from offload_registry.errors import InvalidSessionKeyError, JournalError, LeaseLostError
 from offload_registry.jsjson import clean_json
 from offload_registry.keys import SessionIdentity
-from offload_registry.lease_files import RELEASED, LeaseRecord
 from offload_registry.session_state import (
     SessionState,
     canonical_entry,
@@ -65,13 +58,10 @@ class SessionPaths:
 
     @classmethod
     def for_identity(cls, data_root: Path, identity: SessionIdentity) -> SessionPaths:
-        agent_dir = data_root / identity.agent_name
-        journal = journal_path(agent_dir, identity.session_id)
-        # Not named offload-*.jsonl, so the seed and our own journal scans never mistake it
-        # for a session journal.
-        # fit_name: a session id of up to 241 bytes fits the journal's name but not these.
-        claims = agent_dir / fit_name(f"offload-{identity.session_id}.claims")
-        lease = agent_dir / fit_name(f"offload-{identity.session_id}.lease")
+        agent_dir = layout.agent_dir(data_root, identity.agent_name)
+        journal = layout.journal_path(agent_dir, identity.session_id)
+        claims = layout.claims_path(agent_dir, identity.session_id)
+        lease = layout.lease_path(agent_dir, identity.session_id)
         paths = cls(data_root, agent_dir, journal, claims, lease)
         paths._check_inside_root()
         return paths
@@ -282,10 +272,11 @@ class SessionFiles:
     ) -> tuple[Rebuilt, int]:
         """Set ``offloaded`` on the entries named in ``statuses`` (matched by normalized id).
 
-        Only the named values change (:func:`~offload_registry.journal.mark_journal`): other
-        lines keep their bytes and a mark that changes nothing writes nothing. Each id is
-        canonical first and each status cleaned as the writer writes it; when two ids share a
-        normalized form the later status wins. An id with no canonical form refuses the whole
+        Only the named values change
+        (:func:`~offload_registry.disk.journal_mark.mark_journal`): other lines keep their bytes
+        and a mark that changes nothing writes nothing. Each id is canonical first and each
+        status cleaned as the writer writes it; when two ids share a normalized form the later
+        status wins. An id with no canonical form refuses the whole
         call (:class:`InvalidToolCallIdError`) before anything is written.
 
         Durability and concurrency: under the journal's exclusive ``flock`` (after checking
@@ -467,7 +458,7 @@ class SessionFiles:
             mode=self.file_mode,
         )
         if real_session_id:
-            session_id = self.paths.journal.name.removeprefix("offload-").removesuffix(".jsonl")
+            session_id = layout.session_id_of(self.paths.journal.name)
             agent_files.register_session(
                 agent_dir, session_key, session_id, self.fsync, mode=self.file_mode
             )

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import orjson
 
-from offload_registry.errors import JournalError, UnsafePathError
-from offload_registry.fsutil import (
+from offload_registry.disk.fsutil import (
     DEFAULT_FILE_MODE,
     FsyncPolicy,
     atomic_write_bytes,
     read_file_bytes,
 )
+from offload_registry.errors import JournalError, UnsafePathError
 
 RELEASED = ""
 """The holder of a record whose lease was released (its token still counts)."""

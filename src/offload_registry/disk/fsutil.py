@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from offload_registry.errors import ConfigurationError, UnsafePathError
-from offload_registry.keys import MAX_NAME_BYTES
+
+MAX_NAME_BYTES = 255
+"""The longest file name, in bytes, the file system takes (``NAME_MAX`` on Linux and macOS)."""
 
 DEFAULT_FILE_MODE = 0o600
 """Permissions of the files the registry creates unless configured: private to the owner."""
@@ -381,38 +383,3 @@ def atomic_write_bytes(
     finally:
         os.close(dir_fd)
     return st
-
-
-def lock_path_for(path: Path) -> Path:
-    """The sibling lock file of ``path`` (hidden, so the seed's readers never look at it)."""
-    return path.with_name(fit_name(f".{path.name}.lock"))
-
-
-@contextlib.contextmanager
-def file_lock(
-    path: Path, *, shared: bool = False, create: bool = True, mode: int = DEFAULT_FILE_MODE
-) -> Iterator[bool]:
-    """Hold an inter-process ``flock`` on the sibling lock file of ``path``.
-
-    The lock lives on a separate file because an atomic replace swaps the data file's inode,
-    which would silently drop a lock held on it. ``shared=True`` takes a reader lock. With
-    ``create=False`` a missing lock file is not created (read-only callers such as
-    ``inspect`` must not write to the data root) and the context yields ``False`` unlocked.
-    Locks are per open file description, so two threads of one process exclude each other
-    too. The kernel releases the lock when the process dies, so a crash never leaves it held.
-    The lock file is opened with :func:`safe_open` (a new one gets ``mode``).
-    """
-    lock_file = lock_path_for(path)
-    flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
-    try:
-        fd = safe_open(lock_file, flags, mode=mode)
-    except FileNotFoundError:
-        if create:
-            raise
-        yield False
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield True
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
