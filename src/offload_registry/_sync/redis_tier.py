@@ -72,8 +72,10 @@ from offload_registry.store.records import (
     Anchor,
     TierStats,
     as_text,
-    decode_tier_snapshot,
     fence_arg,
+    judge_reply,
+    queue_read,
+    read_reply,
 )
 from offload_registry.store.startup import (
     FLAGS_PROBE,
@@ -431,11 +433,9 @@ class RedisTier:
             self._bad_value(identity, exc)
             return None, "bad"
         self._succeeded()
-        try:
-            snapshot = self._snapshot_from(reply)
-        except (CodecError, ValueError, TypeError, AttributeError) as exc:
-            # Undecodable or foreign values (or a client with decode_responses=True).
-            self._bad_value(identity, exc)
+        status, snapshot, problem = judge_reply(reply, self._epoch)
+        if status == "undecodable":
+            self._bad_value(identity, problem)
             return None, "bad"
         if snapshot is None:
             self.stats.misses += 1
@@ -445,24 +445,11 @@ class RedisTier:
         self.stats.hits += 1
         return snapshot, "hit"
 
-    def _snapshot_from(self, reply: list[Any]) -> TierSnapshot | None:
-        (epoch, claims_watermark, recorded), snap, deltas, _ = reply
-        if snap is None or epoch is None or epoch.decode("ascii", "replace") != self._epoch:
-            return None
-        if recorded is None or int(recorded) != len(deltas):
-            # The deltas list was evicted or expired apart from its snapshot: a gap.
-            return None
-        return decode_tier_snapshot(snap, claims_watermark or b"", deltas)
-
     def fetch(self, keys: RedisSessionKeys) -> list[Any]:
-        """One round trip, one transaction of plain reads: ``[[epoch, claims watermark,
-        recorded delta count], snapshot, deltas, remaining TTL in ms]`` (no script, so the
-        large snapshot is never copied through Lua and a read never writes)."""
+        """A session's cold read (``store.records.queue_read``) in one round trip, one
+        transaction."""
         with self._client.pipeline(transaction=True) as pipe:
-            pipe.hmget(keys.state, "epoch", "cwmb", "deltas")
-            pipe.hget(keys.state, "snap")
-            pipe.lrange(keys.deltas, 0, -1)
-            pipe.pttl(keys.state)
+            queue_read(pipe, keys)
             reply: list[Any] = pipe.execute()
             return reply
 
@@ -476,7 +463,7 @@ class RedisTier:
         except _FAILURES as exc:
             self._failed(exc, "touch", None)
 
-    def _bad_value(self, identity: SessionIdentity, exc: Exception) -> None:
+    def _bad_value(self, identity: SessionIdentity, exc: object) -> None:
         self.stats.bad_values += 1
         log.warning(
             "unusable Redis value for %s (%s); rebuilding from the journal",
@@ -744,10 +731,7 @@ class RedisTier:
         :meth:`fetch`). A failed read (``WRONGTYPE``) is its ``ResponseError``."""
         with self._client.pipeline(transaction=False) as pipe:
             for keys in sessions:
-                pipe.hmget(keys.state, "epoch", "cwmb", "deltas")
-                pipe.hget(keys.state, "snap")
-                pipe.lrange(keys.deltas, 0, -1)
-                pipe.pttl(keys.state)
+                queue_read(pipe, keys)
             replies: list[Any] = pipe.execute(raise_on_error=False)
         out: list[Any] = []
         for i in range(0, len(replies), 4):
@@ -757,23 +741,8 @@ class RedisTier:
         return out
 
     def read_reply(self, reply: Any) -> tuple[str, TierSnapshot | None]:
-        """How a reader would take a :meth:`fetch` reply: ``("ok", snapshot)``, or
-        ``(reason, None)`` with reason ``missing``, ``stale_epoch``, ``broken_deltas`` (the
-        deltas list does not match its recorded length) or ``undecodable``."""
-        if isinstance(reply, Exception):
-            return "undecodable", None
-        (epoch, _, recorded), snap, deltas, _ = reply
-        if snap is None and epoch is None:
-            return "missing", None
-        if epoch is None or epoch.decode("ascii", "replace") != self._epoch:
-            return "stale_epoch", None
-        if recorded is None or int(recorded) != len(deltas):
-            return "broken_deltas", None
-        try:
-            snapshot = self._snapshot_from(reply)
-        except (CodecError, ValueError, TypeError, AttributeError):
-            return "undecodable", None
-        return ("ok", snapshot) if snapshot is not None else ("undecodable", None)
+        """How a reader would take a :meth:`fetch` reply (``store.records.read_reply``)."""
+        return read_reply(reply, self._epoch)
 
     def publish_many(
         self, items: Sequence[tuple[RedisSessionKeys, TierSnapshot, str]], *, announce: bool
