@@ -50,20 +50,14 @@ from offload_registry._async._primitives import (
 from offload_registry._async.connection import close_client, connect, is_cluster
 from offload_registry._async.invalidation import InvalidationListener
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
-from offload_registry.codec import (
-    CodecError,
-    Delta,
-    encode_delta,
-    encode_snapshot,
-    encode_watermark,
-    watermark_id,
-)
+from offload_registry.codec import CodecError
 from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
 from offload_registry.fsutil import (
     DEFAULT_FILE_MODE,
 )
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import SessionState
+from offload_registry.store import script_args
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
@@ -71,11 +65,11 @@ from offload_registry.store.records import (
     Anchor,
     TierStats,
     as_text,
-    fence_arg,
     judge_reply,
     queue_read,
     read_reply,
 )
+from offload_registry.store.script_args import Call, WriteStamp
 from offload_registry.store.startup import (
     FLAGS_PROBE,
     check_tls_files,
@@ -173,7 +167,6 @@ class RedisTier:
         self._channel = keyspace.channel()
         # On Redis Cluster each session has its own shard channel (SPUBLISH), see invalidation.py.
         self._sharded = is_cluster(client)
-        self._publish_mode = "sharded" if self._sharded else "plain"
         self._closing = False
         # The watchers of near-cache copies and the listener that marks them stale.
         self._invalidation = InvalidationListener(
@@ -301,38 +294,37 @@ class RedisTier:
         the commands a script runs only when it runs them, and a missing permission must
         fail here, loudly, not later as a silent fallback to the journals."""
         probe = self.keyspace.session("probe", "start")
-        snapshot = encode_snapshot(SessionState(), set(), None, 0)
-        delta = encode_delta(Delta(APPEND, [], [], None))
-        state_keys = [probe.state, probe.deltas, probe.fence]
-        lease_keys = [probe.lease, probe.fence]
+        stamp = WriteStamp(self._epoch, 60_000, "", "", 0, self._sharded)
+        publish = script_args.publish_call(
+            probe, stamp, TierSnapshot(SessionState(), set(), None), "always"
+        )
+        delta = script_args.delta_call(probe, stamp, SessionChange(APPEND, [], None, None))
         steps: list[tuple[str, Thunk[Any]]] = [
             (
                 "publish.lua (evalsha, get, type, del, hget, hset, hincrby, pexpire)",
-                lambda: self._publish(
-                    keys=state_keys,
-                    args=[self._epoch, snapshot, "", "", b"", 60_000, "always", "", "", "0"],
-                ),
+                lambda: self._publish(keys=publish[0], args=publish[1]),
             ),
             (
                 "delta.lua (evalsha, get, hmget, llen, rpush, hset, hincrby, pexpire)",
-                lambda: self._delta(
-                    keys=state_keys, args=[self._epoch, "jwm", "", "", delta, 60_000, "", "", "0"]
-                ),
+                lambda: self._delta(keys=delta[0], args=delta[1]),
             ),
             (
                 "lease.lua (evalsha, get, set, pttl, pexpire, del)",
-                lambda: self._probe_lease(lease_keys),
+                lambda: self._probe_lease(probe),
             ),
             (
                 "claim.lua (evalsha, hexists, hset, pexpire)",
-                lambda: self._probe_claims(probe.claims),
+                lambda: self._probe_claims(probe),
             ),
             ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
             (
                 f"invalidations (publish to the channel {self._channel_of(probe)})",
                 lambda: self._announce(self._client, probe, f"{probe.tag} {self.origin} - 0"),
             ),
-            ("unlock.lua (evalsha, get, del)", lambda: self._unlock(keys=[probe.lock], args=["x"])),
+            (
+                "unlock.lua (evalsha, get, del)",
+                lambda: self._unlock(*script_args.unlock_call(probe, "x")),
+            ),
         ]
         try:
             for name, step in steps:
@@ -347,14 +339,15 @@ class RedisTier:
         finally:
             await self._client.delete(*probe.all)
 
-    async def _probe_lease(self, keys: list[str]) -> None:
-        await self._lease(keys=keys, args=["acquire", "probe", 60_000, 0, 60_000])
-        await self._lease(keys=keys, args=["renew", "probe", 60_000, 1, 60_000])
-        await self._lease(keys=keys, args=["release", "probe", 60_000, 1, 60_000])
+    async def _probe_lease(self, probe: RedisSessionKeys) -> None:
+        for op, token in (("acquire", 0), ("renew", 1), ("release", 1)):
+            await self._lease(
+                *script_args.lease_call(probe, op, "probe", token, 60_000, fence_ttl_ms=60_000)
+            )
 
-    async def _probe_claims(self, key: str) -> None:
-        await self._claim(keys=[key], args=["filter", 60_000, 1, "x"])
-        await self._claim(keys=[key], args=["commit", 60_000, "x"])
+    async def _probe_claims(self, probe: RedisSessionKeys) -> None:
+        await self._claim(*script_args.claim_call(probe, "filter", 60_000, [["x"]]))
+        await self._claim(*script_args.claim_call(probe, "commit", 60_000, [["x"]]))
 
     async def _refresh_epoch(self) -> None:
         marker = self.keyspace.marker()
@@ -550,26 +543,11 @@ class RedisTier:
         if not self.breaker.allow():
             self._mark_dirty(keys)
             return
-        delta = Delta(change.kind, change.ids, change.statuses, change.watermark)
-        chained = "jwm" if change.kind == APPEND else "cwm"
         try:
             # A retried delta that had landed is refused as a gap by the chain check, so
             # retrying a reset connection (say, the first call after a restart) is safe.
-            args = [
-                self._epoch,
-                chained,
-                watermark_id(change.base),
-                watermark_id(change.watermark),
-                encode_delta(delta),
-                self._ttl_ms,
-                self._channel_of(keys),
-                f"{keys.tag} {self.origin} {writer}",
-                fence_arg(fence),
-                self._publish_mode,
-            ]
-            reply = await self._idempotent(
-                lambda: self._delta(keys=[keys.state, keys.deltas, keys.fence], args=args)
-            )
+            call = script_args.delta_call(keys, self.stamp(keys, writer, fence), change)
+            reply = await self._idempotent(lambda: self._delta(*call))
         except _FAILURES as exc:
             # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
             # assume either way. After a reset, replace the snapshot (idempotent); after a
@@ -619,16 +597,12 @@ class RedisTier:
         if not self.breaker.allow():
             self._mark_dirty(keys)
             return None
-        args = self._snapshot_args(keys, snapshot, mode, writer, fence, announce=True)
-        if args is None:
+        call = self.snapshot_call(keys, snapshot, mode, self.stamp(keys, writer, fence))
+        if call is None:
             return None
         marks = self._dirty_marks
         try:
-            written = int(
-                await self._idempotent(
-                    lambda: self._publish(keys=[keys.state, keys.deltas, keys.fence], args=args)
-                )
-            )
+            written = int(await self._idempotent(lambda: self._publish(*call)))
         except _FAILURES as exc:
             self._failed(exc, "publish", keys)
             return None
@@ -657,7 +631,7 @@ class RedisTier:
         keys = self.keyspace.session_for(identity)
         try:
             reply = await self._lease(
-                keys=[keys.lease, keys.fence], args=[op, holder, ttl_ms, token, self._ttl_ms]
+                *script_args.lease_call(keys, op, holder, token, ttl_ms, fence_ttl_ms=self._ttl_ms)
             )
         except _FAILURES as exc:
             self._failed(exc, "lease", None)
@@ -683,13 +657,8 @@ class RedisTier:
         if not self.breaker.allow():
             return None
         keys = self.keyspace.session_for(identity)
-        args: list[Any] = [op, self._ttl_ms]
-        for group in groups:
-            if op == "filter":
-                args.append(len(group))
-            args.extend(group)
         try:
-            reply = await self._claim(keys=[keys.claims], args=args)
+            reply = await self._claim(*script_args.claim_call(keys, op, self._ttl_ms, groups))
         except _FAILURES as exc:
             self._failed(exc, "claim", None)
             return None
@@ -759,9 +728,9 @@ class RedisTier:
         sent: list[int] = []
         calls: list[list[Any]] = []
         for i, (keys, snapshot, mode) in enumerate(items):
-            args = self._snapshot_args(keys, snapshot, mode, NO_WRITER, None, announce=announce)
-            if args is not None:
-                calls.append([3, keys.state, keys.deltas, keys.fence, *args])
+            call = self.snapshot_call(keys, snapshot, mode, self.stamp(keys, announce=announce))
+            if call is not None:
+                calls.append([len(call[0]), *call[0], *call[1]])
                 sent.append(i)
         replies = await self._pipelined_evalsha(self._publish, calls) if calls else []
         for i, reply in zip(sent, replies, strict=True):
@@ -817,36 +786,30 @@ class RedisTier:
         except _FAILURES as exc:
             self._failed(exc, "announce", keys)
 
-    def _snapshot_args(
+    def stamp(
         self,
         keys: RedisSessionKeys,
-        snapshot: TierSnapshot,
-        mode: str,
-        writer: str,
-        fence: int | None,
+        writer: str = NO_WRITER,
+        fence: int | None = None,
         *,
-        announce: bool,
-    ) -> list[Any] | None:
-        """The ``publish.lua`` arguments for one snapshot; ``None`` (logged) when it cannot be
-        encoded."""
+        announce: bool = True,
+    ) -> WriteStamp:
+        """What a write script is told of this tier: its epoch and idle TTL, and (when
+        ``announce``) the session's channel and this writer's message prefix."""
+        channel = self._channel_of(keys) if announce else ""
+        message = f"{keys.tag} {self.origin} {writer}"
+        return WriteStamp(self._epoch, self._ttl_ms, channel, message, fence, self._sharded)
+
+    def snapshot_call(
+        self, keys: RedisSessionKeys, snapshot: TierSnapshot, mode: str, stamp: WriteStamp
+    ) -> Call | None:
+        """``publish.lua``'s keys and arguments for one snapshot; ``None`` (logged) when it
+        cannot be encoded."""
         try:
-            packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
+            return script_args.publish_call(keys, stamp, snapshot, mode)
         except CodecError as exc:
             log.error("cannot encode a snapshot for Redis: %s", exc)
             return None
-        return [
-            self._epoch,
-            packed,
-            watermark_id(snapshot.watermark),
-            watermark_id(snapshot.claims_watermark),
-            encode_watermark(snapshot.claims_watermark),
-            self._ttl_ms,
-            mode,
-            self._channel_of(keys) if announce else "",
-            f"{keys.tag} {self.origin} {writer}",
-            fence_arg(fence),
-            self._publish_mode,
-        ]
 
     async def _idempotent(self, call: Thunk[Any]) -> Any:
         """Run an idempotent call, retrying a refused or reset connection (the server
