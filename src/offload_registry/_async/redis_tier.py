@@ -15,14 +15,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
-    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -62,12 +61,10 @@ from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
 from offload_registry.store.records import (
-    Anchor,
+    Anchor,  # noqa: F401 - the tier API's, re-exported
     TierStats,
-    as_text,
     judge_reply,
     queue_read,
-    read_reply,
 )
 from offload_registry.store.script_args import Call, WriteStamp
 from offload_registry.store.startup import (
@@ -665,7 +662,7 @@ class RedisTier:
         await self._succeeded()
         return [int(i) - 1 for i in reply] if op == "filter" else []
 
-    # -- operator tools: many sessions per round trip (offload_registry.ops) -----------------
+    # -- for the operator tools (offload_registry.ops; many sessions per trip: ops/batch.py) --
     # Not used by the registry itself. Errors are raised to the caller (an operator tool
     # must fail loudly), not absorbed by the breaker.
     @property
@@ -683,78 +680,10 @@ class RedisTier:
         """The redis-py client, for operator tools' own read-only commands."""
         return self._client
 
-    async def read_anchors(self, sessions: Sequence[RedisSessionKeys]) -> list[Anchor]:
-        """The anchors of many sessions in one pipelined round trip (plain reads, no
-        script; a value of the wrong type reads as ``Anchor(wrong_type=True)``)."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys in sessions:
-                pipe.hmget(keys.state, "epoch", "jwm", "cwm", "ver", "deltas")
-                pipe.llen(keys.deltas)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return [Anchor.parse(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
-
-    async def fetch_many(self, sessions: Sequence[RedisSessionKeys]) -> list[Any]:
-        """:meth:`fetch` for many sessions in one pipelined round trip (not one transaction:
-        a session written meanwhile may read torn; callers re-check a difference with
-        :meth:`fetch`). A failed read (``WRONGTYPE``) is its ``ResponseError``."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys in sessions:
-                queue_read(pipe, keys)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        out: list[Any] = []
-        for i in range(0, len(replies), 4):
-            reply = replies[i : i + 4]
-            failed = next((r for r in reply if isinstance(r, Exception)), None)
-            out.append(failed if failed is not None else reply)
-        return out
-
-    def read_reply(self, reply: Any) -> tuple[str, TierSnapshot | None]:
-        """How a reader would take a :meth:`fetch` reply (``store.records.read_reply``)."""
-        return read_reply(reply, self._epoch)
-
-    async def publish_many(
-        self, items: Sequence[tuple[RedisSessionKeys, TierSnapshot, str]], *, announce: bool
-    ) -> list[int]:
-        """Publish many snapshots read from their journals, in one pipelined round trip, each
-        with its ``publish.lua`` mode (``always``, ``if-absent``, or a version to compare and
-        set). Returns each new version; 0 where the mode refused, -1 where the snapshot could
-        not be encoded (nothing sent for it).
-
-        Durability and concurrency: Redis only, journals untouched; each publish is one
-        atomic script call, so a compare-and-set never overwrites a write made after the
-        version it names. Announced on the invalidation channel only when ``announce``.
-        """
-        results = [-1] * len(items)
-        sent: list[int] = []
-        calls: list[list[Any]] = []
-        for i, (keys, snapshot, mode) in enumerate(items):
-            call = self.snapshot_call(keys, snapshot, mode, self.stamp(keys, announce=announce))
-            if call is not None:
-                calls.append([len(call[0]), *call[0], *call[1]])
-                sent.append(i)
-        replies = await self._pipelined_evalsha(self._publish, calls) if calls else []
-        for i, reply in zip(sent, replies, strict=True):
-            results[i] = int(reply)
-        self.stats.snapshots_published += sum(1 for r in results if r > 0)
-        return results
-
-    async def _pipelined_evalsha(self, script: Any, calls: list[list[Any]]) -> list[Any]:
-        """Run many calls of one script in one pipelined round trip, with plain ``EVALSHA``
-        (redis-py's pipelined scripts would first send ``SCRIPT EXISTS``, a command the
-        least-privilege ACL does not grant); loads the script and retries once on
-        ``NOSCRIPT`` (the server restarted)."""
-        for attempt in (1, 2):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for call in calls:
-                    pipe.evalsha(script.sha, *call)
-                try:
-                    replies: list[Any] = await pipe.execute()
-                    return replies
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await self._client.script_load(script.script)
-        raise AssertionError("unreachable")
+    @property
+    def publish_script(self) -> Any:
+        """The registered ``publish.lua`` (``ops.batch`` pipelines it over many sessions)."""
+        return self._publish
 
     async def drop_sessions(self, sessions: Sequence[RedisSessionKeys]) -> int:
         """Delete the Redis copies of many sessions and announce each on the invalidation
@@ -763,6 +692,7 @@ class RedisTier:
         Durability and concurrency: journals untouched, so nothing is lost: a reader then
         misses and rebuilds from the journal, and a writer racing the delete finds no anchor
         and republishes a full snapshot. A rebuild lock in flight is left to expire.
+        (A tier method, not in ``ops.batch``: the canary drops through the blocking twin.)
         """
         async with self._client.pipeline(transaction=False) as pipe:
             for keys in sessions:
@@ -770,13 +700,6 @@ class RedisTier:
                 self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
             replies: list[Any] = await pipe.execute()
         return sum(1 for deleted in replies[0::2] if deleted)
-
-    async def scan_state_keys(self, count: int = 1000) -> AsyncIterator[str]:
-        """The ``state`` key of every session of this deployment (``SCAN MATCH``, never
-        ``KEYS``: the server never blocks; a key may be reported twice)."""
-        pattern = self.keyspace.state_pattern()
-        async for key in self._client.scan_iter(match=pattern, count=count):
-            yield as_text(key)
 
     async def _announce_write(self, keys: RedisSessionKeys, writer: str) -> None:
         """Tell other workers a session changed when no script announced it (version 0:
