@@ -17,7 +17,7 @@ from redis.exceptions import NoScriptError
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
 from offload_registry.store.keyspace import RedisSessionKeys
-from offload_registry.store.records import Anchor, as_text, queue_read
+from offload_registry.store.records import ANCHOR_FIELDS, Anchor, as_text, queue_read
 
 __all__ = ["fetch_many", "publish_many", "read_anchors", "scan_state_keys"]
 
@@ -27,7 +27,7 @@ async def read_anchors(tier: RedisTier, sessions: Sequence[RedisSessionKeys]) ->
     script; a value of the wrong type reads as ``Anchor(wrong_type=True)``)."""
     async with tier.client.pipeline(transaction=False) as pipe:
         for keys in sessions:
-            pipe.hmget(keys.state, "epoch", "jwm", "cwm", "ver", "deltas")
+            pipe.hmget(keys.state, *ANCHOR_FIELDS)
             pipe.llen(keys.deltas)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
     return [Anchor.parse(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]

@@ -14,7 +14,25 @@ from redis.exceptions import ResponseError
 
 from offload_registry.changes import APPEND, TierSnapshot
 from offload_registry.codec import CodecError, decode_delta, decode_snapshot, decode_watermark
-from offload_registry.store.keyspace import RedisSessionKeys
+from offload_registry.store.keyspace import (
+    CLAIMS_POSITION_FIELD,
+    CLAIMS_WATERMARK_FIELD,
+    DELTA_COUNT_FIELD,
+    EPOCH_FIELD,
+    JOURNAL_POSITION_FIELD,
+    SNAPSHOT_FIELD,
+    VERSION_FIELD,
+    RedisSessionKeys,
+)
+
+ANCHOR_FIELDS = (
+    EPOCH_FIELD,
+    JOURNAL_POSITION_FIELD,
+    CLAIMS_POSITION_FIELD,
+    VERSION_FIELD,
+    DELTA_COUNT_FIELD,
+)
+"""The ``state`` fields an :class:`Anchor` is read from, in :meth:`Anchor.parse`'s order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +64,8 @@ class Anchor:
 
     @classmethod
     def parse(cls, fields: Any, length: Any) -> Anchor:
+        """An anchor from the replies to ``HMGET state`` :data:`ANCHOR_FIELDS` and ``LLEN
+        deltas``."""
         if isinstance(fields, ResponseError):
             return cls(exists=True, wrong_type=True)
         if isinstance(fields, Exception):
@@ -117,8 +137,8 @@ def queue_read(pipe: Any, keys: RedisSessionKeys) -> None:
     reads whose replies :func:`read_reply` takes, ``[[epoch, claims watermark, recorded
     delta count], snapshot, deltas, remaining TTL in ms]`` (no script, so the large snapshot
     is never copied through Lua and a read never writes)."""
-    pipe.hmget(keys.state, "epoch", "cwmb", "deltas")
-    pipe.hget(keys.state, "snap")
+    pipe.hmget(keys.state, EPOCH_FIELD, CLAIMS_WATERMARK_FIELD, DELTA_COUNT_FIELD)
+    pipe.hget(keys.state, SNAPSHOT_FIELD)
     pipe.lrange(keys.deltas, 0, -1)
     pipe.pttl(keys.state)
 

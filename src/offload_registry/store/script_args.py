@@ -22,7 +22,11 @@ from offload_registry.codec import (
     encode_watermark,
     watermark_id,
 )
-from offload_registry.store.keyspace import RedisSessionKeys
+from offload_registry.store.keyspace import (
+    CLAIMS_POSITION_FIELD,
+    JOURNAL_POSITION_FIELD,
+    RedisSessionKeys,
+)
 from offload_registry.store.records import fence_arg
 
 Call = tuple[list[str], list[Any]]
@@ -79,7 +83,7 @@ def publish_call(
 
 def chained_field(change: SessionChange) -> str:
     """The ``state`` field a delta chains on: the journal's position or the claims'."""
-    return "jwm" if change.kind == APPEND else "cwm"
+    return JOURNAL_POSITION_FIELD if change.kind == APPEND else CLAIMS_POSITION_FIELD
 
 
 def delta_call(keys: RedisSessionKeys, stamp: WriteStamp, change: SessionChange) -> Call:
