@@ -20,16 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
-    AuthenticationError,
-    NoPermissionError,
     OutOfMemoryError,
-    ReadOnlyError,
     RedisClusterException,
     RedisError,
     ResponseError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import (
     Retrying,
@@ -39,9 +36,9 @@ from tenacity import (
     wait_random,
 )
 
+from offload_registry._sync import start_checks
 from offload_registry._sync._primitives import (
     Thunk,
-    run_blocking,
     running,
     sleep,
     spawn,
@@ -49,16 +46,21 @@ from offload_registry._sync._primitives import (
 )
 from offload_registry._sync.connection import close_client, connect, is_cluster
 from offload_registry._sync.invalidation import InvalidationListener
-from offload_registry.changes import APPEND, SessionChange, TierSnapshot
+from offload_registry.changes import SessionChange, TierSnapshot
 from offload_registry.codec import CodecError
-from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
+from offload_registry.errors import (
+    ConfigurationError,
+    RedisPermissionError,  # noqa: F401 - raised by start (start_checks), re-exported
+    RedisUnavailableError,
+)
 from offload_registry.fsutil import (
     DEFAULT_FILE_MODE,
 )
 from offload_registry.keys import SessionIdentity
-from offload_registry.session_state import SessionState
 from offload_registry.store import script_args
 from offload_registry.store.breaker import CircuitBreaker
+from offload_registry.store.diagnose import FAILURES as _FAILURES
+from offload_registry.store.diagnose import OUTAGE as _OUTAGE
 from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
 from offload_registry.store.records import (
@@ -69,14 +71,10 @@ from offload_registry.store.records import (
 )
 from offload_registry.store.script_args import Call, WriteStamp
 from offload_registry.store.startup import (
-    FLAGS_PROBE,
     check_tls_files,
     data_root_id,
-    denial_in,
-    plain_text_reply,
     script_text,
     shebang_refused,
-    tls_failure,
 )
 from offload_registry.store.urls import (
     TierOptions,
@@ -98,20 +96,8 @@ happen (the dirty set); with the listeners' delivery this sets the staleness bou
 fault heals (README, *Consistency model*)."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
-# RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
-# OutOfMemoryError (a server over its maxmemory refusing writes) is an outage like any other.
-_OUTAGE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ReadOnlyError,
-    OutOfMemoryError,
-    RedisClusterException,
-    OSError,
-)
-_FAILURES = (RedisError, RedisClusterException, OSError)
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
-_policy_warned = False
 
 
 class RedisTier:
@@ -193,25 +179,6 @@ class RedisTier:
         self._lease = client.register_script(script_text("lease.lua", flagged=flagged))
         self._claim = client.register_script(script_text("claim.lua", flagged=flagged))
 
-    def _load_scripts(self) -> None:
-        """Load every script; a server that cannot run a shebang (older than Redis 7, or
-        fakeredis, which compiles a script only when it runs it) gets them without it."""
-        try:
-            if self._flagged_scripts:  # a read-only flagged script runs even over maxmemory
-                probe = self._client.register_script(FLAGS_PROBE)
-                probe(keys=[self.keyspace.marker()])
-        except ResponseError as exc:
-            if not shebang_refused(exc):
-                raise
-            log.warning(
-                "this Redis does not support script flags (Redis 7+); scripts run unflagged",
-                extra={"redis": self.description},
-            )
-            self._flagged_scripts = False
-            self._register_scripts(self._client)
-        for script in (self._publish, self._delta, self._unlock, self._lease, self._claim):
-            self._client.script_load(script.script)
-
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
         """Check the server once: permissions, epoch, data root, eviction policy.
@@ -222,130 +189,8 @@ class RedisTier:
         """
         if self._started:
             return
-        try:
-            self._client.ping()
-            self._refresh_epoch()
-            self._check_deployment()
-            self._warn_about_eviction_policy()
-            self._load_scripts()
-            self._probe_permissions()
-        except OutOfMemoryError as exc:
-            # Over maxmemory (the marker or deployment key cannot be created, the probe
-            # cannot write): an outage like any other, ridden through on the journals. The
-            # permission probe is skipped, as when the server is down at start.
-            self._failed(exc, "start", None)
-        except (NoPermissionError, AuthenticationError) as exc:
-            raise self._permission_error(exc) from exc
-        except ResponseError as exc:
-            if "NOPERM" in str(exc):
-                raise self._permission_error(exc) from exc
-            problem = configuration_problem(exc)
-            if problem is None:
-                raise
-            raise ConfigurationError(f"cannot use Redis at {self.description}: {problem}") from exc
-        except ConfigurationError:
-            raise
-        except _FAILURES as exc:  # down, read-only replica, failing over: later
-            denied = denial_in(exc)
-            if denied is not None:  # a cluster client wraps what it could not run
-                raise self._permission_error(denied) from exc
-            # A wrong password, database or server mode never heals: refuse it now rather
-            # than answer from the journals for ever.
-            problem = configuration_problem(exc)
-            if problem is not None:
-                raise ConfigurationError(
-                    f"cannot use Redis at {self.description}: {problem}"
-                ) from exc
-            self._check_tls_handshake(exc)
-            self.breaker.record_failure(exc, "start")
+        start_checks.start(self)
         self._started = True
-
-    def _check_tls_handshake(self, exc: BaseException) -> None:
-        """Raise :class:`ConfigurationError` when a TLS start failed because of TLS (a bad
-        certificate, or a server that speaks plain text, which makes the handshake hang
-        until the timeout): retrying cannot fix either, so it must not read as an outage."""
-        if self.tls_address is None or not isinstance(exc, _OUTAGE):
-            return
-        reason = tls_failure(exc)
-        if reason is not None:
-            raise ConfigurationError(
-                f"TLS handshake with {self.description} failed: {reason}"
-            ) from exc
-        host, port = self.tls_address
-        reply = run_blocking(plain_text_reply, host, port, self._options.connect_timeout)
-        if reply[:1] in (b"+", b"-"):  # +PONG, -NOAUTH, -ERR: a RESP server without TLS
-            raise ConfigurationError(
-                f"{self.description} is a rediss:// URL but the server at {host}:{port} "
-                "speaks plain text (no TLS): use redis://, or enable TLS on the server"
-            ) from exc
-
-    def _permission_error(self, exc: Exception) -> RedisPermissionError:
-        problem = configuration_problem(exc)
-        if problem is not None and "permission" not in problem:  # a password problem
-            return RedisPermissionError(f"cannot use Redis at {self.description}: {problem}")
-        return RedisPermissionError(
-            f"the Redis user of {self.description} lacks a permission the registry needs: {exc}"
-        )
-
-    def _probe_permissions(self) -> None:
-        """Exercise every command the registry uses, once, on a probe session: ACLs check
-        the commands a script runs only when it runs them, and a missing permission must
-        fail here, loudly, not later as a silent fallback to the journals."""
-        probe = self.keyspace.session("probe", "start")
-        stamp = WriteStamp(self._epoch, 60_000, "", "", 0, self._sharded)
-        publish = script_args.publish_call(
-            probe, stamp, TierSnapshot(SessionState(), set(), None), "always"
-        )
-        delta = script_args.delta_call(probe, stamp, SessionChange(APPEND, [], None, None))
-        steps: list[tuple[str, Thunk[Any]]] = [
-            (
-                "publish.lua (evalsha, get, type, del, hget, hset, hincrby, pexpire)",
-                lambda: self._publish(keys=publish[0], args=publish[1]),
-            ),
-            (
-                "delta.lua (evalsha, get, hmget, llen, rpush, hset, hincrby, pexpire)",
-                lambda: self._delta(keys=delta[0], args=delta[1]),
-            ),
-            (
-                "lease.lua (evalsha, get, set, pttl, pexpire, del)",
-                lambda: self._probe_lease(probe),
-            ),
-            (
-                "claim.lua (evalsha, hexists, hset, pexpire)",
-                lambda: self._probe_claims(probe),
-            ),
-            ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
-            (
-                f"invalidations (publish to the channel {self._channel_of(probe)})",
-                lambda: self._announce(self._client, probe, f"{probe.tag} {self.origin} - 0"),
-            ),
-            (
-                "unlock.lua (evalsha, get, del)",
-                lambda: self._unlock(*script_args.unlock_call(probe, "x")),
-            ),
-        ]
-        try:
-            for name, step in steps:
-                try:
-                    step()
-                except OutOfMemoryError:
-                    raise  # not a permission: the server is full (start treats it as an outage)
-                except ResponseError as exc:
-                    raise RedisPermissionError(
-                        f"the Redis user of {self.description} cannot run {name}: {exc}"
-                    ) from exc
-        finally:
-            self._client.delete(*probe.all)
-
-    def _probe_lease(self, probe: RedisSessionKeys) -> None:
-        for op, token in (("acquire", 0), ("renew", 1), ("release", 1)):
-            self._lease(
-                *script_args.lease_call(probe, op, "probe", token, 60_000, fence_ttl_ms=60_000)
-            )
-
-    def _probe_claims(self, probe: RedisSessionKeys) -> None:
-        self._claim(*script_args.claim_call(probe, "filter", 60_000, [["x"]]))
-        self._claim(*script_args.claim_call(probe, "commit", 60_000, [["x"]]))
 
     def _refresh_epoch(self) -> None:
         marker = self.keyspace.marker()
@@ -361,45 +206,6 @@ class RedisTier:
                 )
         self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         self._epoch_checked = self._clock()
-
-    def _check_deployment(self) -> None:
-        if self._root_id is None:
-            return
-        key = self.keyspace.deployment_key()
-        owner = self._client.get(key)
-        if owner is None:  # read first: a server over maxmemory still answers the check
-            self._client.set(key, self._root_id, nx=True)
-            owner = self._client.get(key)
-        owner_id = owner.decode() if isinstance(owner, bytes) else owner
-        if owner_id != self._root_id:
-            pattern = self.keyspace.pattern()
-            # The usual cause: the data root was deleted and made again at the same path (a
-            # new id file), so the Redis copies describe journals that are gone. Say how out.
-            raise ConfigurationError(
-                f"Redis keys {pattern!r} belong to another data root (id {owner_id}, this "
-                f"one is {self._root_id}). If this data root was deleted or recreated at the "
-                "same path, those copies are stale: delete them (as an admin user: "
-                f"redis-cli --scan --pattern '{pattern}' | xargs redis-cli unlink) and run "
-                "`offload-registry warm`; if two data roots share this path and prefix, give "
-                "each its own --key-prefix"
-            )
-
-    def _warn_about_eviction_policy(self) -> None:
-        global _policy_warned  # noqa: PLW0603 - once per process, not per registry
-        try:
-            config = self._client.config_get("maxmemory*")
-        except ResponseError:  # CONFIG is often denied on managed servers: nothing to say
-            return
-        policy = str(config.get("maxmemory-policy", ""))
-        limited = str(config.get("maxmemory", "0")) not in ("0", "")
-        if limited and policy == "noeviction" and not _policy_warned:
-            _policy_warned = True
-            log.warning(
-                "Redis maxmemory-policy is noeviction: at maxmemory, writes to Redis fail and "
-                "the registry falls back to the journals; allkeys-lru is recommended (an "
-                "evicted session only becomes cold, never wrong)",
-                extra={"redis": self.description},
-            )
 
     # -- reads --------------------------------------------------------------------------
     def load(self, identity: SessionIdentity) -> TierSnapshot | None:
