@@ -38,12 +38,10 @@ from tenacity import (
 from offload_registry._async import start_checks
 from offload_registry._async._primitives import (
     Thunk,
-    running,
     sleep,
-    spawn,
-    stop,
 )
 from offload_registry._async.connection import close_client, connect, is_cluster
+from offload_registry._async.health import TierHealth
 from offload_registry._async.invalidation import InvalidationListener
 from offload_registry.changes import SessionChange, TierSnapshot
 from offload_registry.codec import CodecError
@@ -88,11 +86,6 @@ MAX_DELTAS = 256
 """A writer folds the deltas into a new snapshot when a session holds more than this."""
 REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
-EPOCH_CHECK_SECONDS = 5.0
-REPAIR_SECONDS = 0.2
-"""How often the repairer retries announcing writes whose announcement did not certainly
-happen (the dirty set); with the listeners' delivery this sets the staleness bound after a
-fault heals (README, *Consistency model*)."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
 # Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
@@ -138,19 +131,24 @@ class RedisTier:
         # fakeredis does not understand a script's shebang; a real server is tried with it.
         self._flagged_scripts = not type(client).__module__.startswith("fakeredis")
         self._register_scripts(client)
-        self._epoch = ""
-        self._epoch_checked = float("-inf")
         self._started = False
-        # Sessions written while their announcement did not certainly happen (a timeout, an
-        # outage, an open breaker): the repairer announces them once Redis answers again.
-        self._dirty: set[RedisSessionKeys] = set()
-        self._dirty_marks = 0  # counts _mark_dirty calls (a publish clears only older marks)
-        self._repairer: Any = None
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
         self._channel = keyspace.channel()
         # On Redis Cluster each session has its own shard channel (SPUBLISH), see invalidation.py.
         self._sharded = is_cluster(client)
         self._closing = False
+        # The epoch, and the writes whose announcement is still owed (health.py).
+        self._health = TierHealth(
+            lambda: self._client,
+            keyspace,
+            self.breaker,
+            clock=clock,
+            description=description,
+            closing=lambda: self._closing,
+            announce_reset=lambda pipe, keys: self._announce(
+                pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0"
+            ),
+        )
         # The watchers of near-cache copies and the listener that marks them stale.
         self._invalidation = InvalidationListener(
             lambda: self._client,
@@ -191,21 +189,6 @@ class RedisTier:
         await start_checks.start(self)
         self._started = True
 
-    async def _refresh_epoch(self) -> None:
-        marker = self.keyspace.marker()
-        epoch = await self._client.get(marker)
-        if epoch is None:
-            await self._client.set(marker, uuid.uuid4().hex, nx=True)
-            epoch = await self._client.get(marker)
-            if self._epoch:
-                log.warning(
-                    "Redis lost the registry's data (epoch marker missing); sessions are "
-                    "rebuilt from their journals as they are resolved",
-                    extra={"redis": self.description},
-                )
-        self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        self._epoch_checked = self._clock()
-
     # -- reads --------------------------------------------------------------------------
     async def load(self, identity: SessionIdentity) -> TierSnapshot | None:
         snapshot, _ = await self._load_with_status(identity)
@@ -228,7 +211,7 @@ class RedisTier:
             self._bad_value(identity, exc)
             return None, "bad"
         await self._succeeded()
-        status, snapshot, problem = judge_reply(reply, self._epoch)
+        status, snapshot, problem = judge_reply(reply, self.epoch)
         if status == "undecodable":
             self._bad_value(identity, problem)
             return None, "bad"
@@ -344,7 +327,7 @@ class RedisTier:
     ) -> None:
         keys = self.keyspace.session_for(identity)
         if not self.breaker.allow():
-            self._mark_dirty(keys)
+            self._health.mark_dirty(keys)
             return
         try:
             # A retried delta that had landed is refused as a gap by the chain check, so
@@ -398,12 +381,12 @@ class RedisTier:
         """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS);
         returns ``publish.lua``'s answer (0: the mode refused it), ``None`` when not sent."""
         if not self.breaker.allow():
-            self._mark_dirty(keys)
+            self._health.mark_dirty(keys)
             return None
         call = self.snapshot_call(keys, snapshot, mode, self.stamp(keys, writer, fence))
         if call is None:
             return None
-        marks = self._dirty_marks
+        marks = self._health.marks
         try:
             written = int(await self._idempotent(lambda: self._publish(*call)))
         except _FAILURES as exc:
@@ -411,8 +394,7 @@ class RedisTier:
             return None
         if written > 0:
             self.stats.snapshots_published += 1
-            if self._dirty_marks == marks:  # announced whole: nothing older left to repair
-                self._dirty.discard(keys)
+            self._health.announced(keys, marks)
         await self._succeeded()
         if written == -1:
             self.stats.fenced += 1  # see publish_change: the journal holds the write
@@ -474,7 +456,7 @@ class RedisTier:
     @property
     def epoch(self) -> str:
         """The deployment epoch this tier reads and writes in (``store.keyspace``)."""
-        return self._epoch
+        return self._health.epoch
 
     @property
     def idle_ttl_seconds(self) -> int:
@@ -500,12 +482,7 @@ class RedisTier:
         and republishes a full snapshot. A rebuild lock in flight is left to expire.
         (A tier method, not in ``ops.batch``: the canary drops through the blocking twin.)
         """
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys in sessions:
-                pipe.delete(*keys.data)
-                self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
-            replies: list[Any] = await pipe.execute()
-        return sum(1 for deleted in replies[0::2] if deleted)
+        return await self._health.drop(sessions)
 
     async def _announce_write(self, keys: RedisSessionKeys, writer: str) -> None:
         """Tell other workers a session changed when no script announced it (version 0:
@@ -527,7 +504,7 @@ class RedisTier:
         ``announce``) the session's channel and this writer's message prefix."""
         channel = self._channel_of(keys) if announce else ""
         message = f"{keys.tag} {self.origin} {writer}"
-        return WriteStamp(self._epoch, self._ttl_ms, channel, message, fence, self._sharded)
+        return WriteStamp(self.epoch, self._ttl_ms, channel, message, fence, self._sharded)
 
     def snapshot_call(
         self, keys: RedisSessionKeys, snapshot: TierSnapshot, mode: str, stamp: WriteStamp
@@ -596,8 +573,7 @@ class RedisTier:
             self._client = self._reconnect()
             self._register_scripts(self._client)
         self._invalidation.after_fork_in_child()
-        self._dirty = set()  # the parent repairs its own writes
-        self._repairer = None
+        self._health.after_fork_in_child()
         self.origin = uuid.uuid4().hex[:12]
 
     def _channel_of(self, keys: RedisSessionKeys) -> str:
@@ -621,72 +597,25 @@ class RedisTier:
             self._flagged_scripts = False
             self._register_scripts(self._client)
         if keys is not None and where != "load":
-            self._mark_dirty(keys)
+            self._health.mark_dirty(keys)
         self.breaker.record_failure(exc, where)
 
-    def _mark_dirty(self, keys: RedisSessionKeys) -> None:
-        """A write to ``keys`` may not have been announced: announce it once Redis answers
-        (the next successful call, or the repairer within ``REPAIR_SECONDS``), whatever
-        state the breaker is in."""
-        self._dirty_marks += 1
-        self._dirty.add(keys)
-        if not self._closing and (self._repairer is None or not running(self._repairer)):
-            self._repairer = spawn(self._repair, name="offload-registry-repairer")
-
-    async def _repair(self) -> None:
-        """Retry the dirty set every ``REPAIR_SECONDS`` until it is empty. Runs whatever the
-        breaker says (it is the breaker's background probe: nobody waits on it), so one
-        timeout, which never opens the breaker, is repaired as soon as Redis answers, and
-        an open breaker closes as soon as Redis is back."""
-        while self._dirty and not self._closing:
-            await sleep(REPAIR_SECONDS)
-            if self._dirty and not self._closing and await self._reconcile():
-                self.breaker.record_success()
-
     async def _succeeded(self) -> None:
-        if self.breaker.record_success() or self._dirty:
-            await self._reconcile()
+        await self._health.succeeded()
 
     async def _refresh_epoch_safely(self) -> None:
         try:
-            await self._refresh_epoch()
+            await self._health.refresh_epoch()
         except _FAILURES as exc:
             self._failed(exc, "epoch", None)
 
     async def _maybe_refresh_epoch(self) -> None:
-        if self._clock() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
-            await self._refresh_epoch()
-
-    async def _reconcile(self) -> bool:
-        """After a failed write or an outage: re-read the epoch (the server may be a new one),
-        drop the Redis copies of the dirty sessions, so their next reader rebuilds them from
-        the journal, and announce each (its writes may never have been), so every live copy
-        revalidates. ``True`` when the whole dirty set was repaired."""
-        taken: RedisSessionKeys | None = None
-        try:
-            await self._refresh_epoch()
-            for keys in list(self._dirty):
-                # Taken before the call: a write failing meanwhile marks the session again.
-                taken = keys
-                self._dirty.discard(keys)
-                async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.delete(keys.state, keys.deltas)
-                    self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
-                    await pipe.execute()
-                taken = None
-        except _FAILURES as exc:
-            if taken is not None:
-                self._dirty.add(taken)
-            self.breaker.record_failure(exc, "reconcile")
-            return False
-        return True
+        await self._health.maybe_refresh_epoch()
 
     async def close(self) -> None:
         self._closing = True
         await self._invalidation.close()
-        if self._repairer is not None:
-            await stop(self._repairer)
-            self._repairer = None
+        await self._health.close()
         if self._owns_client:
             await close_client(self._client)
 

@@ -48,7 +48,7 @@ async def start(tier: RedisTier) -> None:
     :meth:`RedisTier.start` for what is raised)."""
     try:
         await tier.client.ping()
-        await tier._refresh_epoch()
+        await tier._health.refresh_epoch()
         await check_deployment(tier.client, tier.keyspace, tier._root_id)
         await warn_about_eviction_policy(tier.client, tier.description)
         await load_scripts(tier)

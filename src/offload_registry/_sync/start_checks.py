@@ -49,7 +49,7 @@ def start(tier: RedisTier) -> None:
     :meth:`RedisTier.start` for what is raised)."""
     try:
         tier.client.ping()
-        tier._refresh_epoch()
+        tier._health.refresh_epoch()
         check_deployment(tier.client, tier.keyspace, tier._root_id)
         warn_about_eviction_policy(tier.client, tier.description)
         load_scripts(tier)
