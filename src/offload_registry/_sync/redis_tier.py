@@ -36,7 +36,7 @@ from tenacity import (
     wait_random,
 )
 
-from offload_registry._sync import start_checks
+from offload_registry._sync import start_checks, tier_scripts
 from offload_registry._sync._primitives import (
     Thunk,
     sleep,
@@ -402,54 +402,20 @@ class RedisTier:
             self._announce_write(keys, writer)
         return written
 
-    # -- leases -----------------------------------------------------------------------------
+    # -- leases and the claim filter (tier_scripts.py) ------------------------------------
     def lease_call(
         self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
     ) -> Any:
-        """Run one ``lua/lease.lua`` operation; ``None`` when Redis cannot answer (the
-        journal's lease record then arbitrates). Not retried: a grant is not idempotent.
+        """Run one ``lua/lease.lua`` operation (:func:`tier_scripts.lease_call`: Redis only,
+        a grant is usable once the journal's lease record commits it)."""
+        return tier_scripts.lease_call(self, identity, op, holder, token, ttl_ms=ttl_ms)
 
-        Durability and concurrency: one atomic script on the session's slot, in Redis only (a
-        grant becomes usable only once the journal's lease record commits it).
-        """
-        if not self.breaker.allow():
-            return None
-        keys = self.keyspace.session_for(identity)
-        try:
-            reply = self._lease(
-                *script_args.lease_call(keys, op, holder, token, ttl_ms, fence_ttl_ms=self._ttl_ms)
-            )
-        except _FAILURES as exc:
-            self._failed(exc, "lease", None)
-            return None
-        self._succeeded()
-        return reply
-
-    # -- the claim filter ---------------------------------------------------------------------
     def claim_filter(
         self, identity: SessionIdentity, op: str, groups: list[list[str]]
     ) -> list[int] | None:
-        """Run one ``lua/claim.lua`` operation over id groups (each id with its forms).
-
-        ``filter`` answers the indexes of the groups none of whose forms is known to be
-        committed (only those need the journal's lock); ``commit`` records forms the journal
-        now holds. ``None`` when Redis cannot answer: the journal's claims record decides
-        alone, as it always does in the end.
-
-        Durability and concurrency: one atomic script on the session's slot, in Redis only,
-        holding only facts the journal already made durable; a lost commit costs the next
-        claimer a trip to the journal's lock, never a double win.
-        """
-        if not self.breaker.allow():
-            return None
-        keys = self.keyspace.session_for(identity)
-        try:
-            reply = self._claim(*script_args.claim_call(keys, op, self._ttl_ms, groups))
-        except _FAILURES as exc:
-            self._failed(exc, "claim", None)
-            return None
-        self._succeeded()
-        return [int(i) - 1 for i in reply] if op == "filter" else []
+        """Run one ``lua/claim.lua`` operation (:func:`tier_scripts.claim_filter`: Redis only,
+        holding only facts the journal already made durable)."""
+        return tier_scripts.claim_filter(self, identity, op, groups)
 
     # -- for the operator tools (offload_registry.ops; many sessions per trip: ops/batch.py) --
     # Not used by the registry itself. Errors are raised to the caller (an operator tool
