@@ -6,7 +6,8 @@ Redis, and other workers may or may not have heard of it. Its session is marked 
 the repairer (a background task, or the blocking twin's thread) and every call that
 succeeds afterwards re-read the epoch (the server may be a new one), drop the dirty
 sessions' Redis copies, so their next reader rebuilds them from the journal, and announce
-each, so every live near-cache copy revalidates. Owned by
+each, so every live near-cache copy revalidates. An idempotent call rides through a server
+restart by retrying (:func:`idempotent`). Owned by
 :class:`~offload_registry._async.redis_tier.RedisTier`.
 """
 
@@ -17,7 +18,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from offload_registry._async._primitives import running, sleep, spawn, stop
+from redis.exceptions import ConnectionError as RedisConnectionError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from offload_registry._async._primitives import Thunk, running, sleep, spawn, stop
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import FAILURES
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
@@ -30,6 +40,23 @@ REPAIR_SECONDS = 0.2
 """How often the repairer retries announcing writes whose announcement did not certainly
 happen (the dirty set); with the listeners' delivery this sets the staleness bound after a
 fault heals (README, *Consistency model*)."""
+# Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
+_BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
+
+
+async def idempotent(call: Thunk[Any]) -> Any:
+    """Run an idempotent call, retrying a refused or reset connection (the server
+    restarting) with jittered exponential backoff; timeouts are not retried, so a call
+    never waits much beyond the socket timeout."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(3),
+        wait=_BACKOFF,
+        retry=retry_if_exception_type(RedisConnectionError),
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity reraises the last error")
 
 
 class TierHealth:

@@ -20,32 +20,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import (
-    OutOfMemoryError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-)
+from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from offload_registry._sync import start_checks, tier_scripts
-from offload_registry._sync._primitives import (
-    Thunk,
-    sleep,
-)
+from offload_registry._sync._primitives import Thunk, sleep
 from offload_registry._sync.connection import close_client, connect, is_cluster
-from offload_registry._sync.health import TierHealth
+from offload_registry._sync.health import TierHealth, idempotent
 from offload_registry._sync.invalidation import InvalidationListener
 from offload_registry.changes import SessionChange, TierSnapshot
-from offload_registry.codec import CodecError
 from offload_registry.errors import (
     ConfigurationError,
     RedisPermissionError,  # noqa: F401 - raised by start (start_checks), re-exported
@@ -67,19 +50,14 @@ from offload_registry.store.records import (
     judge_reply,
     queue_read,
 )
-from offload_registry.store.script_args import Call, WriteStamp
+from offload_registry.store.script_args import WriteStamp
 from offload_registry.store.startup import (
     check_tls_files,
     data_root_id,
     script_text,
     shebang_refused,
 )
-from offload_registry.store.urls import (
-    TierOptions,
-    apply_url_options,
-    parse_redis_url,
-    redact,
-)
+from offload_registry.store.urls import TierOptions, apply_url_options, parse_redis_url, redact
 
 log = logging.getLogger("offload_registry.redis")
 
@@ -89,8 +67,6 @@ REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
-# Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
-_BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
 
 
 class RedisTier:
@@ -384,7 +360,9 @@ class RedisTier:
         if not self.breaker.allow():
             self._health.mark_dirty(keys)
             return None
-        call = self.snapshot_call(keys, snapshot, mode, self.stamp(keys, writer, fence))
+        call = script_args.encoded_publish_call(
+            keys, self.stamp(keys, writer, fence), snapshot, mode
+        )
         if call is None:
             return None
         marks = self._health.marks
@@ -473,30 +451,8 @@ class RedisTier:
         message = f"{keys.tag} {self.origin} {writer}"
         return WriteStamp(self.epoch, self._ttl_ms, channel, message, fence, self._sharded)
 
-    def snapshot_call(
-        self, keys: RedisSessionKeys, snapshot: TierSnapshot, mode: str, stamp: WriteStamp
-    ) -> Call | None:
-        """``publish.lua``'s keys and arguments for one snapshot; ``None`` (logged) when it
-        cannot be encoded."""
-        try:
-            return script_args.publish_call(keys, stamp, snapshot, mode)
-        except CodecError as exc:
-            log.error("cannot encode a snapshot for Redis: %s", exc)
-            return None
-
     def _idempotent(self, call: Thunk[Any]) -> Any:
-        """Run an idempotent call, retrying a refused or reset connection (the server
-        restarting) with jittered exponential backoff; timeouts are not retried, so a call
-        never waits much beyond the socket timeout."""
-        for attempt in Retrying(
-            stop=stop_after_attempt(3),
-            wait=_BACKOFF,
-            retry=retry_if_exception_type(RedisConnectionError),
-            reraise=True,
-        ):
-            with attempt:
-                return call()
-        raise AssertionError("unreachable: tenacity reraises the last error")
+        return idempotent(call)  # retried on a reset connection, see health.py
 
     # -- near-cache invalidation ----------------------------------------------------------
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:

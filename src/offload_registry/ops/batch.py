@@ -18,6 +18,7 @@ from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
 from offload_registry.store.keyspace import RedisSessionKeys
 from offload_registry.store.records import ANCHOR_FIELDS, Anchor, as_text, queue_read
+from offload_registry.store.script_args import encoded_publish_call
 
 __all__ = ["fetch_many", "publish_many", "read_anchors", "scan_state_keys"]
 
@@ -68,7 +69,7 @@ async def publish_many(
     sent: list[int] = []
     calls: list[list[Any]] = []
     for i, (keys, snapshot, mode) in enumerate(items):
-        call = tier.snapshot_call(keys, snapshot, mode, tier.stamp(keys, announce=announce))
+        call = encoded_publish_call(keys, tier.stamp(keys, announce=announce), snapshot, mode)
         if call is not None:
             calls.append([len(call[0]), *call[0], *call[1]])
             sent.append(i)

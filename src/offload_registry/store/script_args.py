@@ -10,12 +10,14 @@ publishes) cannot drift apart. Each returns ``(keys, args)`` for a registered sc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from offload_registry.changes import APPEND, SessionChange, TierSnapshot
 from offload_registry.codec import (
+    CodecError,
     Delta,
     encode_delta,
     encode_snapshot,
@@ -28,6 +30,8 @@ from offload_registry.store.keyspace import (
     RedisSessionKeys,
 )
 from offload_registry.store.records import fence_arg
+
+log = logging.getLogger("offload_registry.redis")
 
 Call = tuple[list[str], list[Any]]
 """A script call's ``KEYS`` and ``ARGV``."""
@@ -79,6 +83,18 @@ def publish_call(
         fence_arg(stamp.fence),
         _publish_mode(stamp),
     ]
+
+
+def encoded_publish_call(
+    keys: RedisSessionKeys, stamp: WriteStamp, snapshot: TierSnapshot, mode: str
+) -> Call | None:
+    """:func:`publish_call`, or ``None`` (logged) when the snapshot cannot be encoded: the
+    writer then leaves Redis as it is (readers catch up from the journal)."""
+    try:
+        return publish_call(keys, stamp, snapshot, mode)
+    except CodecError as exc:
+        log.error("cannot encode a snapshot for Redis: %s", exc)
+        return None
 
 
 def chained_field(change: SessionChange) -> str:
