@@ -17,32 +17,23 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from offload_registry._sync import start_checks, tier_scripts
 from offload_registry._sync._primitives import Thunk, sleep
-from offload_registry._sync.connection import close_client, connect, is_cluster
+from offload_registry._sync.connection import close_client, is_cluster
 from offload_registry._sync.health import TierHealth, idempotent
 from offload_registry._sync.invalidation import InvalidationListener
 from offload_registry.changes import SessionChange, TierSnapshot
-from offload_registry.errors import (
-    ConfigurationError,
-    RedisPermissionError,  # noqa: F401 - raised by start (start_checks), re-exported
-    RedisUnavailableError,
-)
-from offload_registry.fsutil import (
-    DEFAULT_FILE_MODE,
-)
+from offload_registry.errors import RedisPermissionError  # noqa: F401 - start raises it
 from offload_registry.keys import SessionIdentity
 from offload_registry.store import script_args
 from offload_registry.store.breaker import CircuitBreaker
 from offload_registry.store.diagnose import FAILURES as _FAILURES
 from offload_registry.store.diagnose import OUTAGE as _OUTAGE
-from offload_registry.store.diagnose import configuration_problem
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
 from offload_registry.store.records import (
     Anchor,  # noqa: F401 - the tier API's, re-exported
@@ -51,13 +42,8 @@ from offload_registry.store.records import (
     queue_read,
 )
 from offload_registry.store.script_args import WriteStamp
-from offload_registry.store.startup import (
-    check_tls_files,
-    data_root_id,
-    script_text,
-    shebang_refused,
-)
-from offload_registry.store.urls import TierOptions, apply_url_options, parse_redis_url, redact
+from offload_registry.store.startup import script_text, shebang_refused
+from offload_registry.store.urls import TierOptions
 
 log = logging.getLogger("offload_registry.redis")
 
@@ -541,64 +527,3 @@ class RedisTier:
         self._health.close()
         if self._owns_client:
             close_client(self._client)
-
-
-def open_redis_tier(
-    data_root: Path,
-    *,
-    url: str | None,
-    client: Any,
-    options: TierOptions,
-    read_only: bool,
-    file_mode: int = DEFAULT_FILE_MODE,
-    clock: Callable[[], float] = time.monotonic,
-) -> RedisTier:
-    """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
-    redis-py client the application already owns (then never closed by the registry);
-    ``clock`` (monotonic seconds) is the tier's, see :class:`RedisTier`."""
-    # The id first: it names the deployment, whatever path this host mounts the root at.
-    root_id = data_root_id(data_root, create=not read_only, file_mode=file_mode)
-    keyspace = Keyspace.for_data_root(options.key_prefix, data_root, root_id=root_id)
-    if client is not None:
-        pool = getattr(client, "connection_pool", None)
-        if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
-            raise ConfigurationError(
-                "the registry needs a Redis client that returns bytes (decode_responses=False)"
-            )
-        return RedisTier(
-            client,
-            keyspace,
-            options,
-            description="client",
-            root_id=root_id,
-            owns_client=False,
-            clock=clock,
-        )
-    if url is None:
-        raise ConfigurationError("a Redis tier needs a URL or a client")
-    target = parse_redis_url(url)
-    options = apply_url_options(target, options)
-    check_tls_files(options)
-    try:
-        client = connect(target, options)
-    except ConfigurationError:
-        raise
-    except (RedisError, RedisClusterException, OSError) as exc:
-        # Only a synchronous cluster client connects here (it must learn the slot map from a
-        # node before it exists), so there is no client to fall back from: name the cause.
-        problem = configuration_problem(exc)
-        if problem is not None:
-            raise ConfigurationError(f"cannot use Redis at {redact(url)}: {problem}") from exc
-        raise RedisUnavailableError(f"cannot reach Redis at {redact(url)}: {exc}") from exc
-    tier = RedisTier(
-        client,
-        keyspace,
-        options,
-        description=redact(url),
-        root_id=root_id,
-        reconnect=lambda: connect(target, options),
-        clock=clock,
-    )
-    if target.tls and target.hosts:
-        tier.tls_address = target.hosts[0]
-    return tier
