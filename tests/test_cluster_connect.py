@@ -10,7 +10,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.crc import key_slot
 
 from offload_registry import SessionRegistry
-from offload_registry._async.redis_tier import connect
+from offload_registry._async.connection import connect
 from offload_registry.config import TierOptions
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.store.urls import parse_redis_url

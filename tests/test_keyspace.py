@@ -14,12 +14,13 @@ from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
 from offload_registry.store.keyspace import (
     DEFAULT_PREFIX,
+    STATE_FIELDS,
     Keyspace,
     deployment_id,
     session_tag,
     validate_prefix,
 )
-from offload_registry.store.startup import INCLUDE, script_text
+from offload_registry.store.startup import INCLUDE, STATE_FIELDS_LINE, script_text
 
 KEY_SHAPE = re.compile(
     r"offload-registry:v1:[0-9a-f]{12}:\{[0-9a-f]{32}\}:(state|claims|deltas|lock|lease|fence)"
@@ -189,3 +190,23 @@ def test_the_token_helpers_live_once_and_every_script_that_needs_them_includes_t
         text = script_text(name)
         assert INCLUDE not in text and text.count("local function canon(") == 1, name
         assert text.startswith("#!lua")  # the shebang stays the first line
+
+
+def test_the_state_hash_fields_are_named_once_and_the_scripts_take_those_names() -> None:
+    """The ``state`` hash's field names live in ``store.keyspace``: a script writing the
+    hash uses the Lua locals expanded from them, never a field name of its own."""
+    lua = Path(__file__).resolve().parents[1] / "src" / "offload_registry" / "lua"
+    assert len(set(STATE_FIELDS.values())) == len(STATE_FIELDS)
+    quoted = re.compile("'(" + "|".join(STATE_FIELDS.values()) + ")'")
+    for path in sorted(lua.glob("*.lua")):
+        code = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
+        assert quoted.search(code) is None, path.name  # a loose field name in Lua
+        named = set(re.findall(r"\b[A-Z_]+_FIELD\b", code))
+        assert named <= set(STATE_FIELDS), (path.name, named - set(STATE_FIELDS))
+        text = script_text(path.name)
+        assert STATE_FIELDS_LINE not in text, path.name
+        if named:  # every name it uses is defined, with the value Python reads and writes
+            for name in named:
+                assert f"local {name} = '{STATE_FIELDS[name]}'" in text, (path.name, name)
+    assert "EPOCH_FIELD" in (lua / "publish.lua").read_text()
+    assert "DELTA_COUNT_FIELD" in (lua / "delta.lua").read_text()

@@ -17,7 +17,7 @@ import pytest
 from redis.exceptions import OutOfMemoryError
 
 from offload_registry import SessionRegistry
-from offload_registry._async.redis_tier import open_redis_tier
+from offload_registry._async.open_redis import open_redis_tier
 from offload_registry.changes import TierSnapshot
 from offload_registry.config import TierOptions
 from offload_registry.keys import resolve_identity

@@ -24,13 +24,13 @@ import redis.asyncio as redis_asyncio
 
 from offload_registry import SessionRegistry
 from offload_registry import sync as sync_api
-from offload_registry._async import redis_tier
+from offload_registry._async import open_redis, redis_tier
 from offload_registry.cli.main import main as cli_main
+from offload_registry.config import TierOptions
 from offload_registry.disk import layout
 from offload_registry.disk.session_files import SessionFiles
 from offload_registry.errors import ConfigurationError
 from offload_registry.keys import resolve_identity
-from offload_registry.store.urls import TierOptions
 from session_helpers import described, entry
 
 KEY = "agent:main:s1"
@@ -603,7 +603,7 @@ def test_the_tier_times_its_breaker_by_the_injected_clock(tmp_path: Path) -> Non
     """An open breaker lets a probe through once the tier's clock says ``reset_after``
     passed: with an injected clock, without sleeping."""
     now = [100.0]
-    tier = redis_tier.open_redis_tier(
+    tier = open_redis.open_redis_tier(
         tmp_path,
         url="memory://",
         client=None,

@@ -27,6 +27,7 @@ AWAITING = PRIMITIVES | {
     "SessionRegistry",
     "ShardListener",
     "SharedTier",
+    "TierHealth",
 }
 
 

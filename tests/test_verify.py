@@ -13,6 +13,7 @@ import redis
 from offload_registry import sync as sync_api
 from offload_registry.changes import TierSnapshot
 from offload_registry.keys import resolve_identity
+from offload_registry.ops.batch import publish_many
 from offload_registry.ops.tier import open_tier
 from offload_registry.ops.verify import KINDS
 from offload_registry.session_state import SessionState
@@ -61,8 +62,8 @@ async def plant(root: Path, url: str, prefix: str) -> None:
         extra = TierSnapshot(SessionState(entry_count=1), {"x"}, None)
         ghost = tier.keyspace.session_for(resolve_identity(NO_FILES))
         sets_key = keys[PLANTED["sets_differ"]]
-        await tier.publish_many(
-            [(sets_key, wrong, "always"), (ghost, extra, "always")], announce=False
+        await publish_many(
+            tier, [(sets_key, wrong, "always"), (ghost, extra, "always")], announce=False
         )
     await client.aclose()
     # behind: a write Redis never saw (a worker without Redis)

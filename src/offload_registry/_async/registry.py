@@ -20,7 +20,7 @@ from typing import Any
 
 from offload_registry._async._primitives import SingleFlight
 from offload_registry._async.manager import OffloadStateManager
-from offload_registry._async.redis_tier import open_redis_tier
+from offload_registry._async.open_redis import open_redis_tier
 from offload_registry._async.tier import NoSharedTier, SharedTier
 from offload_registry.config import TierOptions, registry_tier_options
 from offload_registry.disk.fsutil import DEFAULT_FILE_MODE, FsyncPolicy, check_file_mode

@@ -18,80 +18,35 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from redis.exceptions import (
-    AuthenticationError,
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
-from offload_registry._sync._primitives import (
-    Thunk,
-    run_blocking,
-    running,
-    sleep,
-    spawn,
-    stop,
-)
-from offload_registry._sync.connection import close_client, connect, is_cluster
+from offload_registry._sync import start_checks, tier_scripts
+from offload_registry._sync._primitives import Thunk, sleep
+from offload_registry._sync.connection import close_client, is_cluster
+from offload_registry._sync.health import TierHealth, idempotent
 from offload_registry._sync.invalidation import InvalidationListener
 from offload_registry._sync.tier import LoadStatus, publish_nothing
-from offload_registry.changes import APPEND, RebuildTurn, SessionChange, TierSnapshot
-from offload_registry.codec import (
-    CodecError,
-    Delta,
-    encode_delta,
-    encode_snapshot,
-    encode_watermark,
-    watermark_id,
-)
-from offload_registry.disk.fsutil import (
-    DEFAULT_FILE_MODE,
-)
-from offload_registry.disk.layout import data_root_id
-from offload_registry.errors import ConfigurationError, RedisPermissionError, RedisUnavailableError
+from offload_registry.changes import RebuildTurn, SessionChange, TierSnapshot
+from offload_registry.config import TierOptions
 from offload_registry.keys import SessionIdentity
-from offload_registry.session_state import SessionState
+from offload_registry.store import script_args
 from offload_registry.store.breaker import CircuitBreaker
-from offload_registry.store.diagnose import configuration_problem
+from offload_registry.store.diagnose import FAILURES as _FAILURES
+from offload_registry.store.diagnose import OUTAGE as _OUTAGE
 from offload_registry.store.keyspace import Keyspace, RedisSessionKeys
 from offload_registry.store.records import (
-    Anchor,
+    Anchor,  # noqa: F401 - the tier API's, re-exported
     TierStats,
-    as_text,
-    decode_tier_snapshot,
-    fence_arg,
+    judge_reply,
+    queue_read,
 )
+from offload_registry.store.script_args import WriteStamp
 from offload_registry.store.startup import (
-    FLAGS_PROBE,
-    check_tls_files,
-    denial_in,
-    plain_text_reply,
     script_text,
     shebang_refused,
-    tls_failure,
-)
-from offload_registry.store.urls import (
-    TierOptions,
-    apply_url_options,
-    parse_redis_url,
-    redact,
 )
 
 log = logging.getLogger("offload_registry.redis")
@@ -100,27 +55,8 @@ MAX_DELTAS = 256
 """A writer folds the deltas into a new snapshot when a session holds more than this."""
 REBUILD_LOCK_MS = 15_000
 REBUILD_WAIT_SECONDS = 5.0
-EPOCH_CHECK_SECONDS = 5.0
-REPAIR_SECONDS = 0.2
-"""How often the repairer retries announcing writes whose announcement did not certainly
-happen (the dirty set); with the listeners' delivery this sets the staleness bound after a
-fault heals (README, *Consistency model*)."""
 NO_WRITER = "-"
 """The writer id of a write no watcher of this process made (a rebuild, a reconcile)."""
-# RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
-# OutOfMemoryError (a server over its maxmemory refusing writes) is an outage like any other.
-_OUTAGE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ReadOnlyError,
-    OutOfMemoryError,
-    RedisClusterException,
-    OSError,
-)
-_FAILURES = (RedisError, RedisClusterException, OSError)
-# Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
-_BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
-_policy_warned = False
 
 
 class RedisTier:
@@ -162,20 +98,24 @@ class RedisTier:
         # fakeredis does not understand a script's shebang; a real server is tried with it.
         self._flagged_scripts = not type(client).__module__.startswith("fakeredis")
         self._register_scripts(client)
-        self._epoch = ""
-        self._epoch_checked = float("-inf")
         self._started = False
-        # Sessions written while their announcement did not certainly happen (a timeout, an
-        # outage, an open breaker): the repairer announces them once Redis answers again.
-        self._dirty: set[RedisSessionKeys] = set()
-        self._dirty_marks = 0  # counts _mark_dirty calls (a publish clears only older marks)
-        self._repairer: Any = None
         self.origin = uuid.uuid4().hex[:12]  # tells this tier's own invalidations apart
         self._channel = keyspace.channel()
         # On Redis Cluster each session has its own shard channel (SPUBLISH), see invalidation.py.
         self._sharded = is_cluster(client)
-        self._publish_mode = "sharded" if self._sharded else "plain"
         self._closing = False
+        # The epoch, and the writes whose announcement is still owed (health.py).
+        self._health = TierHealth(
+            lambda: self._client,
+            keyspace,
+            self.breaker,
+            clock=clock,
+            description=description,
+            closing=lambda: self._closing,
+            announce_reset=lambda pipe, keys: self._announce(
+                pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0"
+            ),
+        )
         # The watchers of near-cache copies and the listener that marks them stale.
         self._invalidation = InvalidationListener(
             lambda: self._client,
@@ -203,25 +143,6 @@ class RedisTier:
         self._lease = client.register_script(script_text("lease.lua", flagged=flagged))
         self._claim = client.register_script(script_text("claim.lua", flagged=flagged))
 
-    def _load_scripts(self) -> None:
-        """Load every script; a server that cannot run a shebang (older than Redis 7, or
-        fakeredis, which compiles a script only when it runs it) gets them without it."""
-        try:
-            if self._flagged_scripts:  # a read-only flagged script runs even over maxmemory
-                probe = self._client.register_script(FLAGS_PROBE)
-                probe(keys=[self.keyspace.marker()])
-        except ResponseError as exc:
-            if not shebang_refused(exc):
-                raise
-            log.warning(
-                "this Redis does not support script flags (Redis 7+); scripts run unflagged",
-                extra={"redis": self.description},
-            )
-            self._flagged_scripts = False
-            self._register_scripts(self._client)
-        for script in (self._publish, self._delta, self._unlock, self._lease, self._claim):
-            self._client.script_load(script.script)
-
     # -- start-up -----------------------------------------------------------------------
     def start(self) -> None:
         """Check the server once: permissions, epoch, data root, eviction policy.
@@ -232,184 +153,8 @@ class RedisTier:
         """
         if self._started:
             return
-        try:
-            self._client.ping()
-            self._refresh_epoch()
-            self._check_deployment()
-            self._warn_about_eviction_policy()
-            self._load_scripts()
-            self._probe_permissions()
-        except OutOfMemoryError as exc:
-            # Over maxmemory (the marker or deployment key cannot be created, the probe
-            # cannot write): an outage like any other, ridden through on the journals. The
-            # permission probe is skipped, as when the server is down at start.
-            self._failed(exc, "start", None)
-        except (NoPermissionError, AuthenticationError) as exc:
-            raise self._permission_error(exc) from exc
-        except ResponseError as exc:
-            if "NOPERM" in str(exc):
-                raise self._permission_error(exc) from exc
-            problem = configuration_problem(exc)
-            if problem is None:
-                raise
-            raise ConfigurationError(f"cannot use Redis at {self.description}: {problem}") from exc
-        except ConfigurationError:
-            raise
-        except _FAILURES as exc:  # down, read-only replica, failing over: later
-            denied = denial_in(exc)
-            if denied is not None:  # a cluster client wraps what it could not run
-                raise self._permission_error(denied) from exc
-            # A wrong password, database or server mode never heals: refuse it now rather
-            # than answer from the journals for ever.
-            problem = configuration_problem(exc)
-            if problem is not None:
-                raise ConfigurationError(
-                    f"cannot use Redis at {self.description}: {problem}"
-                ) from exc
-            self._check_tls_handshake(exc)
-            self.breaker.record_failure(exc, "start")
+        start_checks.start(self)
         self._started = True
-
-    def _check_tls_handshake(self, exc: BaseException) -> None:
-        """Raise :class:`ConfigurationError` when a TLS start failed because of TLS (a bad
-        certificate, or a server that speaks plain text, which makes the handshake hang
-        until the timeout): retrying cannot fix either, so it must not read as an outage."""
-        if self.tls_address is None or not isinstance(exc, _OUTAGE):
-            return
-        reason = tls_failure(exc)
-        if reason is not None:
-            raise ConfigurationError(
-                f"TLS handshake with {self.description} failed: {reason}"
-            ) from exc
-        host, port = self.tls_address
-        reply = run_blocking(plain_text_reply, host, port, self._options.connect_timeout)
-        if reply[:1] in (b"+", b"-"):  # +PONG, -NOAUTH, -ERR: a RESP server without TLS
-            raise ConfigurationError(
-                f"{self.description} is a rediss:// URL but the server at {host}:{port} "
-                "speaks plain text (no TLS): use redis://, or enable TLS on the server"
-            ) from exc
-
-    def _permission_error(self, exc: Exception) -> RedisPermissionError:
-        problem = configuration_problem(exc)
-        if problem is not None and "permission" not in problem:  # a password problem
-            return RedisPermissionError(f"cannot use Redis at {self.description}: {problem}")
-        return RedisPermissionError(
-            f"the Redis user of {self.description} lacks a permission the registry needs: {exc}"
-        )
-
-    def _probe_permissions(self) -> None:
-        """Exercise every command the registry uses, once, on a probe session: ACLs check
-        the commands a script runs only when it runs them, and a missing permission must
-        fail here, loudly, not later as a silent fallback to the journals."""
-        probe = self.keyspace.session("probe", "start")
-        snapshot = encode_snapshot(SessionState(), set(), None, 0)
-        delta = encode_delta(Delta(APPEND, [], [], None))
-        state_keys = [probe.state, probe.deltas, probe.fence]
-        lease_keys = [probe.lease, probe.fence]
-        steps: list[tuple[str, Thunk[Any]]] = [
-            (
-                "publish.lua (evalsha, get, type, del, hget, hset, hincrby, pexpire)",
-                lambda: self._publish(
-                    keys=state_keys,
-                    args=[self._epoch, snapshot, "", "", b"", 60_000, "always", "", "", "0"],
-                ),
-            ),
-            (
-                "delta.lua (evalsha, get, hmget, llen, rpush, hset, hincrby, pexpire)",
-                lambda: self._delta(
-                    keys=state_keys, args=[self._epoch, "jwm", "", "", delta, 60_000, "", "", "0"]
-                ),
-            ),
-            (
-                "lease.lua (evalsha, get, set, pttl, pexpire, del)",
-                lambda: self._probe_lease(lease_keys),
-            ),
-            (
-                "claim.lua (evalsha, hexists, hset, pexpire)",
-                lambda: self._probe_claims(probe.claims),
-            ),
-            ("a cold read (multi, exec, hmget, hget, lrange, pttl)", lambda: self.fetch(probe)),
-            (
-                f"invalidations (publish to the channel {self._channel_of(probe)})",
-                lambda: self._announce(self._client, probe, f"{probe.tag} {self.origin} - 0"),
-            ),
-            ("unlock.lua (evalsha, get, del)", lambda: self._unlock(keys=[probe.lock], args=["x"])),
-        ]
-        try:
-            for name, step in steps:
-                try:
-                    step()
-                except OutOfMemoryError:
-                    raise  # not a permission: the server is full (start treats it as an outage)
-                except ResponseError as exc:
-                    raise RedisPermissionError(
-                        f"the Redis user of {self.description} cannot run {name}: {exc}"
-                    ) from exc
-        finally:
-            self._client.delete(*probe.all)
-
-    def _probe_lease(self, keys: list[str]) -> None:
-        self._lease(keys=keys, args=["acquire", "probe", 60_000, 0, 60_000])
-        self._lease(keys=keys, args=["renew", "probe", 60_000, 1, 60_000])
-        self._lease(keys=keys, args=["release", "probe", 60_000, 1, 60_000])
-
-    def _probe_claims(self, key: str) -> None:
-        self._claim(keys=[key], args=["filter", 60_000, 1, "x"])
-        self._claim(keys=[key], args=["commit", 60_000, "x"])
-
-    def _refresh_epoch(self) -> None:
-        marker = self.keyspace.marker()
-        epoch = self._client.get(marker)
-        if epoch is None:
-            self._client.set(marker, uuid.uuid4().hex, nx=True)
-            epoch = self._client.get(marker)
-            if self._epoch:
-                log.warning(
-                    "Redis lost the registry's data (epoch marker missing); sessions are "
-                    "rebuilt from their journals as they are resolved",
-                    extra={"redis": self.description},
-                )
-        self._epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        self._epoch_checked = self._clock()
-
-    def _check_deployment(self) -> None:
-        if self._root_id is None:
-            return
-        key = self.keyspace.deployment_key()
-        owner = self._client.get(key)
-        if owner is None:  # read first: a server over maxmemory still answers the check
-            self._client.set(key, self._root_id, nx=True)
-            owner = self._client.get(key)
-        owner_id = owner.decode() if isinstance(owner, bytes) else owner
-        if owner_id != self._root_id:
-            pattern = self.keyspace.pattern()
-            # The usual cause: the data root was deleted and made again at the same path (a
-            # new id file), so the Redis copies describe journals that are gone. Say how out.
-            raise ConfigurationError(
-                f"Redis keys {pattern!r} belong to another data root (id {owner_id}, this "
-                f"one is {self._root_id}). If this data root was deleted or recreated at the "
-                "same path, those copies are stale: delete them (as an admin user: "
-                f"redis-cli --scan --pattern '{pattern}' | xargs redis-cli unlink) and run "
-                "`offload-registry warm`; if two data roots share this path and prefix, give "
-                "each its own --key-prefix"
-            )
-
-    def _warn_about_eviction_policy(self) -> None:
-        global _policy_warned  # noqa: PLW0603 - once per process, not per registry
-        try:
-            config = self._client.config_get("maxmemory*")
-        except ResponseError:  # CONFIG is often denied on managed servers: nothing to say
-            return
-        policy = str(config.get("maxmemory-policy", ""))
-        limited = str(config.get("maxmemory", "0")) not in ("0", "")
-        if limited and policy == "noeviction" and not _policy_warned:
-            _policy_warned = True
-            log.warning(
-                "Redis maxmemory-policy is noeviction: at maxmemory, writes to Redis fail and "
-                "the registry falls back to the journals; allkeys-lru is recommended (an "
-                "evicted session only becomes cold, never wrong)",
-                extra={"redis": self.description},
-            )
 
     # -- reads --------------------------------------------------------------------------
     def load(self, identity: SessionIdentity) -> TierSnapshot | None:
@@ -435,11 +180,9 @@ class RedisTier:
             self._bad_value(identity, exc)
             return None, "bad"
         self._succeeded()
-        try:
-            snapshot = self._snapshot_from(reply)
-        except (CodecError, ValueError, TypeError, AttributeError) as exc:
-            # Undecodable or foreign values (or a client with decode_responses=True).
-            self._bad_value(identity, exc)
+        status, snapshot, problem = judge_reply(reply, self.epoch)
+        if status == "undecodable":
+            self._bad_value(identity, problem)
             return None, "bad"
         if snapshot is None:
             self.stats.misses += 1
@@ -449,24 +192,11 @@ class RedisTier:
         self.stats.hits += 1
         return snapshot, "hit"
 
-    def _snapshot_from(self, reply: list[Any]) -> TierSnapshot | None:
-        (epoch, claims_watermark, recorded), snap, deltas, _ = reply
-        if snap is None or epoch is None or epoch.decode("ascii", "replace") != self._epoch:
-            return None
-        if recorded is None or int(recorded) != len(deltas):
-            # The deltas list was evicted or expired apart from its snapshot: a gap.
-            return None
-        return decode_tier_snapshot(snap, claims_watermark or b"", deltas)
-
     def fetch(self, keys: RedisSessionKeys) -> list[Any]:
-        """One round trip, one transaction of plain reads: ``[[epoch, claims watermark,
-        recorded delta count], snapshot, deltas, remaining TTL in ms]`` (no script, so the
-        large snapshot is never copied through Lua and a read never writes)."""
+        """A session's cold read (``store.records.queue_read``) in one round trip, one
+        transaction."""
         with self._client.pipeline(transaction=True) as pipe:
-            pipe.hmget(keys.state, "epoch", "cwmb", "deltas")
-            pipe.hget(keys.state, "snap")
-            pipe.lrange(keys.deltas, 0, -1)
-            pipe.pttl(keys.state)
+            queue_read(pipe, keys)
             reply: list[Any] = pipe.execute()
             return reply
 
@@ -480,7 +210,7 @@ class RedisTier:
         except _FAILURES as exc:
             self._failed(exc, "touch", None)
 
-    def _bad_value(self, identity: SessionIdentity, exc: Exception) -> None:
+    def _bad_value(self, identity: SessionIdentity, exc: object) -> None:
         self.stats.bad_values += 1
         log.warning(
             "unusable Redis value for %s (%s); rebuilding from the journal",
@@ -568,28 +298,13 @@ class RedisTier:
     ) -> None:
         keys = self.keyspace.session_for(identity)
         if not self.breaker.allow():
-            self._mark_dirty(keys)
+            self._health.mark_dirty(keys)
             return
-        delta = Delta(change.kind, change.ids, change.statuses, change.watermark)
-        chained = "jwm" if change.kind == APPEND else "cwm"
         try:
             # A retried delta that had landed is refused as a gap by the chain check, so
             # retrying a reset connection (say, the first call after a restart) is safe.
-            args = [
-                self._epoch,
-                chained,
-                watermark_id(change.base),
-                watermark_id(change.watermark),
-                encode_delta(delta),
-                self._ttl_ms,
-                self._channel_of(keys),
-                f"{keys.tag} {self.origin} {writer}",
-                fence_arg(fence),
-                self._publish_mode,
-            ]
-            reply = self._idempotent(
-                lambda: self._delta(keys=[keys.state, keys.deltas, keys.fence], args=args)
-            )
+            call = script_args.delta_call(keys, self.stamp(keys, writer, fence), change)
+            reply = self._idempotent(lambda: self._delta(*call))
         except _FAILURES as exc:
             # Maybe applied, maybe not (a timeout, a reset, READONLY after a failover): never
             # assume either way. After a reset, replace the snapshot (idempotent); after a
@@ -637,92 +352,50 @@ class RedisTier:
         """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS);
         returns ``publish.lua``'s answer (0: the mode refused it), ``None`` when not sent."""
         if not self.breaker.allow():
-            self._mark_dirty(keys)
+            self._health.mark_dirty(keys)
             return None
-        args = self._snapshot_args(keys, snapshot, mode, writer, fence, announce=True)
-        if args is None:
+        call = script_args.encoded_publish_call(
+            keys, self.stamp(keys, writer, fence), snapshot, mode
+        )
+        if call is None:
             return None
-        marks = self._dirty_marks
+        marks = self._health.marks
         try:
-            written = int(
-                self._idempotent(
-                    lambda: self._publish(keys=[keys.state, keys.deltas, keys.fence], args=args)
-                )
-            )
+            written = int(self._idempotent(lambda: self._publish(*call)))
         except _FAILURES as exc:
             self._failed(exc, "publish", keys)
             return None
         if written > 0:
             self.stats.snapshots_published += 1
-            if self._dirty_marks == marks:  # announced whole: nothing older left to repair
-                self._dirty.discard(keys)
+            self._health.announced(keys, marks)
         self._succeeded()
         if written == -1:
             self.stats.fenced += 1  # see publish_change: the journal holds the write
             self._announce_write(keys, writer)
         return written
 
-    # -- leases -----------------------------------------------------------------------------
+    # -- leases and the claim filter (tier_scripts.py) ------------------------------------
     def lease_call(
         self, identity: SessionIdentity, op: str, holder: str, token: int, ttl_ms: int
     ) -> Any:
-        """Run one ``lua/lease.lua`` operation; ``None`` when Redis cannot answer (the
-        journal's lease record then arbitrates). Not retried: a grant is not idempotent.
+        """Run one ``lua/lease.lua`` operation (:func:`tier_scripts.lease_call`: Redis only,
+        a grant is usable once the journal's lease record commits it)."""
+        return tier_scripts.lease_call(self, identity, op, holder, token, ttl_ms=ttl_ms)
 
-        Durability and concurrency: one atomic script on the session's slot, in Redis only (a
-        grant becomes usable only once the journal's lease record commits it).
-        """
-        if not self.breaker.allow():
-            return None
-        keys = self.keyspace.session_for(identity)
-        try:
-            reply = self._lease(
-                keys=[keys.lease, keys.fence], args=[op, holder, ttl_ms, token, self._ttl_ms]
-            )
-        except _FAILURES as exc:
-            self._failed(exc, "lease", None)
-            return None
-        self._succeeded()
-        return reply
-
-    # -- the claim filter ---------------------------------------------------------------------
     def claim_filter(
         self, identity: SessionIdentity, op: str, groups: list[list[str]]
     ) -> list[int] | None:
-        """Run one ``lua/claim.lua`` operation over id groups (each id with its forms).
+        """Run one ``lua/claim.lua`` operation (:func:`tier_scripts.claim_filter`: Redis only,
+        holding only facts the journal already made durable)."""
+        return tier_scripts.claim_filter(self, identity, op, groups)
 
-        ``filter`` answers the indexes of the groups none of whose forms is known to be
-        committed (only those need the journal's lock); ``commit`` records forms the journal
-        now holds. ``None`` when Redis cannot answer: the journal's claims record decides
-        alone, as it always does in the end.
-
-        Durability and concurrency: one atomic script on the session's slot, in Redis only,
-        holding only facts the journal already made durable; a lost commit costs the next
-        claimer a trip to the journal's lock, never a double win.
-        """
-        if not self.breaker.allow():
-            return None
-        keys = self.keyspace.session_for(identity)
-        args: list[Any] = [op, self._ttl_ms]
-        for group in groups:
-            if op == "filter":
-                args.append(len(group))
-            args.extend(group)
-        try:
-            reply = self._claim(keys=[keys.claims], args=args)
-        except _FAILURES as exc:
-            self._failed(exc, "claim", None)
-            return None
-        self._succeeded()
-        return [int(i) - 1 for i in reply] if op == "filter" else []
-
-    # -- operator tools: many sessions per round trip (offload_registry.ops) -----------------
+    # -- for the operator tools (offload_registry.ops; many sessions per trip: ops/batch.py) --
     # Not used by the registry itself. Errors are raised to the caller (an operator tool
     # must fail loudly), not absorbed by the breaker.
     @property
     def epoch(self) -> str:
         """The deployment epoch this tier reads and writes in (``store.keyspace``)."""
-        return self._epoch
+        return self._health.epoch
 
     @property
     def idle_ttl_seconds(self) -> int:
@@ -734,96 +407,10 @@ class RedisTier:
         """The redis-py client, for operator tools' own read-only commands."""
         return self._client
 
-    def read_anchors(self, sessions: Sequence[RedisSessionKeys]) -> list[Anchor]:
-        """The anchors of many sessions in one pipelined round trip (plain reads, no
-        script; a value of the wrong type reads as ``Anchor(wrong_type=True)``)."""
-        with self._client.pipeline(transaction=False) as pipe:
-            for keys in sessions:
-                pipe.hmget(keys.state, "epoch", "jwm", "cwm", "ver", "deltas")
-                pipe.llen(keys.deltas)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
-        return [Anchor.parse(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
-
-    def fetch_many(self, sessions: Sequence[RedisSessionKeys]) -> list[Any]:
-        """:meth:`fetch` for many sessions in one pipelined round trip (not one transaction:
-        a session written meanwhile may read torn; callers re-check a difference with
-        :meth:`fetch`). A failed read (``WRONGTYPE``) is its ``ResponseError``."""
-        with self._client.pipeline(transaction=False) as pipe:
-            for keys in sessions:
-                pipe.hmget(keys.state, "epoch", "cwmb", "deltas")
-                pipe.hget(keys.state, "snap")
-                pipe.lrange(keys.deltas, 0, -1)
-                pipe.pttl(keys.state)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
-        out: list[Any] = []
-        for i in range(0, len(replies), 4):
-            reply = replies[i : i + 4]
-            failed = next((r for r in reply if isinstance(r, Exception)), None)
-            out.append(failed if failed is not None else reply)
-        return out
-
-    def read_reply(self, reply: Any) -> tuple[str, TierSnapshot | None]:
-        """How a reader would take a :meth:`fetch` reply: ``("ok", snapshot)``, or
-        ``(reason, None)`` with reason ``missing``, ``stale_epoch``, ``broken_deltas`` (the
-        deltas list does not match its recorded length) or ``undecodable``."""
-        if isinstance(reply, Exception):
-            return "undecodable", None
-        (epoch, _, recorded), snap, deltas, _ = reply
-        if snap is None and epoch is None:
-            return "missing", None
-        if epoch is None or epoch.decode("ascii", "replace") != self._epoch:
-            return "stale_epoch", None
-        if recorded is None or int(recorded) != len(deltas):
-            return "broken_deltas", None
-        try:
-            snapshot = self._snapshot_from(reply)
-        except (CodecError, ValueError, TypeError, AttributeError):
-            return "undecodable", None
-        return ("ok", snapshot) if snapshot is not None else ("undecodable", None)
-
-    def publish_many(
-        self, items: Sequence[tuple[RedisSessionKeys, TierSnapshot, str]], *, announce: bool
-    ) -> list[int]:
-        """Publish many snapshots read from their journals, in one pipelined round trip, each
-        with its ``publish.lua`` mode (``always``, ``if-absent``, or a version to compare and
-        set). Returns each new version; 0 where the mode refused, -1 where the snapshot could
-        not be encoded (nothing sent for it).
-
-        Durability and concurrency: Redis only, journals untouched; each publish is one
-        atomic script call, so a compare-and-set never overwrites a write made after the
-        version it names. Announced on the invalidation channel only when ``announce``.
-        """
-        results = [-1] * len(items)
-        sent: list[int] = []
-        calls: list[list[Any]] = []
-        for i, (keys, snapshot, mode) in enumerate(items):
-            args = self._snapshot_args(keys, snapshot, mode, NO_WRITER, None, announce=announce)
-            if args is not None:
-                calls.append([3, keys.state, keys.deltas, keys.fence, *args])
-                sent.append(i)
-        replies = self._pipelined_evalsha(self._publish, calls) if calls else []
-        for i, reply in zip(sent, replies, strict=True):
-            results[i] = int(reply)
-        self.stats.snapshots_published += sum(1 for r in results if r > 0)
-        return results
-
-    def _pipelined_evalsha(self, script: Any, calls: list[list[Any]]) -> list[Any]:
-        """Run many calls of one script in one pipelined round trip, with plain ``EVALSHA``
-        (redis-py's pipelined scripts would first send ``SCRIPT EXISTS``, a command the
-        least-privilege ACL does not grant); loads the script and retries once on
-        ``NOSCRIPT`` (the server restarted)."""
-        for attempt in (1, 2):
-            with self._client.pipeline(transaction=False) as pipe:
-                for call in calls:
-                    pipe.evalsha(script.sha, *call)
-                try:
-                    replies: list[Any] = pipe.execute()
-                    return replies
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    self._client.script_load(script.script)
-        raise AssertionError("unreachable")
+    @property
+    def publish_script(self) -> Any:
+        """The registered ``publish.lua`` (``ops.batch`` pipelines it over many sessions)."""
+        return self._publish
 
     def drop_sessions(self, sessions: Sequence[RedisSessionKeys]) -> int:
         """Delete the Redis copies of many sessions and announce each on the invalidation
@@ -832,20 +419,9 @@ class RedisTier:
         Durability and concurrency: journals untouched, so nothing is lost: a reader then
         misses and rebuilds from the journal, and a writer racing the delete finds no anchor
         and republishes a full snapshot. A rebuild lock in flight is left to expire.
+        (A tier method, not in ``ops.batch``: the canary drops through the blocking twin.)
         """
-        with self._client.pipeline(transaction=False) as pipe:
-            for keys in sessions:
-                pipe.delete(*keys.data)
-                self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
-            replies: list[Any] = pipe.execute()
-        return sum(1 for deleted in replies[0::2] if deleted)
-
-    def scan_state_keys(self, count: int = 1000) -> Iterator[str]:
-        """The ``state`` key of every session of this deployment (``SCAN MATCH``, never
-        ``KEYS``: the server never blocks; a key may be reported twice)."""
-        pattern = self.keyspace.state_pattern()
-        for key in self._client.scan_iter(match=pattern, count=count):
-            yield as_text(key)
+        return self._health.drop(sessions)
 
     def _announce_write(self, keys: RedisSessionKeys, writer: str) -> None:
         """Tell other workers a session changed when no script announced it (version 0:
@@ -855,50 +431,22 @@ class RedisTier:
         except _FAILURES as exc:
             self._failed(exc, "announce", keys)
 
-    def _snapshot_args(
+    def stamp(
         self,
         keys: RedisSessionKeys,
-        snapshot: TierSnapshot,
-        mode: str,
-        writer: str,
-        fence: int | None,
+        writer: str = NO_WRITER,
+        fence: int | None = None,
         *,
-        announce: bool,
-    ) -> list[Any] | None:
-        """The ``publish.lua`` arguments for one snapshot; ``None`` (logged) when it cannot be
-        encoded."""
-        try:
-            packed = encode_snapshot(snapshot.state, snapshot.claimed, snapshot.watermark, 0)
-        except CodecError as exc:
-            log.error("cannot encode a snapshot for Redis: %s", exc)
-            return None
-        return [
-            self._epoch,
-            packed,
-            watermark_id(snapshot.watermark),
-            watermark_id(snapshot.claims_watermark),
-            encode_watermark(snapshot.claims_watermark),
-            self._ttl_ms,
-            mode,
-            self._channel_of(keys) if announce else "",
-            f"{keys.tag} {self.origin} {writer}",
-            fence_arg(fence),
-            self._publish_mode,
-        ]
+        announce: bool = True,
+    ) -> WriteStamp:
+        """What a write script is told of this tier: its epoch and idle TTL, and (when
+        ``announce``) the session's channel and this writer's message prefix."""
+        channel = self._channel_of(keys) if announce else ""
+        message = f"{keys.tag} {self.origin} {writer}"
+        return WriteStamp(self.epoch, self._ttl_ms, channel, message, fence, self._sharded)
 
     def _idempotent(self, call: Thunk[Any]) -> Any:
-        """Run an idempotent call, retrying a refused or reset connection (the server
-        restarting) with jittered exponential backoff; timeouts are not retried, so a call
-        never waits much beyond the socket timeout."""
-        for attempt in Retrying(
-            stop=stop_after_attempt(3),
-            wait=_BACKOFF,
-            retry=retry_if_exception_type(RedisConnectionError),
-            reraise=True,
-        ):
-            with attempt:
-                return call()
-        raise AssertionError("unreachable: tenacity reraises the last error")
+        return idempotent(call)  # retried on a reset connection, see health.py
 
     # -- near-cache invalidation ----------------------------------------------------------
     def watch(self, identity: SessionIdentity, name: str, mark_stale: Callable[[], None]) -> None:
@@ -942,8 +490,7 @@ class RedisTier:
             self._client = self._reconnect()
             self._register_scripts(self._client)
         self._invalidation.after_fork_in_child()
-        self._dirty = set()  # the parent repairs its own writes
-        self._repairer = None
+        self._health.after_fork_in_child()
         self.origin = uuid.uuid4().hex[:12]
 
     def _channel_of(self, keys: RedisSessionKeys) -> str:
@@ -967,132 +514,24 @@ class RedisTier:
             self._flagged_scripts = False
             self._register_scripts(self._client)
         if keys is not None and where != "load":
-            self._mark_dirty(keys)
+            self._health.mark_dirty(keys)
         self.breaker.record_failure(exc, where)
 
-    def _mark_dirty(self, keys: RedisSessionKeys) -> None:
-        """A write to ``keys`` may not have been announced: announce it once Redis answers
-        (the next successful call, or the repairer within ``REPAIR_SECONDS``), whatever
-        state the breaker is in."""
-        self._dirty_marks += 1
-        self._dirty.add(keys)
-        if not self._closing and (self._repairer is None or not running(self._repairer)):
-            self._repairer = spawn(self._repair, name="offload-registry-repairer")
-
-    def _repair(self) -> None:
-        """Retry the dirty set every ``REPAIR_SECONDS`` until it is empty. Runs whatever the
-        breaker says (it is the breaker's background probe: nobody waits on it), so one
-        timeout, which never opens the breaker, is repaired as soon as Redis answers, and
-        an open breaker closes as soon as Redis is back."""
-        while self._dirty and not self._closing:
-            sleep(REPAIR_SECONDS)
-            if self._dirty and not self._closing and self._reconcile():
-                self.breaker.record_success()
-
     def _succeeded(self) -> None:
-        if self.breaker.record_success() or self._dirty:
-            self._reconcile()
+        self._health.succeeded()
 
     def _refresh_epoch_safely(self) -> None:
         try:
-            self._refresh_epoch()
+            self._health.refresh_epoch()
         except _FAILURES as exc:
             self._failed(exc, "epoch", None)
 
     def _maybe_refresh_epoch(self) -> None:
-        if self._clock() - self._epoch_checked >= EPOCH_CHECK_SECONDS:
-            self._refresh_epoch()
-
-    def _reconcile(self) -> bool:
-        """After a failed write or an outage: re-read the epoch (the server may be a new one),
-        drop the Redis copies of the dirty sessions, so their next reader rebuilds them from
-        the journal, and announce each (its writes may never have been), so every live copy
-        revalidates. ``True`` when the whole dirty set was repaired."""
-        taken: RedisSessionKeys | None = None
-        try:
-            self._refresh_epoch()
-            for keys in list(self._dirty):
-                # Taken before the call: a write failing meanwhile marks the session again.
-                taken = keys
-                self._dirty.discard(keys)
-                with self._client.pipeline(transaction=True) as pipe:
-                    pipe.delete(keys.state, keys.deltas)
-                    self._announce(pipe, keys, f"{keys.tag} {self.origin} {NO_WRITER} 0")
-                    pipe.execute()
-                taken = None
-        except _FAILURES as exc:
-            if taken is not None:
-                self._dirty.add(taken)
-            self.breaker.record_failure(exc, "reconcile")
-            return False
-        return True
+        self._health.maybe_refresh_epoch()
 
     def close(self) -> None:
         self._closing = True
         self._invalidation.close()
-        if self._repairer is not None:
-            stop(self._repairer)
-            self._repairer = None
+        self._health.close()
         if self._owns_client:
             close_client(self._client)
-
-
-def open_redis_tier(
-    data_root: Path,
-    *,
-    url: str | None,
-    client: Any,
-    options: TierOptions,
-    read_only: bool,
-    file_mode: int = DEFAULT_FILE_MODE,
-    clock: Callable[[], float] = time.monotonic,
-) -> RedisTier:
-    """A tier from a URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``) or from a
-    redis-py client the application already owns (then never closed by the registry);
-    ``clock`` (monotonic seconds) is the tier's, see :class:`RedisTier`."""
-    # The id first: it names the deployment, whatever path this host mounts the root at.
-    root_id = data_root_id(data_root, create=not read_only, file_mode=file_mode)
-    keyspace = Keyspace.for_data_root(options.key_prefix, data_root, root_id=root_id)
-    if client is not None:
-        pool = getattr(client, "connection_pool", None)
-        if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
-            raise ConfigurationError(
-                "the registry needs a Redis client that returns bytes (decode_responses=False)"
-            )
-        return RedisTier(
-            client,
-            keyspace,
-            options,
-            description="client",
-            root_id=root_id,
-            owns_client=False,
-            clock=clock,
-        )
-    if url is None:
-        raise ConfigurationError("a Redis tier needs a URL or a client")
-    target = parse_redis_url(url)
-    options = apply_url_options(target, options)
-    check_tls_files(options)
-    try:
-        client = connect(target, options)
-    except ConfigurationError:
-        raise
-    except (RedisError, RedisClusterException, OSError) as exc:
-        # Only a synchronous cluster client connects here (it must learn the slot map from a
-        # node before it exists), so there is no client to fall back from: name the cause.
-        problem = configuration_problem(exc)
-        if problem is not None:
-            raise ConfigurationError(f"cannot use Redis at {redact(url)}: {problem}") from exc
-        raise RedisUnavailableError(f"cannot reach Redis at {redact(url)}: {exc}") from exc
-    tier = RedisTier(
-        client,
-        keyspace,
-        options,
-        description=redact(url),
-        root_id=root_id,
-        reconnect=lambda: connect(target, options),
-        clock=clock,
-    )
-    if target.tls and target.hosts:
-        tier.tls_address = target.hosts[0]
-    return tier

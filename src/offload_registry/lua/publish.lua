@@ -11,6 +11,7 @@
 --          slot), anything else or absent to PUBLISH
 -- Returns the new version, 0 when the mode refused the write, -1 when the token is stale.
 -- #include _tokens.lua
+-- #state-fields  (one local per state hash field, e.g. EPOCH_FIELD: store/keyspace.py)
 if (ARGV[10] or '') ~= '' and above(canon(redis.call('GET', KEYS[3])), canon(ARGV[10])) then
   return -1
 end
@@ -20,20 +21,21 @@ if kind ~= 'hash' and kind ~= 'none' then
 end
 local mode = ARGV[7]
 if mode == 'if-absent' then
-  if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then
+  if redis.call('HGET', KEYS[1], EPOCH_FIELD) == ARGV[1] then
     return 0
   end
 elseif mode ~= 'always' then
-  if redis.call('HGET', KEYS[1], 'ver') ~= mode then
+  if redis.call('HGET', KEYS[1], VERSION_FIELD) ~= mode then
     return 0
   end
 end
 -- HSET before DEL: under the eval compatibility mode (no shebang: fakeredis, Redis 6) Redis
 -- checks maxmemory only at a script's first write, and lets a DEL through over the limit.
-redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'snap', ARGV[2], 'jwm', ARGV[3],
-  'cwm', ARGV[4], 'cwmb', ARGV[5], 'deltas', 0)
+redis.call('HSET', KEYS[1], EPOCH_FIELD, ARGV[1], SNAPSHOT_FIELD, ARGV[2],
+  JOURNAL_POSITION_FIELD, ARGV[3], CLAIMS_POSITION_FIELD, ARGV[4],
+  CLAIMS_WATERMARK_FIELD, ARGV[5], DELTA_COUNT_FIELD, 0)
 redis.call('DEL', KEYS[2])
-local version = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+local version = redis.call('HINCRBY', KEYS[1], VERSION_FIELD, 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[8] ~= '' then
   redis.call(ARGV[11] == 'sharded' and 'SPUBLISH' or 'PUBLISH', ARGV[8], ARGV[9] .. ' ' .. version)

@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.errors import ConfigurationError
+from offload_registry.ops.batch import scan_state_keys
 from offload_registry.ops.discover import DiskSession
 from offload_registry.store.keyspace import RedisSessionKeys
 
@@ -135,7 +136,7 @@ async def evict_idle(tier: RedisTier, idle_seconds: int) -> EvictReport:
             report.evicted += await tier.drop_sessions(due)
         pending.clear()
 
-    async for key in tier.scan_state_keys():
+    async for key in scan_state_keys(tier):
         tag = tier.keyspace.tag_of(key)
         if tag is None or tag in seen:
             continue

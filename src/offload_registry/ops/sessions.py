@@ -18,7 +18,9 @@ from typing import Any
 
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.disk.agent_files import read_session_registry
+from offload_registry.ops.batch import fetch_many
 from offload_registry.ops.discover import DiskSession, batched, iter_sessions
+from offload_registry.store.records import read_reply
 
 BATCH = 256
 
@@ -89,7 +91,7 @@ def _int(reply: Any) -> int | None:
 
 async def _fill(tier: RedisTier, batch: Sequence[DiskSession], rows: list[SessionRow]) -> None:
     keys = [tier.keyspace.session_for(s.identity) for s in batch]
-    replies = await tier.fetch_many(keys)
+    replies = await fetch_many(tier, keys)
     async with tier.client.pipeline(transaction=False) as pipe:
         for k in keys:
             for name in k.data:
@@ -98,7 +100,7 @@ async def _fill(tier: RedisTier, batch: Sequence[DiskSession], rows: list[Sessio
         sizes: list[Any] = await pipe.execute(raise_on_error=False)
     per = len(keys[0].data) + 1 if keys else 0
     for i, (row, reply) in enumerate(zip(rows, replies, strict=True)):
-        status, snapshot = tier.read_reply(reply)
+        status, snapshot = read_reply(reply, tier.epoch)
         row.redis = status
         row.entries = snapshot.state.entry_count if snapshot is not None else None
         chunk = sizes[i * per : (i + 1) * per]

@@ -21,8 +21,10 @@ from redis.exceptions import ResponseError
 
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.disk.journal import scan_journal
+from offload_registry.ops.batch import fetch_many, scan_state_keys
 from offload_registry.ops.discover import Unreadable, iter_sessions
 from offload_registry.store.keyspace import RedisSessionKeys
+from offload_registry.store.records import read_reply
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ def disk_stats(data_root: Path, unreadable: Unreadable | None = None) -> DiskSta
 async def redis_stats(tier: RedisTier, sample: int = DEFAULT_SAMPLE) -> RedisStats:
     out = RedisStats()
     sampled: list[RedisSessionKeys] = []
-    async for key in tier.scan_state_keys():
+    async for key in scan_state_keys(tier):
         out.sessions += 1
         tag = tier.keyspace.tag_of(key)
         if tag is not None and len(sampled) < sample:
@@ -110,10 +112,10 @@ async def redis_stats(tier: RedisTier, sample: int = DEFAULT_SAMPLE) -> RedisSta
                 pipe.memory_usage(keys.state, samples=0)
                 pipe.memory_usage(keys.deltas, samples=0)
             usage: list[Any] = await pipe.execute()
-        replies = await tier.fetch_many(sampled)
+        replies = await fetch_many(tier, sampled)
         entries = 0
         for reply in replies:
-            _, snapshot = tier.read_reply(reply)
+            _, snapshot = read_reply(reply, tier.epoch)
             entries += snapshot.state.entry_count if snapshot is not None else 0
         total = sum(int(u) for u in usage if u)
         out.sampled = len(sampled)

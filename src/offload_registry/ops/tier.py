@@ -10,7 +10,8 @@ from typing import TypedDict
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from offload_registry._async.redis_tier import RedisTier, open_redis_tier
+from offload_registry._async.open_redis import open_redis_tier
+from offload_registry._async.redis_tier import RedisTier
 from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError, RedisUnavailableError
 from offload_registry.store.diagnose import configuration_problem

@@ -39,6 +39,7 @@ from offload_registry.codec import watermark_id
 from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.disk.session_files import Rebuilt, SessionFiles
 from offload_registry.errors import JournalError
+from offload_registry.ops.batch import fetch_many, publish_many, read_anchors, scan_state_keys
 from offload_registry.ops.discover import (
     DiskSession,
     Unreadable,
@@ -47,6 +48,7 @@ from offload_registry.ops.discover import (
     session_for_key,
 )
 from offload_registry.store.keyspace import RedisSessionKeys
+from offload_registry.store.records import read_reply
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,7 @@ def _empty(snapshot: TierSnapshot) -> bool:
 
 def compare(tier: RedisTier, reply: Any, rebuilt: Rebuilt) -> tuple[str, str] | None:
     """``(kind, detail)`` of how a Redis reply differs from the files, or ``None``."""
-    status, snapshot = tier.read_reply(reply)
+    status, snapshot = read_reply(reply, tier.epoch)
     if rebuilt.watermark is None and rebuilt.claims_watermark is None:  # no files
         if status == "missing" or (snapshot is not None and _empty(snapshot)):
             return None
@@ -195,7 +197,7 @@ async def _check(
     transaction this time, before it counts."""
     keys = [tier.keyspace.session_for(s.identity) for s in sessions]
     if replies is None:
-        replies = await tier.fetch_many(keys)
+        replies = await fetch_many(tier, keys)
     rebuilt = await asyncio.to_thread(_rebuild_or_error, sessions)
     found = [
         ("unreadable", str(b)) if isinstance(b, JournalError) else compare(tier, r, b)
@@ -218,7 +220,7 @@ async def _repair(tier: RedisTier, sessions: list[DiskSession]) -> list[DiskSess
         if not sessions:
             break
         keys = [tier.keyspace.session_for(s.identity) for s in sessions]
-        anchors = await tier.read_anchors(keys)  # before the files, as warm does
+        anchors = await read_anchors(tier, keys)  # before the files, as warm does
         rebuilt = await asyncio.to_thread(_rebuild_all, sessions)
         items: list[tuple[RedisSessionKeys, TierSnapshot, str]] = []
         drop: list[RedisSessionKeys] = []
@@ -233,7 +235,7 @@ async def _repair(tier: RedisTier, sessions: list[DiskSession]) -> list[DiskSess
         if drop:
             await tier.drop_sessions(drop)
         if items:
-            await tier.publish_many(items, announce=True)
+            await publish_many(tier, items, announce=True)
         found = await _check(tier, sessions)
         sessions = [s for s, f in zip(sessions, found, strict=True) if f is not None]
     return sessions
@@ -243,10 +245,10 @@ async def _extras(tier: RedisTier, known: set[str], report: VerifyReport, repair
     """Copies in Redis of sessions with no files under the data root."""
 
     async def check(keys: list[RedisSessionKeys]) -> None:
-        replies = await tier.fetch_many(keys)
+        replies = await fetch_many(tier, keys)
         extra = []
         for k, reply in zip(keys, replies, strict=True):
-            status, snapshot = tier.read_reply(reply)
+            status, snapshot = read_reply(reply, tier.epoch)
             if status == "missing" or (snapshot is not None and _empty(snapshot)):
                 continue
             report.add(Difference("extra", f"Redis copy {k.tag}", f"{status} copy with no files"))
@@ -256,7 +258,7 @@ async def _extras(tier: RedisTier, known: set[str], report: VerifyReport, repair
             report.repaired += len(extra)
 
     pending: list[RedisSessionKeys] = []
-    async for key in tier.scan_state_keys():
+    async for key in scan_state_keys(tier):
         tag = tier.keyspace.tag_of(key)
         if tag is None or tag in known:
             continue

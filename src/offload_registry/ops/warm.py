@@ -3,7 +3,7 @@ resolve is answered by Redis (``manager.source == "redis"``) with exactly its jo
 
 Mechanism, per batch of sessions (bounded memory however large the root):
 
-1. one pipelined round trip reads each session's anchor (``RedisTier.read_anchors``);
+1. one pipelined round trip reads each session's anchor (``ops.batch.read_anchors``);
 2. in a worker thread, a session whose anchor is usable and already at the journal's and the
    claims record's current positions (an ``fstat`` and a 64-byte read each, no parsing) is
    *skipped*; every other one is rebuilt from its files under the journal's shared lock;
@@ -38,6 +38,7 @@ from offload_registry.disk.fsutil import FsyncPolicy
 from offload_registry.disk.journal import current_watermark
 from offload_registry.disk.session_files import SessionFiles
 from offload_registry.errors import JournalError
+from offload_registry.ops.batch import publish_many, read_anchors
 from offload_registry.ops.discover import DiskSession, Unreadable, batched, iter_sessions
 from offload_registry.ops.progress import Progress
 from offload_registry.store.records import Anchor
@@ -134,7 +135,7 @@ async def _publish(tier: RedisTier, prepared: list[_Prepared], report: WarmRepor
         for p in todo
         if p.snapshot is not None
     ]
-    results = await tier.publish_many(items, announce=False) if items else []
+    results = await publish_many(tier, items, announce=False) if items else []
     for p in prepared:
         report.sessions += 1
         report.entries += p.entries
@@ -177,7 +178,7 @@ async def warm(
     try:
         for batch in batched(iter_sessions(data_root, agents, unreadable), batch_size):
             keys = [tier.keyspace.session_for(s.identity) for s in batch]
-            anchors = await tier.read_anchors(keys)  # before the journals: see step 3
+            anchors = await read_anchors(tier, keys)  # before the journals: see step 3
             prepared = await asyncio.to_thread(_prepare, batch, anchors, tier.epoch)
             if in_flight is not None:
                 await in_flight

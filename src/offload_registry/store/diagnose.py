@@ -12,9 +12,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["configuration_problem"]
+from offload_registry.errors import RedisPermissionError
+
+__all__ = ["FAILURES", "OUTAGE", "configuration_problem", "permission_error"]
+
+# RedisClusterException is not a RedisError: redis-py raises it when no cluster node answers.
+# OutOfMemoryError (a server over its maxmemory refusing writes) is an outage like any other.
+OUTAGE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    RedisClusterException,
+    OSError,
+)
+"""What a call raises when Redis did not answer (or could not take a write): an outage."""
+FAILURES = (RedisError, RedisClusterException, OSError)
+"""Everything a Redis call may raise: the tier absorbs these (its breaker counts them)."""
 
 # (words in the server's or redis-py's message, what the operator should hear), first match wins.
 _PROBLEMS: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -67,3 +92,13 @@ def configuration_problem(exc: BaseException) -> str | None:
         if isinstance(error, NoPermissionError):
             return f"the Redis user lacks a permission the registry needs ({text.strip()})"
     return None
+
+
+def permission_error(description: str, exc: Exception) -> RedisPermissionError:
+    """The :class:`RedisPermissionError` for a refused command or password at start."""
+    problem = configuration_problem(exc)
+    if problem is not None and "permission" not in problem:  # a password problem
+        return RedisPermissionError(f"cannot use Redis at {description}: {problem}")
+    return RedisPermissionError(
+        f"the Redis user of {description} lacks a permission the registry needs: {exc}"
+    )

@@ -111,8 +111,16 @@ from offload_registry.errors import ConfigurationError
 from offload_registry.keys import SessionIdentity
 
 __all__ = [
+    "CLAIMS_POSITION_FIELD",
+    "CLAIMS_WATERMARK_FIELD",
     "DEFAULT_PREFIX",
+    "DELTA_COUNT_FIELD",
+    "EPOCH_FIELD",
+    "JOURNAL_POSITION_FIELD",
     "KEY_SCHEMA",
+    "SNAPSHOT_FIELD",
+    "STATE_FIELDS",
+    "VERSION_FIELD",
     "Keyspace",
     "RedisSessionKeys",
     "deployment_id",
@@ -129,6 +137,35 @@ DEPLOYMENT_HEX_CHARS: Final = 12
 TAG_HEX_CHARS: Final = 32
 """Hex digits of SHA-256 of (agent, session) inside a session's hash tag (128 bits)."""
 MAX_PREFIX_CHARS: Final = 128
+
+# The fields of a session's ``state`` hash (its anchor). The scripts that write it
+# (``lua/publish.lua``, ``lua/delta.lua``) take these names from here: their
+# ``-- #state-fields`` line becomes one Lua local per name (``EPOCH_FIELD`` and so on,
+# ``store.startup.script_text``), so Python and Lua cannot name a field differently.
+EPOCH_FIELD: Final = "epoch"
+"""The epoch the anchor was written in (an anchor of another epoch is absent)."""
+SNAPSHOT_FIELD: Final = "snap"
+"""The msgpack snapshot (``codec.encode_snapshot``)."""
+JOURNAL_POSITION_FIELD: Final = "jwm"
+"""``codec.watermark_id`` of the journal position reflected, deltas included."""
+CLAIMS_POSITION_FIELD: Final = "cwm"
+"""``codec.watermark_id`` of the claims record's position reflected, deltas included."""
+CLAIMS_WATERMARK_FIELD: Final = "cwmb"
+"""The snapshot's claims watermark, packed (``codec.encode_watermark``)."""
+DELTA_COUNT_FIELD: Final = "deltas"
+"""The recorded length of the ``deltas`` list (a list of another length is not trusted)."""
+VERSION_FIELD: Final = "ver"
+"""Bumped by every write; a compare-and-set publish names the version it read."""
+STATE_FIELDS: Final = {
+    "EPOCH_FIELD": EPOCH_FIELD,
+    "SNAPSHOT_FIELD": SNAPSHOT_FIELD,
+    "JOURNAL_POSITION_FIELD": JOURNAL_POSITION_FIELD,
+    "CLAIMS_POSITION_FIELD": CLAIMS_POSITION_FIELD,
+    "CLAIMS_WATERMARK_FIELD": CLAIMS_WATERMARK_FIELD,
+    "DELTA_COUNT_FIELD": DELTA_COUNT_FIELD,
+    "VERSION_FIELD": VERSION_FIELD,
+}
+"""Each field by its constant's name, as the scripts' Lua locals are named."""
 
 # Whitespace and control characters (C0, DEL, C1, and Unicode separators), braces (they move
 # the Cluster hash tag) and the glob metacharacters of SCAN MATCH and ACL key patterns.

@@ -1,7 +1,8 @@
 """What the Redis tier's values mean, parsed: no I/O, shared by the asyncio and blocking twins.
 
-A session's ``state`` hash read as an :class:`Anchor`, a snapshot plus its deltas decoded into
-one :class:`~offload_registry.changes.TierSnapshot`, and the tier's counters.
+A session's ``state`` hash read as an :class:`Anchor`, a cold read's reply (snapshot plus
+deltas) judged and decoded into one :class:`~offload_registry.changes.TierSnapshot` by
+:func:`read_reply` (the tier's loads and the operator tools alike), and the tier's counters.
 """
 
 from __future__ import annotations
@@ -12,7 +13,26 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from offload_registry.changes import APPEND, TierSnapshot
-from offload_registry.codec import decode_delta, decode_snapshot, decode_watermark
+from offload_registry.codec import CodecError, decode_delta, decode_snapshot, decode_watermark
+from offload_registry.store.keyspace import (
+    CLAIMS_POSITION_FIELD,
+    CLAIMS_WATERMARK_FIELD,
+    DELTA_COUNT_FIELD,
+    EPOCH_FIELD,
+    JOURNAL_POSITION_FIELD,
+    SNAPSHOT_FIELD,
+    VERSION_FIELD,
+    RedisSessionKeys,
+)
+
+ANCHOR_FIELDS = (
+    EPOCH_FIELD,
+    JOURNAL_POSITION_FIELD,
+    CLAIMS_POSITION_FIELD,
+    VERSION_FIELD,
+    DELTA_COUNT_FIELD,
+)
+"""The ``state`` fields an :class:`Anchor` is read from, in :meth:`Anchor.parse`'s order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +64,8 @@ class Anchor:
 
     @classmethod
     def parse(cls, fields: Any, length: Any) -> Anchor:
+        """An anchor from the replies to ``HMGET state`` :data:`ANCHOR_FIELDS` and ``LLEN
+        deltas``."""
         if isinstance(fields, ResponseError):
             return cls(exists=True, wrong_type=True)
         if isinstance(fields, Exception):
@@ -108,3 +130,43 @@ def decode_tier_snapshot(snap: bytes, claims_watermark: bytes, deltas: list[byte
 
 class _Resubscribe(Exception):  # noqa: N818 - a control-flow signal, not an error
     """The server dropped one of our shard subscriptions (its slot moved)."""
+
+
+def queue_read(pipe: Any, keys: RedisSessionKeys) -> None:
+    """Queue a session's cold read on ``pipe`` (a pipeline of either twin): the four plain
+    reads whose replies :func:`read_reply` takes, ``[[epoch, claims watermark, recorded
+    delta count], snapshot, deltas, remaining TTL in ms]`` (no script, so the large snapshot
+    is never copied through Lua and a read never writes)."""
+    pipe.hmget(keys.state, EPOCH_FIELD, CLAIMS_WATERMARK_FIELD, DELTA_COUNT_FIELD)
+    pipe.hget(keys.state, SNAPSHOT_FIELD)
+    pipe.lrange(keys.deltas, 0, -1)
+    pipe.pttl(keys.state)
+
+
+def read_reply(reply: Any, epoch: str) -> tuple[str, TierSnapshot | None]:
+    """How a reader of ``epoch`` takes a :func:`queue_read` reply: ``("ok", snapshot)``, or
+    ``(reason, None)`` with reason ``missing``, ``stale_epoch``, ``broken_deltas`` (the
+    deltas list does not match its recorded length, say evicted apart from its snapshot) or
+    ``undecodable`` (a failed read such as ``WRONGTYPE``, or values that cannot be used)."""
+    status, snapshot, _ = judge_reply(reply, epoch)
+    return status, snapshot
+
+
+def judge_reply(reply: Any, epoch: str) -> tuple[str, TierSnapshot | None, str]:
+    """:func:`read_reply` with why an ``undecodable`` reply is so (for the tier's log)."""
+    if isinstance(reply, Exception):
+        return "undecodable", None, str(reply)
+    try:
+        (held_epoch, claims_watermark, recorded), snap, deltas, _ = reply
+        if snap is None and held_epoch is None:
+            return "missing", None, ""
+        if held_epoch is None or held_epoch.decode("ascii", "replace") != epoch:
+            return "stale_epoch", None, ""
+        if recorded is None or int(recorded) != len(deltas):
+            return "broken_deltas", None, ""
+        if snap is None:
+            return "undecodable", None, "no snapshot beside a current-epoch anchor"
+        return "ok", decode_tier_snapshot(snap, claims_watermark or b"", deltas), ""
+    except (CodecError, ValueError, TypeError, AttributeError) as exc:
+        # Undecodable or foreign values (or a client with decode_responses=True).
+        return "undecodable", None, str(exc)

@@ -16,6 +16,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from offload_registry.config import TierOptions
 from offload_registry.errors import ConfigurationError
+from offload_registry.store.keyspace import STATE_FIELDS
 
 
 def script_text(name: str, *, flagged: bool = True) -> str:
@@ -36,18 +37,25 @@ def script_text(name: str, *, flagged: bool = True) -> str:
 INCLUDE = "-- #include "
 """A script line ``-- #include <file>`` stands for that file of ``lua/`` (the token helpers
 three scripts share: EVALSHA runs one self-contained text, so the sharing happens here)."""
+STATE_FIELDS_LINE = "-- #state-fields"
+"""A script line that stands for one Lua local per ``state`` hash field, named and valued
+as in ``store.keyspace.STATE_FIELDS`` (``local EPOCH_FIELD = 'epoch'``)."""
 
 
 def _lua_file(name: str) -> str:
     return resources.files("offload_registry").joinpath("lua", name).read_text("utf-8")
 
 
+def _expanded(line: str) -> str:
+    if line.startswith(INCLUDE):
+        return _lua_file(line[len(INCLUDE) :].strip()).rstrip("\n")
+    if line.startswith(STATE_FIELDS_LINE):
+        return "\n".join(f"local {name} = '{value}'" for name, value in STATE_FIELDS.items())
+    return line
+
+
 def _with_includes(text: str) -> str:
-    lines = text.split("\n")
-    return "\n".join(
-        _lua_file(line[len(INCLUDE) :].strip()).rstrip("\n") if line.startswith(INCLUDE) else line
-        for line in lines
-    )
+    return "\n".join(_expanded(line) for line in text.split("\n"))
 
 
 FLAGS_PROBE = "#!lua flags=no-writes\nreturn 1\n"
