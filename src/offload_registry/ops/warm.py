@@ -11,6 +11,10 @@ Mechanism, per batch of sessions (bounded memory however large the root):
    the anchor read in step 1 (its version, or ``if-absent`` when there was none), while the
    next batch is being read.
 
+With a :class:`Share`, only the sessions of that share are warmed: N processes each given
+one share of N (``ops.warm_processes``) warm disjoint sets of sessions, so they never write
+the same key.
+
 Idempotent: a second run skips every session (nothing changed). Resumable: a run killed
 midway leaves whole sessions published (each publish is one atomic script), and the next
 run skips them. Safe beside live workers: every write of a worker goes journal first, then
@@ -26,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
@@ -38,7 +43,6 @@ from offload_registry.errors import JournalError
 from offload_registry.fsutil import FsyncPolicy
 from offload_registry.journal import current_watermark
 from offload_registry.ops.discover import DiskSession, Unreadable, batched, iter_sessions
-from offload_registry.ops.progress import Progress
 from offload_registry.session_files import SessionFiles
 from offload_registry.store.records import Anchor
 
@@ -71,6 +75,29 @@ class WarmReport:
         out["seconds"] = round(self.seconds, 3)
         out["entries_per_second"] = round(self.entries / self.seconds) if self.seconds else 0
         return out
+
+
+class ProgressSink(Protocol):
+    """What warm reports its progress to (:class:`~offload_registry.ops.progress.Progress`,
+    or a child process's forwarder)."""
+
+    def update(self, done: int, entries: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One of ``count`` disjoint shares of a data root's sessions: those whose agent and
+    session names hash (CRC-32, the same in every process) to ``index`` modulo ``count``."""
+
+    index: int
+    count: int
+
+    def holds(self, session: DiskSession) -> bool:
+        name = session.relative_path.encode("utf-8", "surrogatepass")
+        return zlib.crc32(name) % self.count == self.index
+
+    def select(self, sessions: Iterable[DiskSession]) -> Iterator[DiskSession]:
+        return (s for s in sessions if self.holds(s))
 
 
 @dataclass(slots=True)
@@ -160,12 +187,13 @@ async def warm(
     *,
     agents: Sequence[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
     unreadable: Unreadable | None = None,
+    share: Share | None = None,
 ) -> WarmReport:
-    """Load every session under ``data_root`` (or only ``agents``) into ``tier``. An agent
-    directory that cannot be listed goes to ``unreadable`` and is skipped; a session that
-    cannot be read counts as ``failed``.
+    """Load every session under ``data_root`` (or only ``agents``, or only ``share``) into
+    ``tier``. An agent directory that cannot be listed goes to ``unreadable`` and is skipped;
+    a session that cannot be read counts as ``failed``.
 
     Durability and concurrency: writes Redis only (journals are read under their shared
     lock, never written); each session's snapshot is published with compare-and-set on the
@@ -175,7 +203,10 @@ async def warm(
     started = time.perf_counter()
     in_flight: asyncio.Task[None] | None = None
     try:
-        for batch in batched(iter_sessions(data_root, agents, unreadable), batch_size):
+        sessions = iter_sessions(data_root, agents, unreadable)
+        if share is not None:
+            sessions = share.select(sessions)
+        for batch in batched(sessions, batch_size):
             keys = [tier.keyspace.session_for(s.identity) for s in batch]
             anchors = await tier.read_anchors(keys)  # before the journals: see step 3
             prepared = await asyncio.to_thread(_prepare, batch, anchors, tier.epoch)
