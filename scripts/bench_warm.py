@@ -3,8 +3,10 @@
 ``--entries`` entries each), time a parse-only pass over every journal (``scan_journal``,
 what a rebuild parses), then a cold ``warm`` into an empty embedded Redis (or
 ``--redis-url``), then a second, idempotent ``warm``; print entries/s and the ratio.
+``--processes 1,2,4`` adds a cold ``warm --processes N`` for each N (each into its own key
+prefix, so each starts cold) and its ratio to the same parse-only pass.
 
-    python scripts/bench_warm.py --sessions 2000 --entries 100
+    python scripts/bench_warm.py --sessions 2000 --entries 100 --processes 1,2,4
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from offload_registry.journal import scan_journal
 from offload_registry.ops.discover import iter_sessions
 from offload_registry.ops.tier import open_tier
 from offload_registry.ops.warm import WarmReport, warm
+from offload_registry.ops.warm_processes import TierSpec, warm_processes
 from offload_registry.testing.server import RedisServerProcess
 
 
@@ -60,6 +63,14 @@ async def warm_twice(root: Path, url: str) -> tuple[WarmReport, WarmReport]:
         return first, second
 
 
+async def warm_with_processes(root: Path, url: str, counts: list[int]) -> dict[int, WarmReport]:
+    out: dict[int, WarmReport] = {}
+    for n in counts:
+        spec = TierSpec(url, f"bench-warm-p{n}")
+        out[n] = await warm_processes(spec, root, processes=n)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -68,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=100, help="entries per journal (100)")
     parser.add_argument("--redis-url", help="use this (empty) Redis instead of an embedded one")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--processes", default="", help="also warm with each of these process counts (1,2,4)"
+    )
     args = parser.parse_args(argv)
+    counts = [int(n) for n in args.processes.split(",") if n]
+    by_processes: dict[int, WarmReport] = {}
     root = Path(tempfile.mkdtemp(prefix="offload-bench-warm-"))
     try:
         size = generate(root, args.sessions, args.entries)
@@ -76,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         entries, parse_seconds = parse_only(root)
         if args.redis_url:
             first, second = asyncio.run(warm_twice(root, args.redis_url))
+            by_processes = asyncio.run(warm_with_processes(root, args.redis_url, counts))
         else:
             with RedisServerProcess() as server:
                 first, second = asyncio.run(warm_twice(root, server.url))
+                by_processes = asyncio.run(warm_with_processes(root, server.url, counts))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result = {
@@ -91,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         "second_warm_seconds": round(second.seconds, 3),
         "second_warm_skipped": second.skipped,
     }
+    for n, report in by_processes.items():
+        assert report.published == first.published, (n, report)
+        result[f"processes_{n}_seconds"] = round(report.seconds, 3)
+        result[f"processes_{n}_vs_parse_time"] = round(report.seconds / parse_seconds, 2)
     if args.json:
         print(json.dumps(result))
     else:

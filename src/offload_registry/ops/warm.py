@@ -11,9 +11,8 @@ Mechanism, per batch of sessions (bounded memory however large the root):
    the anchor read in step 1 (its version, or ``if-absent`` when there was none), while the
    next batch is being read.
 
-With a :class:`Share`, only the sessions of that share are warmed: N processes each given
-one share of N (``ops.warm_processes``) warm disjoint sets of sessions, so they never write
-the same key.
+:func:`warm_batches` is the same loop over batches from any source: ``ops.warm_processes``
+feeds several processes' loops from one listing, each batch to exactly one of them.
 
 Idempotent: a second run skips every session (nothing changed). Resumable: a run killed
 midway leaves whole sessions published (each publish is one atomic script), and the next
@@ -30,8 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,22 +80,6 @@ class ProgressSink(Protocol):
     or a child process's forwarder)."""
 
     def update(self, done: int, entries: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """One of ``count`` disjoint shares of a data root's sessions: those whose agent and
-    session names hash (CRC-32, the same in every process) to ``index`` modulo ``count``."""
-
-    index: int
-    count: int
-
-    def holds(self, session: DiskSession) -> bool:
-        name = session.relative_path.encode("utf-8", "surrogatepass")
-        return zlib.crc32(name) % self.count == self.index
-
-    def select(self, sessions: Iterable[DiskSession]) -> Iterator[DiskSession]:
-        return (s for s in sessions if self.holds(s))
 
 
 @dataclass(slots=True)
@@ -189,24 +171,44 @@ async def warm(
     batch_size: int = DEFAULT_BATCH,
     progress: ProgressSink | None = None,
     unreadable: Unreadable | None = None,
-    share: Share | None = None,
 ) -> WarmReport:
-    """Load every session under ``data_root`` (or only ``agents``, or only ``share``) into
-    ``tier``. An agent directory that cannot be listed goes to ``unreadable`` and is skipped;
-    a session that cannot be read counts as ``failed``.
+    """Load every session under ``data_root`` (or only ``agents``) into ``tier``. An agent
+    directory that cannot be listed goes to ``unreadable`` and is skipped; a session that
+    cannot be read counts as ``failed``.
 
     Durability and concurrency: writes Redis only (journals are read under their shared
     lock, never written); each session's snapshot is published with compare-and-set on the
     anchor read before its journal was, so a live worker's newer write is never overwritten.
     """
+    batches = batched(iter_sessions(data_root, agents, unreadable), batch_size)
+    return await warm_batches(tier, _listed(batches), progress=progress)
+
+
+def _listed(batches: Iterator[list[DiskSession]]) -> Callable[[], Awaitable[list[DiskSession]]]:
+    """A batch source over a listing (read in the event loop, as it always was: a listing
+    is one directory read per agent)."""
+
+    async def next_batch() -> list[DiskSession]:
+        return next(batches, [])
+
+    return next_batch
+
+
+async def warm_batches(
+    tier: RedisTier,
+    next_batch: Callable[[], Awaitable[list[DiskSession]]],
+    *,
+    progress: ProgressSink | None = None,
+) -> WarmReport:
+    """:func:`warm`'s loop over the batches ``next_batch`` returns until one is empty.
+
+    Durability and concurrency: as :func:`warm`, per session.
+    """
     report = WarmReport()
     started = time.perf_counter()
     in_flight: asyncio.Task[None] | None = None
     try:
-        sessions = iter_sessions(data_root, agents, unreadable)
-        if share is not None:
-            sessions = share.select(sessions)
-        for batch in batched(sessions, batch_size):
+        while batch := await next_batch():
             keys = [tier.keyspace.session_for(s.identity) for s in batch]
             anchors = await tier.read_anchors(keys)  # before the journals: see step 3
             prepared = await asyncio.to_thread(_prepare, batch, anchors, tier.epoch)
