@@ -42,6 +42,7 @@ from offload_registry.fsutil import FsyncPolicy
 from offload_registry.journal import current_watermark
 from offload_registry.ops.discover import DiskSession, Unreadable, batched, iter_sessions
 from offload_registry.session_files import SessionFiles
+from offload_registry.store.keyspace import RedisSessionKeys
 from offload_registry.store.records import Anchor
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,15 @@ def _prepare(
     return out
 
 
-async def _publish(tier: RedisTier, prepared: list[_Prepared], report: WarmReport) -> None:
-    """Step 3: one round trip for the batch's rebuilt sessions; tallies the outcome."""
+async def _publish(
+    tier: RedisTier, keys: Sequence[RedisSessionKeys], prepared: list[_Prepared], report: WarmReport
+) -> None:
+    """Step 3: one round trip for the batch's rebuilt sessions (``keys``: theirs, as step 1
+    named them); tallies the outcome."""
     todo = [p for p in prepared if p.snapshot is not None]
     items = [
-        (tier.keyspace.session_for(p.session.identity), p.snapshot, p.mode)
-        for p in todo
+        (k, p.snapshot, p.mode)
+        for k, p in zip(keys, prepared, strict=True)
         if p.snapshot is not None
     ]
     results = await tier.publish_many(items, announce=False) if items else []
@@ -214,7 +218,7 @@ async def warm_batches(
             prepared = await asyncio.to_thread(_prepare, batch, anchors, tier.epoch)
             if in_flight is not None:
                 await in_flight
-            in_flight = asyncio.create_task(_publish(tier, prepared, report))
+            in_flight = asyncio.create_task(_publish(tier, keys, prepared, report))
             if progress is not None:
                 progress.update(report.sessions, report.entries)
         if in_flight is not None:
