@@ -4,6 +4,12 @@ servers only (the ``redis_server`` fixture)."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +140,56 @@ def test_warm_processes_must_be_positive(tmp_path: Path) -> None:
         "warm", "--processes", "0",
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The warm children of ``pid`` (spawned interpreters, not the resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                found.append(int(child))
+    return found
+
+
+def test_warm_with_processes_whose_child_dies_exits_1_naming_it_and_resumes(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    keys = write_sessions(tmp_path, 3000, 3)
+    prefix = unique_prefix()
+    args = ["--data-root", str(tmp_path), "--redis-url", redis_server.url]
+    args += ["--key-prefix", prefix, "warm", "--json", "--batch", "5", "--processes", "3"]
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "offload_registry.cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(children := spawned_children(parent.pid)) < 2:
+            assert parent.poll() is None, parent.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)  # let them start work
+        os.kill(children[0], signal.SIGKILL)
+        out, err = parent.communicate(timeout=60)
+    finally:
+        parent.kill()
+    assert parent.returncode == 1, (out, err)
+    assert len(err.strip().splitlines()) == 1 and "exited" in err, err
+    assert not out
+    for child in children:  # none left behind
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or b"zombie" in Path(f"/proc/{child}/status").read_bytes().lower()
+        )
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)
+    assert report["skipped"] + report["published"] == 3000 and report["failed"] == 0
+    sample = keys[::97]
+    assert redis_view(tmp_path, redis_server.url, prefix, sample) == {
+        k: {**v, "source": "redis"} for k, v in journal_truth(tmp_path, sample).items()
+    }
