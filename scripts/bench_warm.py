@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Measure ``warm`` against parsing alone: generate a data root (``--sessions`` journals of
 ``--entries`` entries each), time a parse-only pass over every journal (``scan_journal``,
-what a rebuild parses), then a cold ``warm`` into an empty embedded Redis (or
-``--redis-url``), then a second, idempotent ``warm``; print entries/s and the ratio.
+what a rebuild parses; the fastest of three passes), then a cold ``warm`` into an empty
+embedded Redis (or ``--redis-url``), then a second, idempotent ``warm``; print entries/s
+and the ratio.
 ``--processes 1,2,4`` adds a cold ``warm --processes N`` for each N (each into its own key
 prefix, so each starts cold) and its ratio to the same parse-only pass.
 
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         size = generate(root, args.sessions, args.entries)
         parse_only(root)  # warm the page cache, so both passes read from memory
-        entries, parse_seconds = parse_only(root)
+        # The fastest of three: one pass on a shared, loaded box is as noisy as a warm run.
+        entries, parse_seconds = min((parse_only(root) for _ in range(3)), key=lambda r: r[1])
         if args.redis_url:
             first, second = asyncio.run(warm_twice(root, args.redis_url))
             by_processes = asyncio.run(warm_with_processes(root, args.redis_url, counts))
