@@ -4,6 +4,7 @@ servers only (the ``redis_server`` fixture)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import redis
 
 from offload_registry import sync as sync_api
 from offload_registry.codec import decode_snapshot
+from offload_registry.ops.warm_processes import TierSpec, warm_processes
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.testing.server import RedisServerProcess
 from ops_helpers import cli_json, journal_truth, redis_view, run_cli, unique_prefix, write_sessions
@@ -193,3 +195,22 @@ def test_warm_with_processes_whose_child_dies_exits_1_naming_it_and_resumes(
     assert redis_view(tmp_path, redis_server.url, prefix, sample) == {
         k: {**v, "source": "redis"} for k, v in journal_truth(tmp_path, sample).items()
     }
+
+
+def test_warm_processes_api_reports_progress_summed_over_processes(
+    tmp_path: Path, redis_server: RedisServerProcess
+) -> None:
+    write_sessions(tmp_path, 300, 2)
+    seen: list[tuple[int, int]] = []
+
+    class Recorder:
+        def update(self, done: int, entries: int) -> None:
+            seen.append((done, entries))
+
+    spec = TierSpec(redis_server.url, unique_prefix())
+    report = asyncio.run(
+        warm_processes(spec, tmp_path, processes=2, batch_size=5, progress=Recorder())
+    )
+    assert report.sessions == report.published == 300 and report.entries == 600
+    assert seen and seen == sorted(seen)  # each process's counts only grow
+    assert all(done <= 300 and entries == 2 * done for done, entries in seen)
