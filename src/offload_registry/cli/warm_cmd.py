@@ -44,7 +44,7 @@ def register(commands: Any) -> None:
         "--processes",
         type=positive_int,
         default=1,
-        help="worker processes, each warming a disjoint share of the sessions (1)",
+        help="processes to warm with, each taking the next batch of sessions (1)",
     )
     parser.set_defaults(run=run)
 
