@@ -18,6 +18,7 @@ from offload_registry.keys import resolve_identity
 from offload_registry.ops.discover import iter_sessions
 from offload_registry.ops.tier import open_tier
 from offload_registry.ops.warm import WarmReport, warm
+from offload_registry.ops.warm_processes import TierSpec, warm_processes
 from offload_registry.session_state import SessionState
 from offload_registry.store.keyspace import Keyspace
 
@@ -26,6 +27,7 @@ __all__ = [
     "SessionFiles",
     "SessionPaths",
     "SessionState",
+    "TierSpec",
     "WarmReport",
     "append_entries_to_file",
     "codec",
@@ -40,4 +42,5 @@ __all__ = [
     "resolve_identity",
     "scan_journal",
     "warm",
+    "warm_processes",
 ]

@@ -373,12 +373,13 @@ def _sorted_index(ids: Set[str]) -> tuple[bytes, bytes]:
     # UTF-8 (surrogatepass too) keeps code point order, so sorting the str objects sorts
     # their encodings; one encode of the joined strings then serves every ASCII index.
     strings = sorted(ids)
-    blob = "".join(strings).encode(_UTF8, _SURROGATES)
-    offsets = array("I", [0])
-    if len(blob) == sum(map(len, strings)):  # ASCII: one byte per character
-        offsets.extend(accumulate(map(len, strings)))
+    text = "".join(strings)
+    blob = text.encode(_UTF8, _SURROGATES)
+    if len(blob) == len(text):  # ASCII: one byte per character
+        offsets = array("I", accumulate(map(len, strings), initial=0))
     else:
-        offsets.extend(accumulate(len(i.encode(_UTF8, _SURROGATES)) for i in strings))
+        sizes = (len(i.encode(_UTF8, _SURROGATES)) for i in strings)
+        offsets = array("I", accumulate(sizes, initial=0))
     if sys.byteorder == "big":
         offsets.byteswap()
     return blob, offsets.tobytes()

@@ -98,7 +98,19 @@ _NOT_PLAIN_BYTE = re.compile(rb"[^\x20-\x7e]")
 
 def foreign_forms(ids: Iterable[str]) -> set[str]:
     """:func:`canonical_forms` of every id in ``ids`` (only the rare non-plain ids cost)."""
+    if isinstance(ids, list) and all_plain(ids):
+        return set()
     return {form for i in ids if type(i) is str and not is_plain(i) for form in canonical_forms(i)}
+
+
+def all_plain(ids: list[str]) -> bool:
+    """True when every id is plain (:func:`is_plain`): two C scans of the ids joined, instead
+    of two calls per id (a journal's ids are nearly always all plain)."""
+    try:
+        joined = "".join(ids)
+    except TypeError:  # not all str: let the caller look at each
+        return False
+    return joined.isascii() and joined.isprintable()
 
 
 STRING_BYTES = 49 + 32

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from offload_registry.cli.ops_common import (
@@ -21,6 +23,7 @@ from offload_registry.ops.discover import Unreadable, agent_names, count_session
 from offload_registry.ops.progress import Progress
 from offload_registry.ops.tier import check_url, open_tier
 from offload_registry.ops.warm import DEFAULT_BATCH, WarmReport, warm
+from offload_registry.ops.warm_processes import TierSpec, warm_processes
 
 HELP = "load every journal under the data root into Redis (idempotent, resumable)"
 EXAMPLE = """\
@@ -36,6 +39,12 @@ def register(commands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
     parser.add_argument(
         "--batch", type=positive_int, default=DEFAULT_BATCH, help="sessions per round trip (256)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        help="processes to warm with, each taking the next batch of sessions (1)",
     )
     parser.set_defaults(run=run)
 
@@ -61,15 +70,14 @@ def run(args: argparse.Namespace) -> int:
     unreadable = Unreadable()  # each logged when met; the exit status is then 1
 
     async def job() -> int:
-        async with open_tier(
-            root, url, key_prefix=args.key_prefix, read_only=False, tls=tls_files(args)
-        ) as tier:
+        if args.processes > 1:
             total = count_sessions(root, agents) if sys.stderr.isatty() else None
             progress = Progress("warm", total, logger=logger)
             try:
-                report = await warm(
-                    tier,
+                report = await warm_processes(
+                    TierSpec(url, args.key_prefix, tls_files(args)),
                     root,
+                    processes=args.processes,
                     agents=agents,
                     batch_size=args.batch,
                     progress=progress,
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             finally:
                 progress.close()
+        else:
+            report = await warm_here(args, root, url, agents=agents, unreadable=unreadable)
         if args.json:
             print(json.dumps(report.as_json()))
         else:
@@ -84,3 +94,26 @@ def run(args: argparse.Namespace) -> int:
         return 1 if report.failed or unreadable else 0
 
     return run_job(job())
+
+
+async def warm_here(
+    args: argparse.Namespace, root: Path, url: str, *, agents: list[str], unreadable: Unreadable
+) -> WarmReport:
+    """The one-process warm: in this process, on one tier (as before ``--processes``)."""
+    logger = logging.getLogger("offload_registry.ops.warm")
+    async with open_tier(
+        root, url, key_prefix=args.key_prefix, read_only=False, tls=tls_files(args)
+    ) as tier:
+        total = count_sessions(root, agents) if sys.stderr.isatty() else None
+        progress = Progress("warm", total, logger=logger)
+        try:
+            return await warm(
+                tier,
+                root,
+                agents=agents,
+                batch_size=args.batch,
+                progress=progress,
+                unreadable=unreadable,
+            )
+        finally:
+            progress.close()

@@ -48,6 +48,12 @@ class DiskSession:
     given_key: str | None = None
     """The key an operator named the session by, when it was named by one."""
 
+    @classmethod
+    def named(cls, data_root: Path, agent_name: str, session_id: str) -> DiskSession:
+        """The session of these on-disk names (already checked safe) under ``data_root``."""
+        identity = SessionIdentity("", agent_name, session_id, fallback=False)
+        return cls(agent_name, session_id, SessionPaths.for_identity(data_root, identity))
+
     @property
     def identity(self) -> SessionIdentity:
         key = f"agent:{self.agent_name}:{self.session_id}"  # Redis keys use the names only
@@ -189,8 +195,7 @@ def iter_sessions(
                 name = f"{layout.JOURNAL_PREFIX}{session_id}"
                 log.warning("skipping %s/%s: unsafe session id", agent_dir, name)
                 continue
-            identity = SessionIdentity("", agent, session_id, fallback=False)
-            yield DiskSession(agent, session_id, SessionPaths.for_identity(data_root, identity))
+            yield DiskSession.named(data_root, agent, session_id)
 
 
 def count_sessions(data_root: Path, agents: Sequence[str] | None = None) -> int:

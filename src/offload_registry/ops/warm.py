@@ -11,6 +11,9 @@ Mechanism, per batch of sessions (bounded memory however large the root):
    the anchor read in step 1 (its version, or ``if-absent`` when there was none), while the
    next batch is being read.
 
+:func:`warm_batches` is the same loop over batches from any source: ``ops.warm_processes``
+feeds several processes' loops from one listing, each batch to exactly one of them.
+
 Idempotent: a second run skips every session (nothing changed). Resumable: a run killed
 midway leaves whole sessions published (each publish is one atomic script), and the next
 run skips them. Safe beside live workers: every write of a worker goes journal first, then
@@ -26,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from offload_registry._async.redis_tier import RedisTier
 from offload_registry.changes import TierSnapshot
@@ -40,7 +43,7 @@ from offload_registry.disk.session_files import SessionFiles
 from offload_registry.errors import JournalError
 from offload_registry.ops.batch import publish_many, read_anchors
 from offload_registry.ops.discover import DiskSession, Unreadable, batched, iter_sessions
-from offload_registry.ops.progress import Progress
+from offload_registry.store.keyspace import RedisSessionKeys
 from offload_registry.store.records import Anchor
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,13 @@ class WarmReport:
         out["seconds"] = round(self.seconds, 3)
         out["entries_per_second"] = round(self.entries / self.seconds) if self.seconds else 0
         return out
+
+
+class ProgressSink(Protocol):
+    """What warm reports its progress to (:class:`~offload_registry.ops.progress.Progress`,
+    or a child process's forwarder)."""
+
+    def update(self, done: int, entries: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -127,12 +137,15 @@ def _prepare(
     return out
 
 
-async def _publish(tier: RedisTier, prepared: list[_Prepared], report: WarmReport) -> None:
-    """Step 3: one round trip for the batch's rebuilt sessions; tallies the outcome."""
+async def _publish(
+    tier: RedisTier, keys: Sequence[RedisSessionKeys], prepared: list[_Prepared], report: WarmReport
+) -> None:
+    """Step 3: one round trip for the batch's rebuilt sessions (``keys``: theirs, as step 1
+    named them); tallies the outcome."""
     todo = [p for p in prepared if p.snapshot is not None]
     items = [
-        (tier.keyspace.session_for(p.session.identity), p.snapshot, p.mode)
-        for p in todo
+        (k, p.snapshot, p.mode)
+        for k, p in zip(keys, prepared, strict=True)
         if p.snapshot is not None
     ]
     results = await publish_many(tier, items, announce=False) if items else []
@@ -161,7 +174,7 @@ async def warm(
     *,
     agents: Sequence[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
     unreadable: Unreadable | None = None,
 ) -> WarmReport:
     """Load every session under ``data_root`` (or only ``agents``) into ``tier``. An agent
@@ -172,17 +185,41 @@ async def warm(
     lock, never written); each session's snapshot is published with compare-and-set on the
     anchor read before its journal was, so a live worker's newer write is never overwritten.
     """
+    batches = batched(iter_sessions(data_root, agents, unreadable), batch_size)
+    return await warm_batches(tier, _listed(batches), progress=progress)
+
+
+def _listed(batches: Iterator[list[DiskSession]]) -> Callable[[], Awaitable[list[DiskSession]]]:
+    """A batch source over a listing (read in the event loop, as it always was: a listing
+    is one directory read per agent)."""
+
+    async def next_batch() -> list[DiskSession]:
+        return next(batches, [])
+
+    return next_batch
+
+
+async def warm_batches(
+    tier: RedisTier,
+    next_batch: Callable[[], Awaitable[list[DiskSession]]],
+    *,
+    progress: ProgressSink | None = None,
+) -> WarmReport:
+    """:func:`warm`'s loop over the batches ``next_batch`` returns until one is empty.
+
+    Durability and concurrency: as :func:`warm`, per session.
+    """
     report = WarmReport()
     started = time.perf_counter()
     in_flight: asyncio.Task[None] | None = None
     try:
-        for batch in batched(iter_sessions(data_root, agents, unreadable), batch_size):
+        while batch := await next_batch():
             keys = [tier.keyspace.session_for(s.identity) for s in batch]
             anchors = await read_anchors(tier, keys)  # before the journals: see step 3
             prepared = await asyncio.to_thread(_prepare, batch, anchors, tier.epoch)
             if in_flight is not None:
                 await in_flight
-            in_flight = asyncio.create_task(_publish(tier, prepared, report))
+            in_flight = asyncio.create_task(_publish(tier, keys, prepared, report))
             if progress is not None:
                 progress.update(report.sessions, report.entries)
         if in_flight is not None:
