@@ -212,6 +212,29 @@ def read_agent_state(agent_dir: Path) -> AgentState:
     return AgentState() if obj is None else AgentState.from_json_dict(obj)
 
 
+def names_last_session(agent_dir: Path, session_key: str) -> bool:
+    """True when ``state.json`` already holds ``session_key`` as ``lastSessionKey``, read
+    without locking: then recording that key would write nothing, so a cold resolve can skip
+    the locked read-modify-write (and its thread hop).
+
+    Exactly :func:`update_agent_state`'s no-write condition for that update, read from one
+    version of the file (writers replace it atomically; a torn in-place write by another
+    tool does not parse, or does not hold the key). Quiet and never raising: a missing,
+    unreadable, unsafe, non-UTF-8 or corrupt file gives ``False``, and the locked update then
+    reports it as before.
+    """
+    try:
+        raw = read_file_bytes(agent_dir / STATE_FILE)
+        obj = json.loads(
+            raw.decode("utf-8-sig"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_or_null,
+        )
+    except (OSError, JournalError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and obj.get("lastSessionKey") == session_key
+
+
 def update_agent_state(
     agent_dir: Path,
     update: Callable[[AgentState], AgentState],
