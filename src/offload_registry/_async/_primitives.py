@@ -54,6 +54,31 @@ class Pending(Generic[V]):
             await self._task
 
 
+class Ready(Generic[V]):
+    """Blocking work run now, on the event loop, collected like :class:`Pending` (its
+    error is raised by :meth:`result`): for a few small local syscalls that cost less than
+    a thread hop (``asyncio.to_thread`` costs ~50-100 us, and much more on a busy machine,
+    where the worker thread must first be scheduled)."""
+
+    __slots__ = ("_error", "_value")
+
+    def __init__(self, fn: Callable[[], V]) -> None:
+        self._value: V | None = None
+        self._error: BaseException | None = None
+        try:
+            self._value = fn()
+        except BaseException as exc:  # raised by result(), as Pending's would be
+            self._error = exc
+
+    async def result(self) -> V:
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    async def settle(self) -> None:
+        """Drop the outcome, error included."""
+
+
 def spawn(work: Thunk[None], name: str = "offload-registry-listener") -> asyncio.Task[None]:
     """Run ``work`` in the background on the running loop."""
     task = asyncio.ensure_future(work())

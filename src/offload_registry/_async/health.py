@@ -14,6 +14,7 @@ restart by retrying (:func:`idempotent`). Owned by
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,17 +41,26 @@ REPAIR_SECONDS = 0.2
 """How often the repairer retries announcing writes whose announcement did not certainly
 happen (the dirty set); with the listeners' delivery this sets the staleness bound after a
 fault heals (README, *Consistency model*)."""
-# Exponential backoff with jitter, built from primitives that tenacity 8.2 and 9.x share.
-_BACKOFF = wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02)
+# The retry schedule (tenacity's primitives, which 8.2 and 9.x share): after the first failed
+# attempt 20-40 ms, after the second 40-60 ms; three attempts in all.
+_FIRST_WAIT_SECONDS = (0.02, 0.04)
+_LATER_BACKOFF = wait_exponential(multiplier=0.04, max=0.2) + wait_random(0, 0.02)
 
 
 async def idempotent(call: Thunk[Any]) -> Any:
     """Run an idempotent call, retrying a refused or reset connection (the server
     restarting) with jittered exponential backoff; timeouts are not retried, so a call
-    never waits much beyond the socket timeout."""
+    never waits much beyond the socket timeout.
+
+    The first attempt is a plain call: building tenacity's retry loop costs ~50 us, a
+    twentieth of a cold resolve, so it is built only once a connection failed."""
+    try:
+        return await call()
+    except RedisConnectionError:
+        await sleep(random.uniform(*_FIRST_WAIT_SECONDS))
     async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(3),
-        wait=_BACKOFF,
+        stop=stop_after_attempt(2),
+        wait=_LATER_BACKOFF,
         retry=retry_if_exception_type(RedisConnectionError),
         reraise=True,
     ):

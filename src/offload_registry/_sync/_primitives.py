@@ -52,6 +52,10 @@ class Pending(Generic[V]):
         """Drop the outcome, error included."""
 
 
+Ready = Pending
+"""The async twin's work-run-now-on-the-event-loop; here every Pending already runs now."""
+
+
 def spawn(work: Thunk[None], name: str = "offload-registry-listener") -> threading.Thread:
     """Run ``work`` on a daemon thread."""
     thread = threading.Thread(target=work, name=name, daemon=True)

@@ -246,10 +246,12 @@ class SessionRegistry:
         # copy stale, so its first resolve catches up instead of missing that write.
         self._tier.watch(identity, manager.writer_id, manager.mark_stale)
         record = None
-        if not identity.fallback:
+        # The seed's lastSessionKey: checked inline (an unlocked read of state.json); only a
+        # change is written, in the load's own thread hop.
+        if not identity.fallback and not files.session_recorded(session_key, real_session_id):
             record = functools.partial(files.record_session, session_key, real_session_id)
         try:
-            manager.load(then=record)  # recorded in the load's own thread hop
+            manager.load(then=record)
         except BaseException:
             self._tier.unwatch(identity, manager.writer_id)
             raise

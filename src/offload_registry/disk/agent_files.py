@@ -50,7 +50,8 @@ from offload_registry.disk.json_file import (
 )
 from offload_registry.disk.layout import journal_name, mmds_dir, registry_path, state_path
 from offload_registry.disk.locks import file_lock
-from offload_registry.errors import UnsafePathError
+from offload_registry.errors import JournalError, UnsafePathError
+from offload_registry.jsjson import parse_json_line
 
 __all__ = [
     "AgentState",
@@ -205,6 +206,25 @@ def read_agent_state(agent_dir: Path) -> AgentState:
         return AgentState()
     obj = parse_object(path, raw)
     return AgentState() if obj is None else AgentState.from_json_dict(obj)
+
+
+def names_last_session(agent_dir: Path, session_key: str) -> bool:
+    """True when ``state.json`` already holds ``session_key`` as ``lastSessionKey``, read
+    without locking: then recording that key would write nothing, so a cold resolve can skip
+    the locked read-modify-write (and its thread hop).
+
+    Exactly :func:`update_agent_state`'s no-write condition for that update, read from one
+    version of the file (writers replace it atomically; a torn in-place write by another
+    tool does not parse, or does not hold the key). Quiet and never raising: a missing,
+    unreadable, unsafe, non-UTF-8 or corrupt file gives ``False``, and the locked update then
+    reports it as before.
+    """
+    try:
+        raw = read_file_bytes(state_path(agent_dir))
+        obj = parse_json_line(raw.decode("utf-8-sig"), any_depth=False)
+    except (OSError, JournalError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and obj.get("lastSessionKey") == session_key
 
 
 def update_agent_state(

@@ -323,8 +323,8 @@ def current_watermark(path: Path) -> Watermark | None:
     watermark differ from one taken after the write, never match a wrong one.
     """
     try:
-        with os.fdopen(safe_open(path, os.O_RDONLY), "rb") as f:
-            fd = f.fileno()
+        fd = safe_open(path, os.O_RDONLY)  # a bare descriptor: no file object to build
+        try:
             st = os.fstat(fd)
             end = st.st_size
             return Watermark(
@@ -335,6 +335,8 @@ def current_watermark(path: Path) -> Watermark | None:
                 read_generation(path),
                 st.st_mtime_ns,
             )
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return None
     except UnsafePathError as exc:

@@ -444,6 +444,17 @@ class SessionFiles:
                     self.paths.lease, released, self.fsync, mode=self.file_mode
                 )
 
+    def session_recorded(self, session_key: str, real_session_id: str | None) -> bool:
+        """True when :meth:`record_session` would write nothing: read-only, or no real session
+        id and ``state.json`` already names the key (:func:`agent_files.names_last_session`,
+        an unlocked read of one small file, cheap enough to run on the event loop). With a
+        real session id this answers ``False`` (``sessions-registry.json`` can be large)."""
+        if self.read_only:
+            return True
+        return not real_session_id and agent_files.names_last_session(
+            self.paths.agent_dir, session_key
+        )
+
     def record_session(self, session_key: str, real_session_id: str | None) -> None:
         """Remember the last session key in ``state.json`` and, when the caller passed a real
         session id, the key's mapping in ``sessions-registry.json`` (both locked and atomic,

@@ -99,6 +99,7 @@ than mixed data.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -214,12 +215,14 @@ def deployment_id(data_root: str | os.PathLike[str], root_id: str | None = None)
     return hashlib.sha256(material).hexdigest()[:DEPLOYMENT_HEX_CHARS]
 
 
+@functools.lru_cache(maxsize=4096)
 def session_tag(agent_name: str, session_id: str) -> str:
     """The hash tag shared by every key of one session: ``{`` + 32 hex digits + ``}``.
 
     The digest covers ``len(agent) ":" agent session`` as UTF-8 (lone surrogates passed
     through), which encodes the pair unambiguously: distinct pairs get distinct tags up to a
-    128-bit hash collision.
+    128-bit hash collision. Memoized (a pure function, asked four times per cold resolve:
+    load, watch, hears, unwatch), so a hot session costs no SHA-256.
     """
     agent = agent_name.encode("utf-8", "surrogatepass")
     session = session_id.encode("utf-8", "surrogatepass")
