@@ -31,6 +31,7 @@ from offload_registry._sync.invalidation import InvalidationListener
 from offload_registry._sync.tier import LoadStatus, publish_nothing
 from offload_registry.changes import RebuildTurn, SessionChange, TierSnapshot
 from offload_registry.config import TierOptions
+from offload_registry.errors import RedisPermissionError  # noqa: F401 - start raises it
 from offload_registry.keys import SessionIdentity
 from offload_registry.store import script_args
 from offload_registry.store.breaker import CircuitBreaker
