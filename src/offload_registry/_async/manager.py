@@ -54,6 +54,8 @@ TRUST_SECONDS = 1.0
 backstop that bounds staleness when no invalidation will ever come (a writer without Redis,
 such as the seed, or one killed before it could announce a write)."""
 _TRUST_NS = int(TRUST_SECONDS * 1e9)
+_STALE = -1
+"""``trusted_until`` of a copy marked stale: every clock reading is past it."""
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
 
 
@@ -114,12 +116,12 @@ class OffloadStateManager:
         self._l1_lock = threading.Lock()
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.source = "new"
-        self.stale = False  # set by the invalidation listener, cleared by revalidate()
-        # When this copy must next be revalidated even if nothing marked it stale (by
-        # ``clock_ns``, the registry's clock); see TRUST_SECONDS.
+        # When this copy must next be revalidated (by ``clock_ns``, the registry's clock; see
+        # TRUST_SECONDS), or _STALE once marked stale: a hit compares it with the time alone.
         self.clock_ns: Callable[[], int] = time.time_ns
         self.trusted_until = 0
         self._invalidations = 0  # counts mark_stale() calls, so revalidate() never loses one
+        self._trust_lock = threading.Lock()  # mark_stale may come from the listener's thread
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
         self.invalid_lines = 0
@@ -199,7 +201,9 @@ class OffloadStateManager:
         (then ``then``, blocking, runs in that thread too): when the tier's copy stands
         exactly there, the state is the files' state at that moment and nothing is read.
         """
-        self.trusted_until = self.clock_ns() + _TRUST_NS  # before reading anything
+        # Timed before reading anything; a mark since the copy was made (the registry
+        # watches before loading) keeps it stale.
+        self._trust(self.clock_ns() + _TRUST_NS, 0)
         probe = Pending(_then(self._files.positions, then))
         try:
             snapshot, from_tier = await self._tier.load_or_rebuild(self.identity, self._rebuild)
@@ -232,29 +236,42 @@ class OffloadStateManager:
         self.corrupt_lines, self.invalid_lines = rebuilt.corrupt, rebuilt.invalid
         return rebuilt.snapshot()
 
+    @property
+    def stale(self) -> bool:
+        """Marked stale and not revalidated since (expiry by TRUST_SECONDS aside)."""
+        return self.trusted_until == _STALE
+
     def mark_stale(self) -> None:
         """Another process wrote this session (or writes may have been missed): the next
         resolve revalidates this copy before answering from it."""
-        self._invalidations += 1
-        self.stale = True
+        with self._trust_lock:
+            self._invalidations += 1
+            self.trusted_until = _STALE
+
+    def _trust(self, deadline: int, seen: int) -> None:
+        """Trust this copy until ``deadline``, unless it was marked stale after the
+        ``seen``-th invalidation (under the lock, so a mark landing between the check and
+        the store is never overwritten)."""
+        with self._trust_lock:
+            if self._invalidations == seen:
+                self.trusted_until = deadline
 
     async def revalidate(self) -> None:
         """Catch up with the journal's new tail because this copy was marked stale (or has
         not been checked for ``TRUST_SECONDS``).
 
         Under the manager's lock, so a concurrent resolver waits for the catch-up instead of
-        answering from the old copy; the flag is cleared only when no invalidation arrived
+        answering from the old copy; a stale mark is cleared only when no invalidation arrived
         meanwhile and the tier can hear the next one (otherwise the next resolve catches up
         again: while the invalidation stream is down, every resolve reads the journal's tail).
         """
         async with self._lock:
-            seen = self._invalidations
+            seen, was_stale = self._invalidations, self.stale
             trusted_until = self.clock_ns() + _TRUST_NS  # before reading the journal
             self.stats.revalidations += 1
             await self._catch_up_files()
-            self.trusted_until = trusted_until
-            if self._invalidations == seen and self._tier.hears(self.identity):
-                self.stale = False
+            if not was_stale or self._tier.hears(self.identity):
+                self._trust(trusted_until, seen)
 
     async def refresh(self) -> None:
         """Catch up with what other processes wrote to the journal and the claims record since

@@ -198,11 +198,11 @@ class SessionRegistry:
             except KeyError:  # evicted by another thread meanwhile: still a valid answer
                 pass
             now = ctx._access_ns = self._clock_ns()
-            manager = ctx.manager
-            # Another process wrote it, or the copy went unchecked for TRUST_SECONDS (the
-            # staleness bound even when no invalidation comes): read the journal's new tail.
-            if manager.stale or now >= manager.trusted_until:
-                manager.revalidate()
+            # Another process wrote it (marked stale: trusted_until is in the past), or the
+            # copy went unchecked for TRUST_SECONDS (the staleness bound even when no
+            # invalidation comes): read the journal's new tail.
+            if now >= ctx.manager.trusted_until:
+                ctx.manager.revalidate()
             return ctx
         if self._closed:
             raise RegistryClosedError("the registry is closed")
