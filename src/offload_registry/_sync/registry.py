@@ -208,6 +208,11 @@ class SessionRegistry:
             if now >= ctx.manager.trusted_until:
                 ctx.manager.revalidate()
             return ctx
+        return self._resolve_miss(session_key, real_session_id)
+
+    def _resolve_miss(self, session_key: str, real_session_id: str | None) -> SessionCtx:
+        """A miss: one flight per key loads the session. Kept out of ``resolve``: the
+        closure's cells would cost every hit three allocations."""
         if self._closed:
             raise RegistryClosedError("the registry is closed")
         if not self._started:
