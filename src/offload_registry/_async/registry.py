@@ -196,11 +196,14 @@ class SessionRegistry:
         except KeyError:
             ctx = None
         if ctx is not None:
+            # Bound callables read into locals: the attribute loads specialize, calling them
+            # as ``self._touch(...)`` (a method call on an instance attribute) would not.
+            touch, clock_ns = self._touch, self._clock_ns
             try:  # noqa: SIM105 - contextlib.suppress would cost more than the hit itself
-                self._touch(session_key)
+                touch(session_key)
             except KeyError:  # evicted by another thread meanwhile: still a valid answer
                 pass
-            now = ctx._access_ns = self._clock_ns()
+            now = ctx._access_ns = clock_ns()
             # Another process wrote it (marked stale: trusted_until is in the past), or the
             # copy went unchecked for TRUST_SECONDS (the staleness bound even when no
             # invalidation comes): read the journal's new tail.
