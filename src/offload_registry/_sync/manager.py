@@ -55,7 +55,7 @@ TRUST_SECONDS = 1.0
 backstop that bounds staleness when no invalidation will ever come (a writer without Redis,
 such as the seed, or one killed before it could announce a write)."""
 _TRUST_NS = int(TRUST_SECONDS * 1e9)
-_STALE = -1
+_STALE = -1.0
 """``trusted_until`` of a copy marked stale: every clock reading is past it."""
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
 
@@ -117,10 +117,11 @@ class OffloadStateManager:
         self._l1_lock = threading.Lock()
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.source = "new"
-        # When this copy must next be revalidated (by ``clock_ns``, the registry's clock; see
-        # TRUST_SECONDS), or _STALE once marked stale: a hit compares it with the time alone.
+        # When this copy must next be revalidated, in seconds by ``clock_ns`` (the registry's
+        # clock; see TRUST_SECONDS), or _STALE once marked stale: a hit compares it with one
+        # float reading of the time alone.
         self.clock_ns: Callable[[], int] = time.time_ns
-        self.trusted_until = 0
+        self.trusted_until = 0.0
         self._invalidations = 0  # counts mark_stale() calls, so revalidate() never loses one
         self._trust_lock = threading.Lock()  # mark_stale may come from the listener's thread
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
@@ -204,7 +205,7 @@ class OffloadStateManager:
         """
         # Timed before reading anything; a mark since the copy was made (the registry
         # watches before loading) keeps it stale.
-        self._trust(self.clock_ns() + _TRUST_NS, 0)
+        self._trust(self._trust_deadline(), 0)
         probe = Pending(_then(self._files.positions, then))
         try:
             snapshot, from_tier = self._tier.load_or_rebuild(self.identity, self._rebuild)
@@ -249,7 +250,11 @@ class OffloadStateManager:
             self._invalidations += 1
             self.trusted_until = _STALE
 
-    def _trust(self, deadline: int, seen: int) -> None:
+    def _trust_deadline(self) -> float:
+        """``TRUST_SECONDS`` from now, in the seconds a hit compares with."""
+        return (self.clock_ns() + _TRUST_NS) / 1e9
+
+    def _trust(self, deadline: float, seen: int) -> None:
         """Trust this copy until ``deadline``, unless it was marked stale after the
         ``seen``-th invalidation (under the lock, so a mark landing between the check and
         the store is never overwritten)."""
@@ -268,7 +273,7 @@ class OffloadStateManager:
         """
         with self._lock:
             seen, was_stale = self._invalidations, self.stale
-            trusted_until = self.clock_ns() + _TRUST_NS  # before reading the journal
+            trusted_until = self._trust_deadline()  # before reading the journal
             self.stats.revalidations += 1
             self._catch_up_files()
             if not was_stale or self._tier.hears(self.identity):
