@@ -54,8 +54,9 @@ TRUST_SECONDS = 1.0
 backstop that bounds staleness when no invalidation will ever come (a writer without Redis,
 such as the seed, or one killed before it could announce a write)."""
 _TRUST_NS = int(TRUST_SECONDS * 1e9)
-_STALE = -1.0
-"""``trusted_until`` of a copy marked stale: every clock reading is past it."""
+_STALE = float("-inf")
+"""``trusted_until`` of a copy marked stale: every clock reading is past it (even an injected
+clock's negative one)."""
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
 
 
