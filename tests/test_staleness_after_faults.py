@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from offload_registry import SessionRegistry
-from offload_registry._async import manager as manager_module
+from offload_registry import SessionRegistry, freshness
 from offload_registry.config import TierOptions
 from offload_registry.testing.server import RedisServerProcess
 from session_helpers import entry
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.redis
 @pytest.fixture
 def announcements_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cached copies are revalidated only when an invalidation (or a listener gap) says so."""
-    monkeypatch.setattr(manager_module, "_TRUST_NS", 10**18, raising=False)
+    monkeypatch.setattr(freshness, "TRUST_NS", 10**18)
 
 
 def opened(root: Path, url: str) -> SessionRegistry:

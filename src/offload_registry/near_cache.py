@@ -9,7 +9,7 @@ that adds, removes or re-weighs entries; :meth:`LruCache.get` needs none (see th
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from offload_registry.errors import ConfigurationError
@@ -60,12 +60,13 @@ class LruCache(Generic[K, V]):
                 pass
         return value
 
-    def hit_path(self) -> tuple[Callable[[K], V | None], Callable[[K], None]]:
-        """The mapping's own bound ``get`` and ``move_to_end``, for a caller that inlines
-        :meth:`get` in its hottest path (same rules: no lock needed, and ``move_to_end``
-        raises ``KeyError`` for a key evicted meanwhile, which the caller ignores). They stay
-        valid for the cache's whole life (:meth:`clear` keeps the mapping)."""
-        return self._data.get, self._data.move_to_end
+    def hit_path(self) -> tuple[Mapping[K, V], Callable[[K], None]]:
+        """The mapping itself (to read only: a subscript costs less than a call of ``get``)
+        and its bound ``move_to_end``, for a caller that inlines :meth:`get` in its hottest
+        path (same rules: no lock needed, and ``move_to_end`` raises ``KeyError`` for a key
+        evicted meanwhile, which the caller ignores). They stay valid for the cache's whole
+        life (:meth:`clear` keeps the mapping)."""
+        return self._data, self._data.move_to_end
 
     def put(self, key: K, value: V) -> list[tuple[K, V]]:
         """Insert or replace ``key``; returns the entries evicted to make room (oldest first)."""

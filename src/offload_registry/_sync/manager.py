@@ -36,6 +36,7 @@ from offload_registry.disk.agent_files import AgentState
 from offload_registry.disk.journal import Watermark
 from offload_registry.disk.session_files import CatchUp, OffloadStatus, SessionFiles
 from offload_registry.errors import LeaseLostError, LeaseUnavailableError
+from offload_registry.freshness import CopyFreshness
 from offload_registry.keys import SessionIdentity
 from offload_registry.session_state import (
     SessionState,
@@ -49,15 +50,10 @@ from offload_registry.stats import RegistryStats
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-TRUST_SECONDS = 1.0
-"""A cached copy is answered from without reading the journal for at most this long: the
-backstop that bounds staleness when no invalidation will ever come (a writer without Redis,
-such as the seed, or one killed before it could announce a write)."""
-_TRUST_NS = int(TRUST_SECONDS * 1e9)
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AgentState))
 
 
-class OffloadStateManager:
+class OffloadStateManager(CopyFreshness):
     """The per-session state of the seed's ``OffloadStateManager``, shared through the journal.
 
     The three id sets are read-only live views; each holds ids and their normalized forms.
@@ -103,12 +99,7 @@ class OffloadStateManager:
         self._l1_lock = threading.Lock()
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.source = "new"
-        self.stale = False  # set by the invalidation listener, cleared by revalidate()
-        # When this copy must next be revalidated even if nothing marked it stale (by
-        # ``clock_ns``, the registry's clock); see TRUST_SECONDS.
-        self.clock_ns = clock_ns
-        self.trusted_until = 0
-        self._invalidations = 0  # counts mark_stale() calls, so revalidate() never loses one
+        self._init_freshness(clock_ns)  # see offload_registry.freshness
         self.writer_id = uuid.uuid4().hex[:12]  # names this copy in invalidation messages
         self.corrupt_lines = 0
         self.invalid_lines = 0
@@ -182,7 +173,9 @@ class OffloadStateManager:
         """Fill the state from the shared tier, caught up with the files, or rebuild it from
         the journal and publish it (the policy is ``loader.load_session``'s; ``then``,
         blocking, runs in the thread that reads the files' positions)."""
-        self.trusted_until = self.clock_ns() + _TRUST_NS  # before reading anything
+        # Timed before reading anything; a mark since the copy was made (the registry
+        # watches before loading) keeps it stale.
+        self._trust(self._trust_deadline(), 0)
         loaded = load_session(
             self.identity,
             self._files,
@@ -200,29 +193,22 @@ class OffloadStateManager:
             # until the invalidation stream is back (which marks it stale once more).
             self.mark_stale()
 
-    def mark_stale(self) -> None:
-        """Another process wrote this session (or writes may have been missed): the next
-        resolve revalidates this copy before answering from it."""
-        self._invalidations += 1
-        self.stale = True
-
     def revalidate(self) -> None:
         """Catch up with the journal's new tail because this copy was marked stale (or has
         not been checked for ``TRUST_SECONDS``).
 
         Under the manager's lock, so a concurrent resolver waits for the catch-up instead of
-        answering from the old copy; the flag is cleared only when no invalidation arrived
+        answering from the old copy; a stale mark is cleared only when no invalidation arrived
         meanwhile and the tier can hear the next one (otherwise the next resolve catches up
         again: while the invalidation stream is down, every resolve reads the journal's tail).
         """
         with self._lock:
-            seen = self._invalidations
-            trusted_until = self.clock_ns() + _TRUST_NS  # before reading the journal
+            seen, was_stale = self._invalidations, self.stale
+            trusted_until = self._trust_deadline()  # before reading the journal
             self.stats.revalidations += 1
             self._catch_up_files()
-            self.trusted_until = trusted_until
-            if self._invalidations == seen and self._tier.hears(self.identity):
-                self.stale = False
+            if not was_stale or self._tier.hears(self.identity):
+                self._trust(trusted_until, seen)
 
     def refresh(self) -> None:
         """Catch up with what other processes wrote to the journal and the claims record since
