@@ -178,8 +178,8 @@ def key_parser_target(key: str, real_session_id: str | None) -> None:
     assert is_safe_session_id(identity.session_id)  # a part of a file name only
     for component in (identity.agent_name, identity.session_id):
         assert "/" not in component and "\x00" not in component
-    journal = Path("/root") / identity.agent_name / journal_name(identity.session_id)
-    assert journal.parent.parent == Path("/root")  # the id never leaves its file name
+    journal = Path("data-root") / identity.agent_name / journal_name(identity.session_id)
+    assert journal.parent.parent == Path("data-root")  # the id never leaves its file name
     assert resolve_identity(key, real_session_id) == identity  # deterministic
 
 
