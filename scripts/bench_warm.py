@@ -74,6 +74,16 @@ async def warm_twice(
         return first, second
 
 
+async def warm_twice_with_processes(
+    root: Path, url: str, prefix: str, processes: int
+) -> tuple[WarmReport, WarmReport]:
+    """:func:`warm_twice` through ``warm --processes N`` (``ops.warm_processes``)."""
+    spec = TierSpec(url, prefix)
+    first = await warm_processes(spec, root, processes=processes)
+    second = await warm_processes(spec, root, processes=processes)
+    return first, second
+
+
 async def warm_with_processes(
     root: Path, url: str, counts: list[int]
 ) -> list[tuple[int, WarmReport]]:

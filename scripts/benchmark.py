@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import shlex
@@ -184,9 +183,9 @@ def measure_journal(tmp: Path, p: dict[str, Any], seed: int) -> list[dict[str, A
 
 
 def warm_option() -> str | None:
-    """The name of ``warm``'s parallelism parameter (processes or workers), if it has one."""
-    params = inspect.signature(bench_warm.warm).parameters
-    return next((name for name in ("processes", "workers") if name in params), None)
+    """The name of ``warm``'s parallelism option: ``processes`` (``warm --processes N``,
+    ``ops.warm_processes``)."""
+    return "processes" if hasattr(bench_warm, "warm_twice_with_processes") else None
 
 
 def warm_once(
@@ -198,10 +197,13 @@ def warm_once(
     size = bench_warm.generate(root, sessions, entries) if not root.exists() else 0
     bench_warm.parse_only(root)  # page cache warm: both passes read from memory
     count, parse_seconds = bench_warm.parse_only(root)
-    option = warm_option()
-    extra = {option: processes} if option and processes else {}
     prefix = f"bench-warm-{processes or 1}p"
-    first, second = asyncio.run(bench_warm.warm_twice(root, url, prefix=prefix, **extra))
+    if warm_option() and processes:
+        first, second = asyncio.run(
+            bench_warm.warm_twice_with_processes(root, url, prefix, processes)
+        )
+    else:
+        first, second = asyncio.run(bench_warm.warm_twice(root, url, prefix=prefix))
     if first.published != sessions or second.skipped != sessions:
         raise SystemExit(f"warm published {first.published}, then skipped {second.skipped}")
     return {
