@@ -82,6 +82,7 @@ async def two_workers(
     await b.__aenter__()
     manager_a = (await a.resolve(KEY)).manager
     await manager_a.append_entries([entry(f"call_{i}") for i in range(8)])
+    assert await manager_a.claim(["won_first"]) == ["won_first"]  # a claims record exists
     manager_b = (await b.resolve(KEY)).manager
     await manager_b.refresh()
     return a, b, manager_a, manager_b
