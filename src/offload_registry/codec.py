@@ -422,7 +422,8 @@ class Delta:
 
 def watermark_id(watermark: Watermark | None) -> str:
     """A short string naming a journal position, compared for equality inside Lua scripts
-    (file identity, offset, and a CRC of the bytes before the offset)."""
+    (file identity, offset, and a CRC of the bytes before the offset), and parsed by
+    ``lua/_order.lua`` to order two positions: keep its seven fields and their order."""
     if watermark is None:
         return ""
     identity = watermark.identity

@@ -285,8 +285,14 @@ class RedisTier:
         writer: str = NO_WRITER,
         fence: int | None = None,
     ) -> None:
+        """Replace the session's snapshot with one read from its journal.
+
+        Durability and concurrency: Redis only, after the journal holds the write; one
+        atomic script, which refuses a snapshot behind the one Redis holds (a later writer's
+        publish landed first: ``lua/_order.lua``), so Redis never goes back along the
+        journal; a refused write is still announced to the other workers."""
         keys = self.keyspace.session_for(identity)
-        await self._publish_snapshot(keys, snapshot, "always", writer, fence)
+        await self._replace(keys, snapshot, "always", writer, fence)
 
     async def publish_change(
         self,
@@ -312,7 +318,7 @@ class RedisTier:
             # reconciliation when Redis is back (readers catch up from the journal meanwhile).
             self._failed(exc, "delta", keys)
             if not isinstance(exc, RedisTimeoutError):
-                await self._publish_snapshot(keys, snapshot, "always", writer, fence)
+                await self._replace(keys, snapshot, "always", writer, fence)
             return
         await self._succeeded()
         version, detail = int(reply[0]), reply[1]
@@ -334,11 +340,24 @@ class RedisTier:
             self.stats.gaps += 1
         else:  # no snapshot of our epoch: Redis may have restarted and moved to a new one
             await self._refresh_epoch_safely()
-        mode = "always" if reason == "gap" else "if-absent"
+        await self._replace(
+            keys, snapshot, "always" if reason == "gap" else "if-absent", writer, fence
+        )
+
+    async def _replace(
+        self,
+        keys: RedisSessionKeys,
+        snapshot: TierSnapshot,
+        mode: str,
+        writer: str,
+        fence: int | None,
+    ) -> None:
+        """Publish a writer's full snapshot; when ``publish.lua`` refuses it (another worker
+        republished the session under a new epoch, perhaps from the journal before this
+        write, or a later writer's snapshot landed first), Redis may lag by this write
+        (readers catch up from the journal), but the live copies elsewhere must still hear
+        of it."""
         if await self._publish_snapshot(keys, snapshot, mode, writer, fence) == 0:
-            # Refused: another worker republished the session under the new epoch (from the
-            # journal, perhaps before this write). Redis may lag by this write (readers catch
-            # up from the journal), but the live copies elsewhere must still hear of it.
             await self._announce_write(keys, writer)
 
     async def _publish_snapshot(
@@ -349,8 +368,9 @@ class RedisTier:
         writer: str = NO_WRITER,
         fence: int | None = None,
     ) -> int | None:
-        """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS);
-        returns ``publish.lua``'s answer (0: the mode refused it), ``None`` when not sent."""
+        """Replace the session's snapshot (``mode``: always, if-absent, or a version to CAS;
+        in every mode never by one behind the snapshot held, see ``lua/_order.lua``);
+        returns ``publish.lua``'s answer (0: refused), ``None`` when not sent."""
         if not self.breaker.allow():
             self._health.mark_dirty(keys)
             return None

@@ -256,7 +256,8 @@ class OffloadStateManager(CopyFreshness):
         fsynced per the registry's policy, appended under the journal's inter-process lock
         after catching up with other writers; a crash before that leaves none of the batch.
         The shared tier is updated after the journal, best effort (a reader catches up from
-        the journal if it missed this write). With ``lease``, the write is refused
+        the journal if it missed this write; a full snapshot that lands after a later
+        writer's is refused, never replacing it). With ``lease``, the write is refused
         (:class:`LeaseLostError`, nothing written) when a newer lease was granted.
         """
         fence = self._fence(lease)
@@ -295,7 +296,9 @@ class OffloadStateManager(CopyFreshness):
         Durability and concurrency: the journal is rewritten atomically (temp file, fsync,
         rename, directory fsync per policy) under its inter-process lock; a crash leaves the
         old or the new file, and appends racing the rewrite wait for the lock. The shared
-        tier then gets the whole new state. With ``lease``, refused as in ``append_entries``.
+        tier then gets the whole new state, after the lock is released: a mark whose publish
+        lands after a later writer's is refused there (``lua/_order.lua``), so Redis never
+        goes back along the journal. With ``lease``, refused as in ``append_entries``.
         """
         fence = self._fence(lease)
         return self._fenced(lease, lambda: self._mark(statuses, fence))

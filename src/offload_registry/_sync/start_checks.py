@@ -135,7 +135,7 @@ def probe_permissions(tier: RedisTier) -> None:
     delta = script_args.delta_call(probe, stamp, SessionChange(APPEND, [], None, None))
     steps: list[tuple[str, Thunk[Any]]] = [
         (
-            "publish.lua (evalsha, get, type, del, hget, hset, hincrby, pexpire)",
+            "publish.lua (evalsha, get, type, del, hget, hmget, hset, hincrby, pexpire)",
             lambda: tier._publish(keys=publish[0], args=publish[1]),
         ),
         (

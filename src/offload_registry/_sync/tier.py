@@ -66,7 +66,9 @@ class SharedTier(Protocol):
     ) -> None:
         """Replace the session's state with a snapshot read from its journal (``writer``:
         the watcher that made the write, which is not told of it; ``fence``: the lease token
-        the write was made under, refused when a newer one was granted)."""
+        the write was made under, refused when a newer one was granted). A snapshot behind
+        the one the tier holds (a later writer's landed first) is refused, and the write
+        still announced."""
         ...
 
     def publish_change(

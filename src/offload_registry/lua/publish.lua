@@ -9,8 +9,15 @@
 -- ARGV[10] the writer's lease token ('' for a write made without a lease),
 -- ARGV[11] 'sharded' to SPUBLISH (Redis Cluster: the session's own shard channel, in its
 --          slot), anything else or absent to PUBLISH
--- Returns the new version, 0 when the mode refused the write, -1 when the token is stale.
+-- Returns the new version, 0 when the mode refused the write or the snapshot is behind the
+-- one held, -1 when the token is stale.
+-- In every mode a snapshot never replaces one of the same epoch that stands at a later
+-- journal or claims position (_order.lua: the positions' own fields, JOURNAL_POSITION_FIELD
+-- and CLAIMS_POSITION_FIELD, which deltas keep current): a writer whose publish lands after
+-- a later writer's is refused like a compare-and-set. No position held, one of an older
+-- format or of another epoch, or another file of the same generation: replaced as asked.
 -- #include _tokens.lua
+-- #include _order.lua
 -- #state-fields  (one local per state hash field, e.g. EPOCH_FIELD: store/keyspace.py)
 if (ARGV[10] or '') ~= '' and above(canon(redis.call('GET', KEYS[3])), canon(ARGV[10])) then
   return -1
@@ -26,6 +33,14 @@ if mode == 'if-absent' then
   end
 elseif mode ~= 'always' then
   if redis.call('HGET', KEYS[1], VERSION_FIELD) ~= mode then
+    return 0
+  end
+end
+local held = redis.call('HMGET', KEYS[1], EPOCH_FIELD, JOURNAL_POSITION_FIELD,
+  CLAIMS_POSITION_FIELD)
+if held[1] == ARGV[1] then
+  local journal, claims = order(ARGV[3], held[2]), order(ARGV[4], held[3])
+  if (journal == 'behind' or claims == 'behind') and journal ~= 'ahead' and claims ~= 'ahead' then
     return 0
   end
 end

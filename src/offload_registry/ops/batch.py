@@ -58,8 +58,9 @@ async def publish_many(
 ) -> list[int]:
     """Publish many snapshots read from their journals, in one pipelined round trip, each
     with its ``publish.lua`` mode (``always``, ``if-absent``, or a version to compare and
-    set). Returns each new version; 0 where the mode refused, -1 where the snapshot could
-    not be encoded (nothing sent for it).
+    set). Returns each new version; 0 where refused (by the mode, or a snapshot behind the
+    one held: ``lua/_order.lua``), -1 where the snapshot could not be encoded (nothing sent
+    for it).
 
     Durability and concurrency: Redis only, journals untouched; each publish is one
     atomic script call, so a compare-and-set never overwrites a write made after the

@@ -148,9 +148,11 @@ EPOCH_FIELD: Final = "epoch"
 SNAPSHOT_FIELD: Final = "snap"
 """The msgpack snapshot (``codec.encode_snapshot``)."""
 JOURNAL_POSITION_FIELD: Final = "jwm"
-"""``codec.watermark_id`` of the journal position reflected, deltas included."""
+"""``codec.watermark_id`` of the journal position reflected, deltas included (a delta
+chains on it; ``publish.lua`` refuses a snapshot behind it, ``lua/_order.lua``)."""
 CLAIMS_POSITION_FIELD: Final = "cwm"
-"""``codec.watermark_id`` of the claims record's position reflected, deltas included."""
+"""``codec.watermark_id`` of the claims record's position reflected, deltas included (as
+:data:`JOURNAL_POSITION_FIELD`)."""
 CLAIMS_WATERMARK_FIELD: Final = "cwmb"
 """The snapshot's claims watermark, packed (``codec.encode_watermark``)."""
 DELTA_COUNT_FIELD: Final = "deltas"
