@@ -64,7 +64,12 @@ async def listening(reg: SessionRegistry, key: str) -> Any:
     before it were missed); the registry's own announcement of the session it just loaded may
     still be on its way, so a marker message is sent and awaited after it."""
     manager = (await reg.resolve(key)).manager
-    await until(f"{key}: the invalidation listener subscribed", lambda: manager.stale)
+    # Not ``stale`` alone: a copy loaded before the subscription is confirmed is marked stale
+    # at once (nobody could tell it of a write), and a marker sent then would be missed.
+    await until(
+        f"{key}: the invalidation listener subscribed",
+        lambda: reg.tier.hears(manager.identity) and manager.stale,
+    )
     await messages_delivered(reg)
     assert (await reg.resolve(key)).manager is manager
     assert not manager.stale

@@ -145,7 +145,9 @@ async def test_two_keys_sharing_one_journal_in_one_registry_see_each_others_writ
     url, prefix = backend
     async with SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as reg:
         first = (await reg.resolve("agent:main:s1", "shared")).manager
-        await until("the listener subscribed", lambda: first.stale)  # it marks copies once
+        await until(  # the confirmed subscription marks copies once
+            "the listener subscribed", lambda: reg.tier.hears(first.identity) and first.stale
+        )
         await reg.resolve("agent:main:s1", "shared")
         second = (await reg.resolve("agent:main:s2", "shared")).manager
         assert first.journal_path == second.journal_path and first is not second

@@ -81,9 +81,12 @@ def test_evict_by_key_drops_the_copy_and_tells_live_workers(
     before = {p: p.read_bytes() for p in tmp_path.rglob("*.jsonl")}
     with sync_api.SessionRegistry(tmp_path, redis_url=url, key_prefix=prefix) as live:
         cached = live.resolve(keys[0]).manager
-        # The listener's subscription marks the copy stale once; from then on every
+        # The listener's confirmed subscription marks the copy stale once; from then on every
         # announcement reaches it. Revalidate, so that only the eviction can mark it again.
-        wait_until("the live worker's listener subscribed", lambda: cached.stale)
+        wait_until(
+            "the live worker's listener subscribed",
+            lambda: live.tier.hears(cached.identity) and cached.stale,
+        )
         assert live.resolve(keys[0]).manager is cached and not cached.stale
         status, report = ops(capsys, tmp_path, url, prefix, "evict", "--json", *keys[:2])
         assert status == 0 and report == {
