@@ -243,17 +243,14 @@ async def test_a_redis_copy_newer_than_the_positions_read_is_served_whole(
 # --- 3. the hot path's clock -----------------------------------------------------------------
 
 
-NEGATIVE = pytest.mark.xfail(strict=True, reason="last_access_ms truncates toward zero (int)")
-
-
 @pytest.mark.parametrize(
     "ms",
     [
         7,
         0,
-        pytest.param(-1, marks=NEGATIVE),
-        pytest.param(-5, marks=NEGATIVE),
-        pytest.param(-1001, marks=NEGATIVE),
+        -1,
+        -5,
+        -1001,
         1_700_000_000_123,
         4_102_444_800_000,
     ],
