@@ -350,7 +350,6 @@ async def test_idempotent_a_timeout_after_a_reset_is_not_retried() -> None:
 # --- 5. warm --processes ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="TierSpec's dataclass repr shows its URL unredacted")
 def test_a_tier_spec_never_shows_the_password() -> None:
     spec = TierSpec("redis://user:hunter2@db.example:6379/0", "p:")
     job = _Job(spec, Path("/data"), 1, 20)

@@ -39,6 +39,7 @@ from offload_registry.ops.warm import (
     warm,
     warm_batches,
 )
+from offload_registry.store.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,17 @@ Names = list[tuple[str, str]]
 
 @dataclass(frozen=True, slots=True)
 class TierSpec:
-    """What a child process needs to open its own tier (a tier itself cannot be sent)."""
+    """What a child process needs to open its own tier (a tier itself cannot be sent).
+    Its ``repr`` shows the URL redacted, as every other holder of a Redis URL does."""
 
     url: str
     key_prefix: str
     tls: TierTlsFiles | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"TierSpec(url={redact(self.url)!r}, key_prefix={self.key_prefix!r}, tls={self.tls!r})"
+        )
 
 
 async def warm_processes(
