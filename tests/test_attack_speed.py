@@ -358,7 +358,6 @@ def test_a_tier_spec_never_shows_the_password() -> None:
         assert "hunter2" not in shown, shown
 
 
-@pytest.mark.xfail(strict=True, reason="a failed child start leaves close() joining the others")
 def test_a_child_that_cannot_start_fails_warm_instead_of_hanging(
     tmp_path: Path, redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

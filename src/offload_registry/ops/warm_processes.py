@@ -183,12 +183,18 @@ class _FanOut:
     def start(
         self, agents: Sequence[str] | None, batch_size: int, unreadable: Unreadable | None
     ) -> None:
-        for child in self.children:
-            child.start()
-        self._dealer = threading.Thread(
-            target=self._deal, args=(agents, batch_size, unreadable), daemon=True
-        )
-        self._dealer.start()
+        """Start the children and the listing; a failure (a child that cannot start: too
+        many open files, say) sets ``stop``, so :meth:`close` ends the children started."""
+        try:
+            for child in self.children:
+                child.start()
+            self._dealer = threading.Thread(
+                target=self._deal, args=(agents, batch_size, unreadable), daemon=True
+            )
+            self._dealer.start()
+        except BaseException:
+            self.stop.set()
+            raise
 
     def _deal(
         self, agents: Sequence[str] | None, batch_size: int, unreadable: Unreadable | None
@@ -260,6 +266,8 @@ class _FanOut:
         if self._dealer is not None:
             self._dealer.join()
         for child in self.children:
+            if child.pid is None:  # never started (start() failed first)
+                continue
             if self.stop.is_set() and child.is_alive():
                 child.terminate()
             child.join()
