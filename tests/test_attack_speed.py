@@ -353,7 +353,7 @@ async def test_idempotent_a_timeout_after_a_reset_is_not_retried() -> None:
 
 def test_a_tier_spec_never_shows_the_password() -> None:
     spec = TierSpec("redis://user:hunter2@db.example:6379/0", "p:")
-    job = _Job(spec, Path("/data"), 1, 20)
+    job = _Job(spec, Path("data"), 1, 20)
     for shown in (repr(spec), str(spec), repr(job), str(job)):
         assert "hunter2" not in shown, shown
 
