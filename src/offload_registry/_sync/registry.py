@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import time
@@ -84,8 +85,9 @@ class SessionCtx:
     @property
     def last_access_ms(self) -> int:
         # Floor, nudged by 1 us: a float second is exact to well under that today, so an
-        # injected clock's whole milliseconds come back exactly.
-        return int(self._access_s * 1000 + 1e-3)
+        # injected clock's whole milliseconds come back exactly (negative ones too: a floor,
+        # not int()'s truncation toward zero).
+        return math.floor(self._access_s * 1000 + 1e-3)
 
     @last_access_ms.setter
     def last_access_ms(self, value: int) -> None:

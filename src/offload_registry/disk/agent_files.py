@@ -39,6 +39,7 @@ from offload_registry.disk.fsutil import (
     FsyncPolicy,
     opened_dir,
     read_file_bytes,
+    safe_open,
 )
 from offload_registry.disk.json_file import (
     ensure_agent_dir,
@@ -208,6 +209,11 @@ def read_agent_state(agent_dir: Path) -> AgentState:
     return AgentState() if obj is None else AgentState.from_json_dict(obj)
 
 
+_QUICK_CHECK_BYTES = 64 * 1024
+"""The most of ``state.json`` :func:`names_last_session` reads (the seed's file is a few
+hundred bytes): it runs on the event loop, so a bloated file must not stall it."""
+
+
 def names_last_session(agent_dir: Path, session_key: str) -> bool:
     """True when ``state.json`` already holds ``session_key`` as ``lastSessionKey``, read
     without locking: then recording that key would write nothing, so a cold resolve can skip
@@ -217,10 +223,14 @@ def names_last_session(agent_dir: Path, session_key: str) -> bool:
     version of the file (writers replace it atomically; a torn in-place write by another
     tool does not parse, or does not hold the key). Quiet and never raising: a missing,
     unreadable, unsafe, non-UTF-8 or corrupt file gives ``False``, and the locked update then
-    reports it as before.
+    reports it as before; so does a file over ``_QUICK_CHECK_BYTES`` (it is read and parsed in
+    the locked update's worker thread instead, never on the event loop).
     """
     try:
-        raw = read_file_bytes(state_path(agent_dir))
+        with os.fdopen(safe_open(state_path(agent_dir), os.O_RDONLY), "rb") as f:
+            raw = f.read(_QUICK_CHECK_BYTES + 1)
+        if len(raw) > _QUICK_CHECK_BYTES:
+            return False
         obj = parse_json_line(raw.decode("utf-8-sig"), any_depth=False)
     except (OSError, JournalError, ValueError, RecursionError):
         return False

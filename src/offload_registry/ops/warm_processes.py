@@ -39,6 +39,7 @@ from offload_registry.ops.warm import (
     warm,
     warm_batches,
 )
+from offload_registry.store.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,17 @@ Names = list[tuple[str, str]]
 
 @dataclass(frozen=True, slots=True)
 class TierSpec:
-    """What a child process needs to open its own tier (a tier itself cannot be sent)."""
+    """What a child process needs to open its own tier (a tier itself cannot be sent).
+    Its ``repr`` shows the URL redacted, as every other holder of a Redis URL does."""
 
     url: str
     key_prefix: str
     tls: TierTlsFiles | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"TierSpec(url={redact(self.url)!r}, key_prefix={self.key_prefix!r}, tls={self.tls!r})"
+        )
 
 
 async def warm_processes(
@@ -176,12 +183,18 @@ class _FanOut:
     def start(
         self, agents: Sequence[str] | None, batch_size: int, unreadable: Unreadable | None
     ) -> None:
-        for child in self.children:
-            child.start()
-        self._dealer = threading.Thread(
-            target=self._deal, args=(agents, batch_size, unreadable), daemon=True
-        )
-        self._dealer.start()
+        """Start the children and the listing; a failure (a child that cannot start: too
+        many open files, say) sets ``stop``, so :meth:`close` ends the children started."""
+        try:
+            for child in self.children:
+                child.start()
+            self._dealer = threading.Thread(
+                target=self._deal, args=(agents, batch_size, unreadable), daemon=True
+            )
+            self._dealer.start()
+        except BaseException:
+            self.stop.set()
+            raise
 
     def _deal(
         self, agents: Sequence[str] | None, batch_size: int, unreadable: Unreadable | None
@@ -253,6 +266,8 @@ class _FanOut:
         if self._dealer is not None:
             self._dealer.join()
         for child in self.children:
+            if child.pid is None:  # never started (start() failed first)
+                continue
             if self.stop.is_set() and child.is_alive():
                 child.terminate()
             child.join()
