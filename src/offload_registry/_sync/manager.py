@@ -203,7 +203,8 @@ class OffloadStateManager(CopyFreshness):
         again: while the invalidation stream is down, every resolve reads the journal's tail).
         """
         with self._lock:
-            seen, was_stale = self._invalidations, self.stale
+            with self._trust_lock:  # one reading of both: a mark between them is never lost
+                seen, was_stale = self._invalidations, self.stale
             trusted_until = self._trust_deadline()  # before reading the journal
             self.stats.revalidations += 1
             self._catch_up_files()
