@@ -80,3 +80,13 @@ def cli_json(capsys: Any, *args: str) -> tuple[int, dict[str, Any]]:
     captured = capsys.readouterr()
     out = captured.out
     return status, json.loads(out) if out.strip() else {"stderr": captured.err}
+
+
+def warm_json(capsys: Any, root: Path, url: str, prefix: str, *extra: str) -> dict[str, Any]:
+    """`offload-registry warm --json` on `root` into `prefix`: its report (exit 0 asserted)."""
+    status, report = cli_json(
+        capsys, "--data-root", str(root), "--redis-url", url, "--key-prefix", prefix,
+        "warm", "--json", *extra,
+    )  # fmt: skip
+    assert status == 0, report
+    return report

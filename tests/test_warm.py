@@ -26,17 +26,11 @@ from ops_helpers import (
     redis_view,
     run_cli,
     unique_prefix,
+    warm_json,
     write_sessions,
 )
 
-
-def warm(capsys: Any, root: Path, url: str, prefix: str, *extra: str) -> dict[str, Any]:
-    status, report = cli_json(
-        capsys, "--data-root", str(root), "--redis-url", url, "--key-prefix", prefix,
-        "warm", "--json", *extra,
-    )  # fmt: skip
-    assert status == 0, report
-    return report
+warm = warm_json  # the command, as the tests below call it
 
 
 def test_after_warm_every_sample_session_is_answered_by_redis_with_the_expected_sets(

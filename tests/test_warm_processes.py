@@ -22,18 +22,19 @@ from offload_registry.codec import decode_snapshot
 from offload_registry.ops.warm_processes import TierSpec, warm_processes
 from offload_registry.store.keyspace import Keyspace
 from offload_registry.testing.server import RedisServerProcess
-from ops_helpers import cli_json, journal_truth, redis_view, run_cli, unique_prefix, write_sessions
+from ops_helpers import (
+    journal_truth,
+    redis_view,
+    run_cli,
+    unique_prefix,
+    warm_json,
+    write_sessions,
+)
 
 COUNTS = ("published", "skipped", "raced", "failed")
 
 
-def warm(capsys: Any, root: Path, url: str, prefix: str, *extra: str) -> dict[str, Any]:
-    status, report = cli_json(
-        capsys, "--data-root", str(root), "--redis-url", url, "--key-prefix", prefix,
-        "warm", "--json", *extra,
-    )  # fmt: skip
-    assert status == 0, report
-    return report
+warm = warm_json  # the command, as the tests below call it
 
 
 def session_values(root: Path, url: str, prefix: str) -> dict[str, Any]:

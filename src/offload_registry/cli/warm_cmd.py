@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -65,15 +66,13 @@ def run(args: argparse.Namespace) -> int:
     missing = sorted(set(agents) - set(agent_names(root)))
     if missing:
         raise ConfigurationError(f"no agent directory {missing[0]!r} under {root}")
-    logger = show_progress_logs("offload_registry.ops.warm")
+    show_progress_logs("offload_registry.ops.warm")
 
     unreadable = Unreadable()  # each logged when met; the exit status is then 1
 
     async def job() -> int:
         if args.processes > 1:
-            total = count_sessions(root, agents) if sys.stderr.isatty() else None
-            progress = Progress("warm", total, logger=logger)
-            try:
+            with contextlib.closing(progress_for(root, agents)) as progress:
                 report = await warm_processes(
                     TierSpec(url, args.key_prefix, tls_files(args)),
                     root,
@@ -83,8 +82,6 @@ def run(args: argparse.Namespace) -> int:
                     progress=progress,
                     unreadable=unreadable,
                 )
-            finally:
-                progress.close()
         else:
             report = await warm_here(args, root, url, agents=agents, unreadable=unreadable)
         if args.json:
@@ -100,13 +97,10 @@ async def warm_here(
     args: argparse.Namespace, root: Path, url: str, *, agents: list[str], unreadable: Unreadable
 ) -> WarmReport:
     """The one-process warm: in this process, on one tier (as before ``--processes``)."""
-    logger = logging.getLogger("offload_registry.ops.warm")
     async with open_tier(
         root, url, key_prefix=args.key_prefix, read_only=False, tls=tls_files(args)
     ) as tier:
-        total = count_sessions(root, agents) if sys.stderr.isatty() else None
-        progress = Progress("warm", total, logger=logger)
-        try:
+        with contextlib.closing(progress_for(root, agents)) as progress:
             return await warm(
                 tier,
                 root,
@@ -115,5 +109,10 @@ async def warm_here(
                 progress=progress,
                 unreadable=unreadable,
             )
-        finally:
-            progress.close()
+
+
+def progress_for(root: Path, agents: list[str]) -> Progress:
+    """Warm's progress reporter: counted against the sessions on disk when a terminal shows
+    it (listing them costs a walk of the root), open-ended otherwise."""
+    total = count_sessions(root, agents) if sys.stderr.isatty() else None
+    return Progress("warm", total, logger=logging.getLogger("offload_registry.ops.warm"))
